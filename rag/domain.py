@@ -1,0 +1,148 @@
+"""Value types shared by ingestion, retrieval, answering and the web layer.
+
+They are msgspec structs so the web layer and the CLI encode them to JSON without a
+second schema; they are frozen so a value handed down the pipeline never changes
+under a caller's feet.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+
+class Section(msgspec.Struct, frozen=True):
+    """A run of document text that shares one page and one heading path (loader output)."""
+
+    text: str
+    page: int | None = None
+    heading_path: tuple[str, ...] = ()
+
+
+class LoadedDocument(msgspec.Struct, frozen=True):
+    """What a loader made of one file: its title, type and text sections in order."""
+
+    title: str
+    media_type: str
+    sections: tuple[Section, ...]
+    pages: int | None = None
+
+
+class ChunkDraft(msgspec.Struct, frozen=True):
+    """A chunk as the chunker cut it, before it has a database identity."""
+
+    ordinal: int
+    text: str
+    token_count: int
+    sha256: str
+    char_start: int
+    char_end: int
+    page_start: int | None = None
+    page_end: int | None = None
+    heading_path: tuple[str, ...] = ()
+
+
+class Hit(msgspec.Struct, frozen=True):
+    """One retrieved chunk with the scores that placed it.
+
+    ``score`` orders the hits after the last stage that ran; ``relevance`` is the
+    figure the evidence gate compares with its threshold (its scale belongs to the
+    backend: cosine for the local one, reranker score on Cloudflare).
+    """
+
+    chunk_id: str
+    document_id: str
+    source: str
+    title: str
+    text: str
+    score: float
+    relevance: float
+    page_start: int | None = None
+    page_end: int | None = None
+    heading_path: tuple[str, ...] = ()
+    dense_score: float | None = None
+    dense_rank: int | None = None
+    keyword_score: float | None = None
+    keyword_rank: int | None = None
+
+
+class Source(msgspec.Struct, frozen=True):
+    """A numbered source as the ``sources`` event announces it."""
+
+    n: int
+    chunk_id: str
+    document: str
+    title: str
+    page: int | None
+    score: float
+    snippet: str
+
+
+class Citation(msgspec.Struct, frozen=True):
+    n: int
+    chunk_id: str
+    document: str
+    page: int | None
+    quote: str
+
+
+class Usage(msgspec.Struct):
+    """Tokens and cost of one answer; the local backend costs no neurons."""
+
+    neurons: float = 0.0
+    usd: float = 0.0
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+
+class Latency(msgspec.Struct):
+    retrieve: float = 0.0
+    first_token: float | None = None
+    total: float = 0.0
+
+
+class SourcesEvent(msgspec.Struct, frozen=True, tag="sources"):
+    sources: tuple[Source, ...]
+
+
+class DeltaEvent(msgspec.Struct, frozen=True, tag="delta"):
+    text: str
+
+
+class DoneEvent(msgspec.Struct, frozen=True, tag="done"):
+    answer: str
+    citations: tuple[Citation, ...]
+    grounded: bool
+    provider: str
+    cached: bool
+    usage: Usage
+    latency_ms: Latency
+    trace_id: str
+
+
+class ErrorEvent(msgspec.Struct, frozen=True, tag="error"):
+    code: str
+    message: str
+    retryable: bool
+
+
+AnswerEvent = SourcesEvent | DeltaEvent | DoneEvent | ErrorEvent
+
+
+def event_name(event: AnswerEvent) -> str:
+    """The SSE ``event:`` field for an answer event."""
+    tag = type(event).__struct_config__.tag
+    assert isinstance(tag, str)
+    return tag
+
+
+def event_payload(event: AnswerEvent) -> bytes:
+    """The SSE ``data:`` payload: the event's fields as JSON, without the tag.
+
+    ``sources`` carries a bare list, as the streaming contract shows.
+    """
+    if isinstance(event, SourcesEvent):
+        return msgspec.json.encode(event.sources)
+    data = msgspec.to_builtins(event)
+    assert isinstance(data, dict)
+    data.pop("type", None)
+    return msgspec.json.encode(data)
