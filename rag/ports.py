@@ -8,7 +8,7 @@ from typing import Literal, Protocol
 import numpy as np
 import numpy.typing as npt
 
-from rag.domain import Hit
+from rag.domain import AnswerEvent, Hit
 
 Vectors = npt.NDArray[np.float32]
 EmbedKind = Literal["query", "passage"]
@@ -74,3 +74,18 @@ class ChatModel(Protocol):
     def stream(self, question: str, sources: Sequence[Hit]) -> AsyncIterator[str]:
         """Answer text in pieces; ``[n]`` markers cite ``sources[n-1]``."""
         ...
+
+
+class QAService(Protocol):
+    """What the web app and the CLI need from the composition root (``rag.service``)."""
+
+    def ask(self, question: str, top_k: int | None = None) -> AsyncIterator[AnswerEvent]:
+        """``sources``, then ``delta`` events, then ``done``; or a single ``error``.
+
+        Raises ``InputError`` before the first event for a question it cannot take.
+        """
+        ...
+
+    async def search(self, query: str, k: int | None = None) -> list[Hit]: ...
+
+    async def health(self) -> dict[str, object]: ...
