@@ -1,1 +1,1 @@
-"""The embedded default: local ONNX embedder, numpy index, FTS5 keyword search, extractive answers."""
+"""The embedded default: ONNX embedder, numpy index, FTS5 keywords, extractive answers."""
