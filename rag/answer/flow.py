@@ -1,0 +1,118 @@
+"""One answer as a stream of events: sources, deltas, done (or error).
+
+The contract (DESIGN.md, streaming): sources are announced before any text; the
+``done`` event carries the whole answer, its citations, whether it is grounded, the
+provider, usage and latency. Retrieval has finished before the first event, so the
+stream holds no database session while the model talks.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import AsyncIterator, Sequence
+
+from rag.answer.citations import extract_citations
+from rag.domain import (
+    AnswerEvent,
+    DeltaEvent,
+    DoneEvent,
+    ErrorEvent,
+    Hit,
+    Latency,
+    Source,
+    SourcesEvent,
+    Usage,
+)
+from rag.errors import RagError
+from rag.ports import ChatModel
+from rag.retrieval.retriever import Retrieval
+
+NOT_COVERED = (
+    "The documents do not cover this question: nothing in them is close enough to answer "
+    "it with a citation."
+)
+SNIPPET_CHARS = 240
+
+
+def numbered_sources(hits: Sequence[Hit]) -> tuple[Source, ...]:
+    return tuple(
+        Source(
+            n=n,
+            chunk_id=hit.chunk_id,
+            document=hit.source,
+            title=hit.title,
+            page=hit.page_start,
+            score=round(hit.relevance, 4),
+            snippet=_snippet(hit.text),
+        )
+        for n, hit in enumerate(hits, start=1)
+    )
+
+
+async def answer_events(
+    question: str, retrieval: Retrieval, chat: ChatModel, began: float
+) -> AsyncIterator[AnswerEvent]:
+    """Stream one answer; ``began`` is when the request arrived (perf_counter)."""
+    trace_id = uuid.uuid4().hex
+    latency = Latency(retrieve=_ms(retrieval.seconds))
+    if not retrieval.grounded:
+        yield SourcesEvent(())
+        latency.first_token = _ms(time.perf_counter() - began)
+        yield DeltaEvent(NOT_COVERED)
+        latency.total = _ms(time.perf_counter() - began)
+        yield DoneEvent(
+            answer=NOT_COVERED,
+            citations=(),
+            grounded=False,
+            provider=chat.name,
+            cached=False,
+            usage=Usage(),
+            latency_ms=latency,
+            trace_id=trace_id,
+        )
+        return
+    hits = retrieval.hits
+    yield SourcesEvent(numbered_sources(hits))
+    pieces: list[str] = []
+    try:
+        async for piece in chat.stream(question, hits):
+            if not piece:
+                continue
+            if latency.first_token is None:
+                latency.first_token = _ms(time.perf_counter() - began)
+            pieces.append(piece)
+            yield DeltaEvent(piece)
+    except RagError as exc:
+        yield ErrorEvent(code=exc.code, message=exc.message, retryable=exc.retryable)
+        return
+    if not pieces:
+        # The model found nothing to say in these sources: say so rather than send silence.
+        latency.first_token = _ms(time.perf_counter() - began)
+        pieces.append(NOT_COVERED)
+        yield DeltaEvent(NOT_COVERED)
+    answer = "".join(pieces).strip()
+    citations = extract_citations(answer, hits)
+    latency.total = _ms(time.perf_counter() - began)
+    yield DoneEvent(
+        answer=answer,
+        citations=citations,
+        grounded=bool(citations),
+        provider=chat.name,
+        cached=False,
+        usage=Usage(),
+        latency_ms=latency,
+        trace_id=trace_id,
+    )
+
+
+def _snippet(text: str) -> str:
+    flat = " ".join(text.split())
+    if len(flat) <= SNIPPET_CHARS:
+        return flat
+    cut = flat.rfind(" ", 0, SNIPPET_CHARS)
+    return flat[: cut if cut > 0 else SNIPPET_CHARS] + "…"
+
+
+def _ms(seconds: float) -> float:
+    return round(seconds * 1000, 1)

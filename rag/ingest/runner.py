@@ -1,0 +1,234 @@
+"""The ingestion job: discover, load, chunk, diff, embed, write, delete what vanished.
+
+Idempotent and resumable: every document is written in one transaction, chunk ids
+are derived from content, and text that already has a vector is never embedded again.
+A run killed at any moment (even SIGKILL) leaves each document either as it was or
+fully updated; the next run picks up where it stopped and duplicates nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rag.ingest.chunker import chunk_document, chunker_fingerprint
+
+from rag.config import IngestSettings
+from rag.errors import DocumentError
+from rag.ingest import store
+from rag.ingest.discover import Found, discover
+from rag.ingest.loaders import load
+from rag.ports import Embedder, VectorIndex
+
+Sessions = Callable[[], Any]
+"""An ``async_sessionmaker``: calling it gives an ``AsyncSession`` context manager."""
+
+
+@dataclass
+class IngestReport:
+    run_id: int = 0
+    files: int = 0
+    new: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    deleted: int = 0
+    skipped: int = 0
+    failed: int = 0
+    ignored: int = 0
+    chunks: int = 0
+    embedded: int = 0
+    reused: int = 0
+    seconds: float = 0.0
+    problems: list[dict[str, str]] = field(default_factory=list)
+
+    def counts(self) -> dict[str, int]:
+        names = ("files", "new", "updated", "unchanged", "deleted", "skipped", "failed")
+        more = ("ignored", "chunks", "embedded", "reused")
+        return {name: getattr(self, name) for name in names + more}
+
+    def summary(self) -> str:
+        parts = [
+            f"{self.files} files",
+            f"{self.new} new",
+            f"{self.updated} updated",
+            f"{self.unchanged} unchanged",
+            f"{self.deleted} deleted",
+            f"{self.skipped} skipped",
+            f"{self.failed} failed",
+        ]
+        return (
+            ", ".join(parts)
+            + f"; {self.embedded} chunks embedded, {self.reused} reused in {self.seconds:.1f} s"
+        )
+
+
+class Progress:
+    """What the ingestion job reports while it runs; the CLI draws it, tests may record it."""
+
+    def start(self, files: int) -> None: ...
+
+    def file_done(self, path: str, outcome: str, chunks: int) -> None: ...
+
+    def embedded(self, count: int) -> None: ...
+
+
+class Ingestor:
+    def __init__(
+        self,
+        settings: IngestSettings,
+        sessions: Sessions,
+        embedder: Embedder,
+        index: VectorIndex,
+        progress: Progress | None = None,
+    ) -> None:
+        self.settings = settings
+        self.sessions = sessions
+        self.embedder = embedder
+        self.index = index
+        self.progress = progress or Progress()
+        self.fingerprint = chunker_fingerprint(
+            settings.chunk_tokens, settings.overlap_tokens, embedder.model_id
+        ) + _limits_tag(settings)
+
+    async def run(self, paths: Sequence[Path]) -> IngestReport:
+        began = time.perf_counter()
+        found = discover(paths, self.settings.extensions)
+        report = IngestReport(files=len(found.files), ignored=found.ignored)
+        async with self.sessions() as session, session.begin():
+            report.run_id = await store.start_run(session, [str(r) for r in found.roots])
+        self.progress.start(len(found.files))
+        for item in found.files:
+            outcome, chunks = await self._one(item, report)
+            setattr(report, outcome, getattr(report, outcome) + 1)
+            self.progress.file_done(item.relpath, outcome, chunks)
+        present = {str(item.path) for item in found.files}
+        for root in found.roots:
+            await self._delete_vanished(str(root), present, report)
+        report.seconds = time.perf_counter() - began
+        async with self.sessions() as session, session.begin():
+            await store.finish_run(
+                session, report.run_id, report.counts(), report.problems, report.seconds
+            )
+        return report
+
+    async def _one(self, item: Found, report: IngestReport) -> tuple[str, int]:
+        try:
+            facts = await asyncio.to_thread(_facts, item)
+        except OSError as exc:
+            report.problems.append({"path": item.relpath, "status": "failed", "reason": str(exc)})
+            return "failed", 0
+        async with self.sessions() as session:
+            doc = await store.find_document(session, facts.source)
+            if (
+                doc is not None
+                and doc.sha256 == facts.sha256
+                and doc.chunker == self.fingerprint
+                and (
+                    doc.status != "ok"
+                    or await store.has_all_vectors(session, doc.id, self.embedder.model_id)
+                )
+            ):
+                return "unchanged", 0
+        outcome = "new" if doc is None else "updated"
+        try:
+            loaded = await asyncio.to_thread(load, item.path, self.settings)
+        except DocumentError as exc:
+            report.problems.append(
+                {"path": item.relpath, "status": exc.status, "reason": exc.message}
+            )
+            async with self.sessions() as session, session.begin():
+                lost = await store.record_problem(
+                    session, facts, exc.status, exc.message, self.fingerprint
+                )
+            await self.index.delete(lost)
+            return ("skipped" if exc.status == "skipped" else "failed"), 0
+        drafts = chunk_document(
+            loaded,
+            self.embedder.tokenizer,
+            self.settings.chunk_tokens,
+            self.settings.overlap_tokens,
+        )
+        ids = store.chunk_ids(store.document_id(facts.source), drafts)
+        async with self.sessions() as session:
+            known = await store.known_vectors(
+                session, [d.sha256 for d in drafts], self.embedder.model_id
+            )
+        to_embed = {d.sha256: d.text for d in drafts if d.sha256 not in known}
+        fresh = await self._embed(list(to_embed.values()))
+        by_sha = {**known, **dict(zip(to_embed, fresh, strict=True))}
+        vectors = {cid: by_sha[d.sha256] for cid, d in zip(ids, drafts, strict=True)}
+        async with self.sessions() as session, session.begin():
+            new_vectors = await store.without_vector(session, vectors, self.embedder.model_id)
+            gone = await store.write_document(
+                session,
+                facts,
+                title=loaded.title,
+                media_type=loaded.media_type,
+                pages=loaded.pages,
+                fingerprint=self.fingerprint,
+                drafts=drafts,
+                ids=ids,
+                new_vectors=new_vectors,
+                model_id=self.embedder.model_id,
+                dimension=self.embedder.dimension,
+            )
+        await self.index.delete(gone)
+        if new_vectors:
+            matrix = np.frombuffer(b"".join(new_vectors.values()), dtype="<f4").reshape(
+                len(new_vectors), self.embedder.dimension
+            )
+            await self.index.upsert(list(new_vectors), matrix)
+        report.chunks += len(drafts)
+        report.embedded += len(fresh)
+        report.reused += len(drafts) - len(fresh)
+        return outcome, len(drafts)
+
+    async def _embed(self, texts: list[str]) -> list[bytes]:
+        blobs: list[bytes] = []
+        size = self.settings.batch_size
+        for start in range(0, len(texts), size):
+            batch = texts[start : start + size]
+            blobs.extend(store.to_blobs(await self.embedder.embed(batch, "passage")))
+            self.progress.embedded(len(batch))
+        return blobs
+
+    async def _delete_vanished(self, root: str, present: set[str], report: IngestReport) -> None:
+        async with self.sessions() as session:
+            gone_docs = await store.vanished(session, root, present)
+        for doc in gone_docs:
+            async with self.sessions() as session, session.begin():
+                current = await store.find_document(session, doc.source)
+                if current is None:
+                    continue
+                lost = await store.delete_document(session, current)
+            await self.index.delete(lost)
+            report.deleted += 1
+
+
+def _facts(item: Found) -> store.DocumentFacts:
+    stat = item.path.stat()
+    digest = hashlib.sha256()
+    with item.path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return store.DocumentFacts(
+        source=str(item.path),
+        root=str(item.root),
+        path=item.relpath,
+        sha256=digest.hexdigest(),
+        size=stat.st_size,
+        mtime_ns=stat.st_mtime_ns,
+    )
+
+
+def _limits_tag(settings: IngestSettings) -> str:
+    # A file skipped for its size or a PDF that timed out deserves another try when the
+    # limits change; folding them into the fingerprint makes that happen.
+    limits = f"{settings.max_file_mb}:{settings.pdf_timeout_s}:{settings.pdf_memory_mb}"
+    return ":" + hashlib.sha256(limits.encode()).hexdigest()[:8]

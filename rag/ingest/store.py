@@ -1,0 +1,269 @@
+"""Database writes of an ingest run. Each document is written in one transaction."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import numpy as np
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from rag.db.tables import Chunk, Document, IngestRun, Meta, Vector
+from rag.domain import ChunkDraft
+from rag.ports import Vectors
+
+GENERATION_KEY = "index_generation"
+
+
+def document_id(source: str) -> str:
+    return hashlib.sha256(source.encode()).hexdigest()[:32]
+
+
+def chunk_ids(doc_id: str, drafts: Sequence[ChunkDraft]) -> list[str]:
+    """Ids from the document and the chunk's text, not its position.
+
+    An unchanged paragraph keeps its id when text is inserted above it, so neither its
+    vector nor (on Vectorize) its upsert is redone. Identical texts in one document are
+    told apart by their occurrence count.
+    """
+    seen: dict[str, int] = {}
+    ids = []
+    for draft in drafts:
+        occurrence = seen.get(draft.sha256, 0)
+        seen[draft.sha256] = occurrence + 1
+        key = f"{doc_id}\x00{draft.sha256}\x00{occurrence}".encode()
+        ids.append(hashlib.sha256(key).hexdigest()[:32])
+    return ids
+
+
+@dataclass(frozen=True, slots=True)
+class DocumentFacts:
+    source: str
+    root: str
+    path: str
+    sha256: str
+    size: int
+    mtime_ns: int
+
+
+async def find_document(session: AsyncSession, source: str) -> Document | None:
+    return await session.scalar(select(Document).where(Document.source == source))
+
+
+async def chunk_ids_of(session: AsyncSession, doc_id: str) -> list[str]:
+    rows = await session.scalars(select(Chunk.id).where(Chunk.document_id == doc_id))
+    return list(rows)
+
+
+async def has_all_vectors(session: AsyncSession, doc_id: str, model_id: str) -> bool:
+    chunks = await session.scalar(
+        select(func.count()).select_from(Chunk).where(Chunk.document_id == doc_id)
+    )
+    vectors = await session.scalar(
+        select(func.count())
+        .select_from(Vector)
+        .join(Chunk, Chunk.id == Vector.chunk_id)
+        .where(Chunk.document_id == doc_id, Vector.model_id == model_id)
+    )
+    return chunks == vectors
+
+
+async def known_vectors(
+    session: AsyncSession, shas: Sequence[str], model_id: str
+) -> dict[str, bytes]:
+    """Stored vectors by chunk text hash: text that was embedded once is never embedded again."""
+    found: dict[str, bytes] = {}
+    wanted = list(dict.fromkeys(shas))
+    for start in range(0, len(wanted), 500):  # stay under SQLite's bound-parameter limit
+        rows = await session.execute(
+            select(Chunk.sha256, Vector.vector)
+            .join(Vector, Vector.chunk_id == Chunk.id)
+            .where(Chunk.sha256.in_(wanted[start : start + 500]), Vector.model_id == model_id)
+        )
+        for sha, blob in rows:
+            found.setdefault(sha, blob)
+    return found
+
+
+async def without_vector(
+    session: AsyncSession, vectors: dict[str, bytes], model_id: str
+) -> dict[str, bytes]:
+    """The entries of ``vectors`` whose chunk has no stored vector for ``model_id`` yet."""
+    ids = list(vectors)
+    have: set[str] = set()
+    for start in range(0, len(ids), 500):
+        rows = await session.scalars(
+            select(Vector.chunk_id).where(
+                Vector.model_id == model_id, Vector.chunk_id.in_(ids[start : start + 500])
+            )
+        )
+        have.update(rows)
+    return {cid: blob for cid, blob in vectors.items() if cid not in have}
+
+
+async def record_problem(
+    session: AsyncSession, facts: DocumentFacts, status: str, reason: str, fingerprint: str
+) -> list[str]:
+    """Mark a file skipped or failed; it keeps no chunks. Returns the chunk ids it lost."""
+    doc_id = document_id(facts.source)
+    lost = await chunk_ids_of(session, doc_id)
+    await session.execute(delete(Chunk).where(Chunk.document_id == doc_id))
+    await _upsert_document(
+        session, facts, doc_id, status=status, reason=reason, fingerprint=fingerprint
+    )
+    await bump_generation(session)
+    return lost
+
+
+async def write_document(
+    session: AsyncSession,
+    facts: DocumentFacts,
+    *,
+    title: str,
+    media_type: str,
+    pages: int | None,
+    fingerprint: str,
+    drafts: Sequence[ChunkDraft],
+    ids: Sequence[str],
+    new_vectors: dict[str, bytes],
+    model_id: str,
+    dimension: int,
+) -> list[str]:
+    """Replace a document's chunks with ``drafts``; returns the chunk ids that went away."""
+    doc_id = document_id(facts.source)
+    await _upsert_document(
+        session,
+        facts,
+        doc_id,
+        status="ok",
+        reason=None,
+        fingerprint=fingerprint,
+        title=title,
+        media_type=media_type,
+        pages=pages,
+    )
+    old = set(await chunk_ids_of(session, doc_id))
+    gone = sorted(old - set(ids))
+    for start in range(0, len(gone), 500):
+        await session.execute(delete(Chunk).where(Chunk.id.in_(gone[start : start + 500])))
+    for chunk_id, draft in zip(ids, drafts, strict=True):
+        values = {
+            "ordinal": draft.ordinal,
+            "page_start": draft.page_start,
+            "page_end": draft.page_end,
+            "char_start": draft.char_start,
+            "char_end": draft.char_end,
+            "heading_path": list(draft.heading_path),
+            "token_count": draft.token_count,
+        }
+        if chunk_id in old:
+            # Same id means same text: only its place in the document can have moved.
+            await session.execute(update(Chunk).where(Chunk.id == chunk_id).values(**values))
+        else:
+            session.add(
+                Chunk(
+                    id=chunk_id, document_id=doc_id, text=draft.text, sha256=draft.sha256, **values
+                )
+            )
+    await session.flush()
+    for chunk_id, blob in new_vectors.items():
+        session.add(Vector(chunk_id=chunk_id, model_id=model_id, dimension=dimension, vector=blob))
+    await bump_generation(session)
+    return gone
+
+
+async def _upsert_document(
+    session: AsyncSession,
+    facts: DocumentFacts,
+    doc_id: str,
+    *,
+    status: str,
+    reason: str | None,
+    fingerprint: str,
+    title: str | None = None,
+    media_type: str | None = None,
+    pages: int | None = None,
+) -> None:
+    doc = await session.get(Document, doc_id)
+    if doc is None:
+        doc = Document(id=doc_id, source=facts.source)
+        session.add(doc)
+    doc.root = facts.root
+    doc.path = facts.path
+    doc.sha256 = facts.sha256
+    doc.size = facts.size
+    doc.mtime_ns = facts.mtime_ns
+    doc.status = status
+    doc.reason = reason
+    doc.chunker = fingerprint
+    doc.title = title if title is not None else (doc.title or facts.path)
+    doc.media_type = media_type or doc.media_type or ""
+    doc.pages = pages
+    doc.updated_at = datetime.now(UTC).replace(tzinfo=None)
+
+
+async def vanished(session: AsyncSession, root: str, present: set[str]) -> list[Document]:
+    """Documents recorded under ``root`` whose file was not found this time."""
+    docs = await session.scalars(select(Document).where(Document.root == root))
+    return [d for d in docs if d.source not in present]
+
+
+async def delete_document(session: AsyncSession, doc: Document) -> list[str]:
+    lost = await chunk_ids_of(session, doc.id)
+    # Chunks go explicitly (not only by cascade) so the FTS trigger sees each row.
+    await session.execute(delete(Chunk).where(Chunk.document_id == doc.id))
+    await session.delete(doc)
+    await bump_generation(session)
+    return lost
+
+
+async def bump_generation(session: AsyncSession) -> None:
+    row = await session.get(Meta, GENERATION_KEY)
+    if row is None:
+        session.add(Meta(key=GENERATION_KEY, value="1"))
+    else:
+        row.value = str(int(row.value) + 1)
+
+
+async def generation(session: AsyncSession) -> int:
+    row = await session.get(Meta, GENERATION_KEY)
+    return 0 if row is None else int(row.value)
+
+
+async def start_run(session: AsyncSession, roots: list[str]) -> int:
+    # A run still marked running was killed: say so instead of leaving it open forever.
+    await session.execute(
+        update(IngestRun).where(IngestRun.status == "running").values(status="interrupted")
+    )
+    run = IngestRun(roots=roots, status="running", counts={}, errors=[])
+    session.add(run)
+    await session.flush()
+    return run.id
+
+
+async def finish_run(
+    session: AsyncSession,
+    run_id: int,
+    counts: dict[str, int],
+    errors: list[dict[str, str]],
+    seconds: float,
+) -> None:
+    await session.execute(
+        update(IngestRun)
+        .where(IngestRun.id == run_id)
+        .values(
+            status="finished",
+            counts=counts,
+            errors=errors,
+            seconds=seconds,
+            finished_at=datetime.now(UTC).replace(tzinfo=None),
+        )
+    )
+
+
+def to_blobs(vectors: Vectors) -> list[bytes]:
+    array = np.ascontiguousarray(vectors, dtype="<f4")
+    return [row.tobytes() for row in array]

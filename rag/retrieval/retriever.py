@@ -1,0 +1,125 @@
+"""Question to ranked, gated hits: embed, dense + keyword candidates, rerank, evidence gate.
+
+Every database read happens here, before an answer starts streaming, so a slow model
+never holds a database session.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from sqlalchemy import select
+
+from rag.db.tables import Chunk, Document, Vector
+from rag.domain import Hit
+from rag.ports import Embedder, KeywordSearch, Reranker, VectorIndex
+
+
+@dataclass(frozen=True, slots=True)
+class Retrieval:
+    hits: list[Hit]
+    grounded: bool
+    """False when no hit clears the evidence gate: the documents do not cover the question."""
+    best_relevance: float | None
+    seconds: float
+
+
+class Retriever:
+    def __init__(
+        self,
+        sessions: Any,
+        embedder: Embedder,
+        index: VectorIndex,
+        keyword: KeywordSearch,
+        reranker: Reranker,
+        *,
+        candidates: int,
+        min_relevance: float,
+    ) -> None:
+        self.sessions = sessions
+        self.embedder = embedder
+        self.index = index
+        self.keyword = keyword
+        self.reranker = reranker
+        self.candidates = candidates
+        self.min_relevance = min_relevance
+
+    async def candidates_for(self, query: str) -> list[Hit]:
+        """Dense and keyword candidates, each with both scores where the chunk has them."""
+        vector = (await self.embedder.embed([query], "query"))[0]
+        dense = await self.index.query(vector, self.candidates)
+        keyword = await self.keyword.search(query, self.candidates)
+        dense_rank = {cid: (rank, score) for rank, (cid, score) in enumerate(dense, start=1)}
+        keyword_rank = {cid: (rank, score) for rank, (cid, score) in enumerate(keyword, start=1)}
+        ids = list(dict.fromkeys([cid for cid, _ in dense] + [cid for cid, _ in keyword]))
+        rows = await self._rows(ids)
+        only_keyword = [cid for cid in ids if cid not in dense_rank and cid in rows]
+        cosines = await self._cosines(only_keyword, vector)
+        hits = []
+        for cid in ids:
+            if cid not in rows:
+                continue  # deleted since the index answered
+            chunk, doc = rows[cid]
+            d = dense_rank.get(cid)
+            k = keyword_rank.get(cid)
+            cosine = d[1] if d else cosines.get(cid)
+            hits.append(
+                Hit(
+                    chunk_id=cid,
+                    document_id=doc.id,
+                    source=doc.path,
+                    title=doc.title,
+                    text=chunk.text,
+                    score=cosine if cosine is not None else 0.0,
+                    relevance=cosine if cosine is not None else 0.0,
+                    page_start=chunk.page_start,
+                    page_end=chunk.page_end,
+                    heading_path=tuple(chunk.heading_path),
+                    dense_score=cosine,
+                    dense_rank=d[0] if d else None,
+                    keyword_score=k[1] if k else None,
+                    keyword_rank=k[0] if k else None,
+                )
+            )
+        return hits
+
+    async def retrieve(self, query: str, k: int) -> Retrieval:
+        began = time.perf_counter()
+        candidates = await self.candidates_for(query)
+        hits = await self.reranker.rerank(query, candidates, k)
+        best = max((h.relevance for h in hits), default=None)
+        grounded = best is not None and best >= self.min_relevance
+        return Retrieval(hits, grounded, best, time.perf_counter() - began)
+
+    async def _rows(self, ids: Sequence[str]) -> dict[str, tuple[Chunk, Document]]:
+        if not ids:
+            return {}
+        async with self.sessions() as session:
+            result = await session.execute(
+                select(Chunk, Document)
+                .join(Document, Document.id == Chunk.document_id)
+                .where(Chunk.id.in_(list(ids)))
+            )
+            return {chunk.id: (chunk, doc) for chunk, doc in result.tuples()}
+
+    async def _cosines(self, ids: Sequence[str], query: Any) -> dict[str, float]:
+        """Cosine of chunks only BM25 found, from their stored vectors."""
+        if not ids:
+            return {}
+        async with self.sessions() as session:
+            rows = await session.execute(
+                select(Vector.chunk_id, Vector.vector).where(
+                    Vector.chunk_id.in_(list(ids)), Vector.model_id == self.embedder.model_id
+                )
+            )
+            pairs = list(rows.tuples())
+        if not pairs:
+            return {}
+        matrix = np.frombuffer(b"".join(blob for _, blob in pairs), dtype="<f4")
+        matrix = matrix.reshape(len(pairs), -1)
+        scores = matrix @ np.asarray(query, dtype=np.float32)
+        return {cid: float(s) for (cid, _), s in zip(pairs, scores, strict=True)}
