@@ -249,7 +249,10 @@ def serve(ctx: click.Context, host: str | None, port: int | None, no_ingest: boo
                     report = await service.ingest([corpus], progress)
                 err.print(report.summary(), highlight=False)
             app = create_app(settings, service=service)
-            config = uvicorn.Config(app, host=bind_host, port=bind_port, log_level="info")
+            # Open SSE streams would hold shutdown for ever; after 5 s they are closed.
+            config = uvicorn.Config(
+                app, host=bind_host, port=bind_port, log_level="info", timeout_graceful_shutdown=5
+            )
             err.print(f"serving on http://{bind_host}:{bind_port}  (OpenAPI: /schema)")
             await uvicorn.Server(config).serve()
 

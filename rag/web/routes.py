@@ -1,0 +1,143 @@
+"""HTTP handlers: ask (SSE, POST and GET), search, health."""
+
+from __future__ import annotations
+
+from typing import Annotated, cast
+
+from litestar import get, post
+from litestar.datastructures import State
+from litestar.di import NamedDependency, Provide
+from litestar.openapi import ResponseSpec
+from litestar.openapi.spec import Example
+from litestar.params import Body, QueryParameter, RawBody, SkipValidation
+
+from rag.config import Settings
+from rag.errors import InputError
+from rag.ports import QAService
+from rag.web.schemas import (
+    TOP_K_MAX,
+    AskRequest,
+    ErrorResponse,
+    SearchHit,
+    SearchRequest,
+    SearchResponse,
+    decode_strict,
+)
+from rag.web.sse import EventStream, SSEStream
+
+
+def provide_service(state: State) -> QAService:
+    return cast(QAService, state.service)
+
+
+def provide_settings(state: State) -> Settings:
+    return cast(Settings, state.settings)
+
+
+DEPENDENCIES = {
+    "service": Provide(provide_service, sync_to_thread=False),
+    "settings": Provide(provide_settings, sync_to_thread=False),
+}
+
+
+def checked_text(value: str, field: str, settings: Settings) -> str:
+    """The text stripped, or an ``InputError`` naming the field and the problem."""
+    text = value.strip()
+    if not text:
+        raise InputError(f"{field} must not be empty")
+    limit = settings.server.max_question_chars
+    if len(text) > limit:
+        raise InputError(f"{field} is too long: {len(text)} characters, the limit is {limit}")
+    return text
+
+
+async def _answer_stream(
+    service: QAService, settings: Settings, question: str, field: str, top_k: int | None
+) -> SSEStream:
+    events = EventStream(
+        service.ask(checked_text(question, field, settings), top_k),
+        settings.server.heartbeat_s,
+    )
+    await events.start()
+    return SSEStream(events)
+
+
+# Documents the error shape every handler really returns (see app.py), instead of
+# Litestar's default ValidationException body.
+_ERRORS = {
+    400: ResponseSpec(ErrorResponse, description="The request is invalid; the message says why."),
+    500: ResponseSpec(ErrorResponse, description="Internal error; no details are disclosed."),
+}
+
+_SSE_DESCRIPTION = (
+    "Server-Sent Events: `sources`, then `delta` events, then `done` (or `error`); "
+    "`: ping` comments while the model is idle. A rejected question is a 400 JSON error "
+    "instead of a stream."
+)
+
+
+@post(
+    "/v1/ask",
+    summary="Ask a question (SSE)",
+    description=_SSE_DESCRIPTION,
+    media_type="text/event-stream",
+    response_description="An SSE stream of answer events.",
+    responses=_ERRORS,
+    status_code=200,
+)
+async def ask_post(
+    data: Annotated[
+        AskRequest,
+        Body(
+            title="Question",
+            examples=[Example(value={"question": "How do I ingest a folder?", "top_k": 5})],
+        ),
+    ],
+    body: RawBody,
+    service: NamedDependency[SkipValidation[QAService]],
+    settings: NamedDependency[SkipValidation[Settings]],
+) -> SSEStream:
+    # ``data`` gives the OpenAPI body schema and Litestar's (lax) validation; the raw
+    # ``body`` is decoded again strictly so a wrong JSON type is a 400, not coerced.
+    data = decode_strict(body, AskRequest)
+    return await _answer_stream(service, settings, data.question, "question", data.top_k)
+
+
+@get(
+    "/v1/ask",
+    summary="Ask a question (SSE, for EventSource)",
+    description=_SSE_DESCRIPTION,
+    media_type="text/event-stream",
+    response_description="An SSE stream of answer events.",
+    responses=_ERRORS,
+)
+async def ask_get(
+    question: Annotated[str, QueryParameter(name="q", description="The question.")],
+    service: NamedDependency[SkipValidation[QAService]],
+    settings: NamedDependency[SkipValidation[Settings]],
+    top_k: Annotated[
+        int | None,
+        QueryParameter(ge=1, le=TOP_K_MAX, description="How many sources to use."),
+    ] = None,
+) -> SSEStream:
+    return await _answer_stream(service, settings, question, "q", top_k)
+
+
+@post("/v1/search", summary="Ranked chunks for a query", responses=_ERRORS, status_code=200)
+async def search(
+    data: Annotated[SearchRequest, Body(title="Search")],
+    body: RawBody,
+    service: NamedDependency[SkipValidation[QAService]],
+    settings: NamedDependency[SkipValidation[Settings]],
+) -> SearchResponse:
+    data = decode_strict(body, SearchRequest)
+    hits = await service.search(checked_text(data.query, "query", settings), data.k)
+    return SearchResponse(hits=[SearchHit.from_hit(n, hit) for n, hit in enumerate(hits, 1)])
+
+
+@get("/healthz", summary="Liveness and index status", responses={500: _ERRORS[500]})
+async def healthz(service: NamedDependency[SkipValidation[QAService]]) -> dict[str, object]:
+    return await service.health()
+
+
+ROUTES = [ask_post, ask_get, search, healthz]

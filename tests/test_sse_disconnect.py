@@ -1,0 +1,140 @@
+"""A client that hangs up stops the answer: the real app under uvicorn, over a socket.
+
+In-process test clients buffer the whole response, so they can neither stream an
+endless answer nor hang up half way; a real server on 127.0.0.1 can.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
+
+import httpx
+import uvicorn
+from litestar import Litestar
+
+from rag.config import ServerSettings, Settings
+from rag.domain import AnswerEvent, DeltaEvent, Hit, SourcesEvent
+from rag.web import create_app
+
+WAIT_S = 5.0
+
+
+class EndlessService:
+    """Streams deltas until closed, or sits idle after ``sources`` when ``idle``."""
+
+    def __init__(self, idle: bool = False) -> None:
+        self.idle = idle
+        self.produced = 0
+        self.closed = threading.Event()
+
+    def ask(self, question: str, top_k: int | None = None) -> AsyncIterator[AnswerEvent]:
+        return self._answer()
+
+    async def _answer(self) -> AsyncIterator[AnswerEvent]:
+        try:
+            yield SourcesEvent(sources=())
+            while True:
+                await asyncio.sleep(3600 if self.idle else 0.005)
+                self.produced += 1
+                yield DeltaEvent(text=f"token{self.produced} ")
+        finally:
+            self.closed.set()
+
+    async def search(self, query: str, k: int | None = None) -> list[Hit]:
+        return []
+
+    async def health(self) -> dict[str, object]:
+        return {"status": "ok"}
+
+
+@contextmanager
+def serve(app: Litestar) -> Iterator[str]:
+    """Run ``app`` under uvicorn on an ephemeral loopback port; yield its base URL."""
+    config = uvicorn.Config(
+        app,
+        host="127.0.0.1",
+        port=0,
+        http="h11",
+        ws="none",
+        lifespan="on",
+        log_config=None,
+        log_level="warning",
+        timeout_graceful_shutdown=WAIT_S,
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, name="uvicorn-test", daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + WAIT_S
+        while not server.started:
+            assert thread.is_alive(), "uvicorn exited during startup"
+            assert time.monotonic() < deadline, "uvicorn did not start"
+            time.sleep(0.01)
+        port = server.servers[0].sockets[0].getsockname()[1]
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(WAIT_S * 2)
+        assert not thread.is_alive(), "uvicorn did not shut down"
+
+
+class FrameReader:
+    """SSE frames read incrementally off the socket, as a browser would."""
+
+    def __init__(self, response: httpx.Response) -> None:
+        # Kept for the whole exchange: an abandoned httpx body iterator closes the
+        # connection when it is collected, which would be a disconnect of its own.
+        self._chunks = response.iter_text()
+        self._buffer = ""
+
+    def read(self, count: int) -> list[str]:
+        frames: list[str] = []
+        while len(frames) < count:
+            if "\n\n" in self._buffer:
+                frame, self._buffer = self._buffer.split("\n\n", 1)
+                frames.append(frame)
+                continue
+            chunk = next(self._chunks, None)
+            assert chunk is not None, f"stream ended after {frames}"
+            self._buffer += chunk
+        return frames
+
+
+def wait_until_quiet(service: EndlessService) -> None:
+    assert service.closed.wait(WAIT_S), "the service's generator was not closed"
+    produced = service.produced
+    time.sleep(0.2)
+    assert service.produced == produced, "the service kept producing after the disconnect"
+
+
+def test_disconnect_mid_answer_closes_the_service_generator() -> None:
+    service = EndlessService()
+    with serve(create_app(Settings(), service)) as url, httpx.Client(base_url=url) as client:
+        with client.stream("POST", "/v1/ask", json={"question": "go on"}) as response:
+            assert response.status_code == 200
+            reader = FrameReader(response)
+            frames = reader.read(3)
+            assert frames[0] == "event: sources\ndata: []"
+            assert frames[1].startswith("event: delta\n")
+            # Still streaming: the answer is endless, so nothing here was buffered.
+            assert reader.read(1)[0].startswith("event: delta\n")
+            assert not service.closed.is_set()
+        # Leaving the block closes the unfinished response, and with it the connection.
+        wait_until_quiet(service)
+
+
+def test_disconnect_while_idle_cancels_the_pending_step() -> None:
+    service = EndlessService(idle=True)
+    conf = Settings(server=ServerSettings(heartbeat_s=0.05))
+    with serve(create_app(conf, service)) as url, httpx.Client(base_url=url) as client:
+        with client.stream("GET", "/v1/ask", params={"q": "go on"}) as response:
+            assert response.status_code == 200
+            reader = FrameReader(response)
+            assert reader.read(3) == ["event: sources\ndata: []", ": ping", ": ping"]
+            assert not service.closed.is_set()
+        wait_until_quiet(service)
+    assert service.produced == 0
