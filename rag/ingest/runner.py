@@ -17,11 +17,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from rag.ingest.chunker import chunk_document, chunker_fingerprint
 
 from rag.config import IngestSettings
 from rag.errors import DocumentError
 from rag.ingest import store
+from rag.ingest.chunker import chunk_document, chunker_fingerprint
 from rag.ingest.discover import Found, discover
 from rag.ingest.loaders import load
 from rag.ports import Embedder, VectorIndex

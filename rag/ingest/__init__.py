@@ -1,0 +1,1 @@
+"""Ingestion: discover files, load them into sections, chunk, embed and store."""

@@ -1,0 +1,135 @@
+"""PDF: one section per page, extracted by pypdf in a bounded worker process.
+
+Extraction runs in ``pdf_worker`` children so that a PDF that loops, explodes in memory
+or crashes the parser costs one file, not the batch. Encrypted files are opened with
+the empty password only (many are "encrypted" just to set permissions); a PDF over
+``ingest.pdf_max_pages`` is skipped rather than silently cut short.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from rag.config import IngestSettings
+from rag.domain import LoadedDocument, Section
+from rag.errors import UnreadableDocument, UnsupportedDocument
+from rag.ingest.loaders.pdf_worker import (
+    WorkerCrashed,
+    WorkerError,
+    WorkerMemoryExceeded,
+    WorkerTimeout,
+    new_pool,
+)
+from rag.ingest.loaders.text import normalize_text
+
+MIN_TEXT_CHARS = 20
+"""Fewer characters than this in the whole file (a run of whitespace counting as one)
+means "no text layer": a scan's stray page number is not a text layer, a one-line note is."""
+
+# pypdf decrypts AES only with the optional "cryptography" package installed.
+_AES = "PDF uses AES encryption, which needs the 'cryptography' package (not installed)"
+
+_POOL = new_pool(preload=("pypdf", __name__))
+
+
+def close() -> None:
+    """Stop the PDF worker processes (they also stop at interpreter exit)."""
+    _POOL.close()
+
+
+def _short(exc: BaseException) -> str:
+    reason = str(exc).splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return reason if len(reason) <= 160 else reason[:157] + "..."
+
+
+def extract(path: str, max_pages: int) -> dict[str, Any]:
+    """Runs in the worker: title, page count and normalised text of every page, or a problem.
+
+    Returns plain data (it crosses a pipe): ``{"problem": (kind, reason)}`` for a file
+    that cannot be read, else ``title``, ``pages``, ``texts`` and ``page_errors``.
+    """
+    from pypdf import PdfReader
+    from pypdf.errors import DependencyError, FileNotDecryptedError
+
+    try:
+        reader = PdfReader(path, strict=False)
+        if reader.is_encrypted and not reader.decrypt(""):
+            return {"problem": ("failed", "PDF is encrypted and no password opens it")}
+        pages = len(reader.pages)
+    except DependencyError:
+        return {"problem": ("failed", _AES)}
+    except NotImplementedError as exc:
+        return {"problem": ("failed", f"PDF encryption is not supported: {_short(exc)}")}
+    except FileNotDecryptedError:
+        return {"problem": ("failed", "PDF is encrypted and no password opens it")}
+    except Exception as exc:
+        return {"problem": ("failed", f"PDF could not be opened: {_short(exc)}")}
+    if pages == 0:
+        return {"problem": ("failed", "PDF has no pages")}
+    if pages > max_pages:
+        reason = f"PDF has {pages} pages, over the {max_pages} page limit (ingest.pdf_max_pages)"
+        return {"problem": ("skipped", reason)}
+    texts: list[str] = []
+    errors: list[str] = []
+    for number in range(pages):
+        try:
+            texts.append(normalize_text(reader.pages[number].extract_text()))
+        except DependencyError:
+            # Some files defer decryption to the first stream read.
+            return {"problem": ("failed", _AES)}
+        except Exception as exc:
+            # One bad page (broken font, bad content stream) should not cost the others.
+            texts.append("")
+            errors.append(f"page {number + 1}: {_short(exc)}")
+    return {"title": _title(reader), "pages": pages, "texts": texts, "page_errors": errors}
+
+
+def _title(reader: Any) -> str:
+    try:
+        title = reader.metadata.title if reader.metadata else None
+    except Exception:
+        return ""
+    return normalize_text(str(title)) if title else ""
+
+
+def load_pdf(path: Path, settings: IngestSettings) -> LoadedDocument:
+    """Pages of text with 1-based page numbers; raises a ``DocumentError`` with the reason."""
+    try:
+        result = _POOL.call(
+            extract,
+            (str(path), settings.pdf_max_pages),
+            timeout_s=settings.pdf_timeout_s,
+            memory_mb=settings.pdf_memory_mb,
+        )
+    except WorkerTimeout as exc:
+        raise UnreadableDocument(
+            f"PDF extraction timed out after {settings.pdf_timeout_s:g} s"
+        ) from exc
+    except WorkerMemoryExceeded as exc:
+        raise UnreadableDocument(
+            f"PDF extraction exceeded the {settings.pdf_memory_mb} MB memory limit"
+        ) from exc
+    except WorkerCrashed as exc:
+        raise UnreadableDocument(f"PDF extraction crashed: {exc}") from exc
+    except WorkerError as exc:
+        raise UnreadableDocument(f"PDF extraction failed: {_short(exc)}") from exc
+    if "problem" in result:
+        status, reason = result["problem"]
+        raise (UnsupportedDocument if status == "skipped" else UnreadableDocument)(reason)
+    texts: list[str] = result["texts"]
+    if len(" ".join(" ".join(texts).split())) < MIN_TEXT_CHARS:
+        if len(result["page_errors"]) == result["pages"]:
+            raise UnreadableDocument(f"PDF text could not be extracted: {result['page_errors'][0]}")
+        raise UnreadableDocument(
+            "PDF has no text layer (scanned or image-only; OCR is not supported)"
+        )
+    sections = tuple(
+        Section(text=text, page=number) for number, text in enumerate(texts, 1) if text
+    )
+    return LoadedDocument(
+        title=result["title"] or path.stem,
+        media_type="application/pdf",
+        sections=sections,
+        pages=result["pages"],
+    )
