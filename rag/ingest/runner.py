@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -25,6 +26,8 @@ from rag.ingest.chunker import chunk_document, chunker_fingerprint
 from rag.ingest.discover import Found, discover
 from rag.ingest.loaders import load
 from rag.ports import Embedder, VectorIndex
+
+log = logging.getLogger(__name__)
 
 Sessions = Callable[[], Any]
 """An ``async_sessionmaker``: calling it gives an ``AsyncSession`` context manager."""
@@ -139,15 +142,11 @@ class Ingestor:
         try:
             loaded = await asyncio.to_thread(load, item.path, self.settings)
         except DocumentError as exc:
-            report.problems.append(
-                {"path": item.relpath, "status": exc.status, "reason": exc.message}
-            )
-            async with self.sessions() as session, session.begin():
-                lost = await store.record_problem(
-                    session, facts, exc.status, exc.message, self.fingerprint
-                )
-            await self.index.delete(lost)
-            return ("skipped" if exc.status == "skipped" else "failed"), 0
+            return await self._problem(item, facts, exc.status, exc.message, report)
+        except Exception as exc:  # a loader bug must cost one file, never the batch
+            log.exception("unexpected error while reading %s", item.path)
+            reason = f"unexpected error while reading the file ({type(exc).__name__}: {exc})"
+            return await self._problem(item, facts, "failed", reason, report)
         drafts = chunk_document(
             loaded,
             self.embedder.tokenizer,
@@ -188,6 +187,20 @@ class Ingestor:
         report.embedded += len(fresh)
         report.reused += len(drafts) - len(fresh)
         return outcome, len(drafts)
+
+    async def _problem(
+        self,
+        item: Found,
+        facts: store.DocumentFacts,
+        status: str,
+        reason: str,
+        report: IngestReport,
+    ) -> tuple[str, int]:
+        report.problems.append({"path": item.relpath, "status": status, "reason": reason})
+        async with self.sessions() as session, session.begin():
+            lost = await store.record_problem(session, facts, status, reason, self.fingerprint)
+        await self.index.delete(lost)
+        return ("skipped" if status == "skipped" else "failed"), 0
 
     async def _embed(self, texts: list[str]) -> list[bytes]:
         blobs: list[bytes] = []

@@ -104,7 +104,7 @@ class Retriever:
                 .join(Document, Document.id == Chunk.document_id)
                 .where(Chunk.id.in_(list(ids)))
             )
-            return {chunk.id: (chunk, doc) for chunk, doc in result.tuples()}
+            return {chunk.id: (chunk, doc) for chunk, doc in result}
 
     async def _cosines(self, ids: Sequence[str], query: Any) -> dict[str, float]:
         """Cosine of chunks only BM25 found, from their stored vectors."""
@@ -116,7 +116,7 @@ class Retriever:
                     Vector.chunk_id.in_(list(ids)), Vector.model_id == self.embedder.model_id
                 )
             )
-            pairs = list(rows.tuples())
+            pairs = [(cid, blob) for cid, blob in rows]
         if not pairs:
             return {}
         matrix = np.frombuffer(b"".join(blob for _, blob in pairs), dtype="<f4")
