@@ -1,0 +1,1 @@
+"""Answering: sentence splitting, the answer stream, citations."""

@@ -1,0 +1,1 @@
+"""Retrieval: dense and keyword candidates, rank fusion, reranking and the evidence gate."""

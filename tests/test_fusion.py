@@ -1,0 +1,98 @@
+"""Weighted reciprocal-rank fusion and the hybrid reranker, against hand-computed values."""
+
+from __future__ import annotations
+
+import pytest
+
+from rag.domain import Hit
+from rag.retrieval.fusion import HybridReranker, fuse, rrf_score
+
+
+def test_fuse_hand_computed() -> None:
+    dense = [("a", 0.9), ("b", 0.8), ("c", 0.7)]
+    keyword = [("c", 12.0), ("d", 8.0), ("a", 1.0)]
+    fused = fuse(dense, keyword, keyword_weight=0.5, k=60)
+    expected = {
+        "a": 1 / 61 + 0.5 / 63,  # 0.0243240...
+        "c": 1 / 63 + 0.5 / 61,  # 0.0240700...
+        "b": 1 / 62,  # 0.0161290...
+        "d": 0.5 / 62,  # 0.0080645...
+    }
+    assert [row[0] for row in fused] == ["a", "c", "b", "d"]
+    for item, score, _, _ in fused:
+        assert score == pytest.approx(expected[item], abs=1e-12)
+    assert [(row[0], row[2], row[3]) for row in fused] == [
+        ("a", 1, 3),
+        ("c", 3, 1),
+        ("b", 2, None),
+        ("d", None, 2),
+    ]
+
+
+def test_ties_prefer_the_dense_rank() -> None:
+    # With weight 1, "x" (dense 1) and "y" (keyword 1) score exactly the same.
+    fused = fuse([("x", 0.5)], [("y", 3.0)], keyword_weight=1.0)
+    assert fused[0][1] == fused[1][1] == pytest.approx(1 / 61)
+    assert [row[0] for row in fused] == ["x", "y"]
+    # Equal dense ranks cannot happen; equal sums from different ranks break by dense rank.
+    fused = fuse([("p", 1), ("q", 1)], [("q", 1), ("p", 1)], keyword_weight=1.0)
+    assert [row[0] for row in fused] == ["p", "q"]
+
+
+def test_weight_zero_is_the_dense_order() -> None:
+    dense = [(f"d{i}", 1 - i / 10) for i in range(8)]
+    keyword = [("d7", 9.0), ("k1", 8.0), ("d0", 7.0)]
+    fused = fuse(dense, keyword, keyword_weight=0.0)
+    assert [row[0] for row in fused] == [item for item, _ in dense]
+
+
+def test_repeated_ids_keep_their_best_rank() -> None:
+    fused = fuse([("a", 1.0), ("b", 0.9), ("a", 0.1)], [], keyword_weight=0.3)
+    assert [(row[0], row[2]) for row in fused] == [("a", 1), ("b", 2)]
+    assert fuse([], [], keyword_weight=0.3) == []
+
+
+def hit(chunk_id: str, dense: int | None, cosine: float | None, keyword: int | None) -> Hit:
+    return Hit(
+        chunk_id=chunk_id,
+        document_id="d",
+        source="doc.md",
+        title="",
+        text=chunk_id,
+        score=0.0,
+        relevance=0.0,
+        dense_rank=dense,
+        dense_score=cosine,
+        keyword_rank=keyword,
+        keyword_score=float(10 - keyword) if keyword else None,
+    )
+
+
+async def test_reranker_orders_by_fused_score_and_reports_cosine() -> None:
+    reranker = HybridReranker(keyword_weight=0.3)
+    assert "not a cross-encoder" in reranker.name
+    candidates = [
+        hit("a", 1, 0.62, None),
+        hit("b", 2, 0.60, 1),
+        hit("c", 3, 0.55, 2),
+        hit("k", None, None, 3),  # keyword only, and the caller could not give it a cosine
+        hit("kc", None, 0.41, 4),  # keyword only; the caller filled its cosine
+    ]
+    out = await reranker.rerank("q", candidates, 4)
+    # b: 1/62 + 0.3/61 = 0.021047 > a: 1/61 = 0.016393 > c: 1/63 + 0.3/62 = 0.020712 ...
+    assert [h.chunk_id for h in out] == ["b", "c", "a", "k"]
+    assert out[0].score == pytest.approx(1 / 62 + 0.3 / 61)
+    assert out[1].score == pytest.approx(1 / 63 + 0.3 / 62)
+    assert out[2].score == pytest.approx(1 / 61)
+    assert out[3].score == pytest.approx(0.3 / 63)
+    assert [h.relevance for h in out] == [0.60, 0.55, 0.62, 0.0]
+    all_five = await reranker.rerank("q", candidates, 10)
+    assert all_five[-1].chunk_id == "kc" and all_five[-1].relevance == 0.41
+    assert await reranker.rerank("q", [], 3) == []
+
+
+def test_rrf_score() -> None:
+    assert rrf_score(None, None, 0.3) == 0.0
+    assert rrf_score(1, 1, 0.3, k=0) == pytest.approx(1.3)
+    with pytest.raises(ValueError):
+        HybridReranker(keyword_weight=-1)
