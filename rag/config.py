@@ -35,12 +35,14 @@ class IngestSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw
     pdf_timeout_s: float = 60.0
     pdf_memory_mb: int = 1536
     pdf_max_pages: int = 2000
+    pdf_passwords: tuple[str, ...] = ()
+    """Tried, after the empty password, on encrypted PDFs; never put in a failure reason."""
 
 
 class RetrievalSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     top_k: int = 5
     candidates: int = 40
-    keyword_weight: float = 0.3
+    keyword_weight: float = 0.1
     """Weight of the BM25 ranking in the fusion; the dense ranking weighs 1."""
     min_relevance: float = 0.35
     """Evidence gate for the local backend: best cosine below this means "not covered"."""
@@ -173,5 +175,6 @@ def effective(settings: Settings, environ: Mapping[str, str] | None = None) -> d
     data = msgspec.to_builtins(settings)
     assert isinstance(data, dict)
     data["database"]["effective_url"] = settings.database_url
+    data["ingest"]["pdf_passwords"] = ["***"] * len(settings.ingest.pdf_passwords)
     data["secrets"] = {name: ("***" if env.get(name) else "(not set)") for name in SECRET_ENV}
     return data

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 from pypdf import PdfReader, PdfWriter
 
-from rag.config import IngestSettings
+from rag.config import IngestSettings, load_settings
 from rag.errors import DocumentError, UnreadableDocument, UnsupportedDocument
-from rag.ingest.loaders import load, supported
+from rag.ingest.loaders import load, pdf, supported
 from rag.ingest.loaders.pdf_worker import (
     WorkerCrashed,
     WorkerError,
@@ -61,13 +61,15 @@ def make_pdf(pages: list[list[str]], title: str | None = None) -> bytes:
     return bytes(out)
 
 
-def rewrite(pdf: bytes, *, blank: bool = False, user: str | None = None) -> bytes:
-    """The PDF re-written by pypdf: a blank page only, or encrypted (RC4: no extra packages)."""
+def rewrite(
+    pdf: bytes, *, blank: bool = False, user: str | None = None, algorithm: str = "RC4-128"
+) -> bytes:
+    """The PDF re-written by pypdf: a blank page only, or encrypted with ``user``."""
     writer = PdfWriter() if blank else PdfWriter(clone_from=PdfReader(io.BytesIO(pdf)))
     if blank:
         writer.add_blank_page(612, 792)
     if user is not None:
-        writer.encrypt(user_password=user, owner_password="owner", algorithm="RC4-128")
+        writer.encrypt(user_password=user, owner_password="owner", algorithm=algorithm)
     out = io.BytesIO()
     writer.write(out)
     return out.getvalue()
@@ -241,6 +243,36 @@ def test_pdf_with_empty_user_password_opens(tmp_path: Path) -> None:
     assert [s.text for s in doc.sections] == ["Only the owner password is set on this file."]
 
 
+def test_pdf_aes256_opens_with_a_configured_password_only(tmp_path: Path) -> None:
+    secret = "s3cret-Pa55"
+    path = write(tmp_path, "aes.pdf", rewrite(TWO_PAGES, user=secret, algorithm="AES-256"))
+    assert "/AESV3" in PdfReader(path).trailer["/Encrypt"]["/CF"]["/StdCF"]["/CFM"]
+
+    doc = load(path, IngestSettings(pdf_passwords=("wrong", secret)))
+    assert doc.title == "Fruit Report" and doc.pages == 2
+    assert [s.page for s in doc.sections] == [1, 2]
+    assert doc.sections[0].text.startswith("Page one talks about apples.")
+
+    with pytest.raises(UnreadableDocument) as none_configured:
+        load(path, SETTINGS)
+    assert none_configured.value.message == (
+        "PDF is encrypted and needs a password; none is configured (ingest.pdf_passwords)"
+    )
+    wrong = IngestSettings(pdf_passwords=("wrong", "", "also-wrong", "wrong"))
+    with pytest.raises(UnreadableDocument) as none_opens:
+        load(path, wrong)
+    assert none_opens.value.message == (
+        "PDF is encrypted and none of the 2 configured passwords opens it (ingest.pdf_passwords)"
+    )
+    assert "wrong" not in none_opens.value.message
+
+
+def test_pdf_passwords_from_the_environment(tmp_path: Path) -> None:
+    environ = {"RAG_INGEST__PDF_PASSWORDS": '["a b", "c\\"d"]'}
+    settings = load_settings(write(tmp_path, "c.toml", "[ingest]\n"), environ)
+    assert settings.ingest.pdf_passwords == ("a b", 'c"d')
+
+
 def test_pdf_timeout_is_enforced(tmp_path: Path) -> None:
     # About two seconds of pypdf work; the limit is a twentieth of that.
     slow = make_pdf([[f"word {n}" for n in range(20000)]])
@@ -277,3 +309,8 @@ def test_worker_crash_is_reported_and_replaced(pool: WorkerPool) -> None:
     with pytest.raises(WorkerCrashed, match="exit code 3"):
         pool.call(os._exit, (3,), timeout_s=10, memory_mb=512)
     assert pool.call(operator.add, (1, 2), timeout_s=10, memory_mb=512) == 3
+
+
+def test_pdf_reasons_mask_passwords() -> None:
+    error = ValueError("cannot use 'hunter22' or 'hunter2'\nsecond line")
+    assert pdf._short(error, ("", "hunter2", "hunter22")) == "cannot use '***' or '***'"

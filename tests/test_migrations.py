@@ -22,8 +22,8 @@ def test_models_and_migrations_agree(tmp_path: Path) -> None:
             connection,
             opts={
                 "compare_type": True,
-                "include_object": lambda obj, name, type_, reflected, other: not (
-                    type_ == "table" and str(name).startswith("chunks_fts")
+                "include_object": lambda obj, name, type_, reflected, other: (
+                    not (type_ == "table" and str(name).startswith("chunks_fts"))
                 ),
             },
         )

@@ -243,5 +243,9 @@ def _facts(item: Found) -> store.DocumentFacts:
 def _limits_tag(settings: IngestSettings) -> str:
     # A file skipped for its size or a PDF that timed out deserves another try when the
     # limits change; folding them into the fingerprint makes that happen.
-    limits = f"{settings.max_file_mb}:{settings.pdf_timeout_s}:{settings.pdf_memory_mb}"
+    # Passwords are counted, never hashed into a stored value.
+    limits = (
+        f"{settings.max_file_mb}:{settings.pdf_timeout_s}:{settings.pdf_memory_mb}:"
+        f"{settings.pdf_max_pages}:{len(settings.pdf_passwords)}"
+    )
     return ":" + hashlib.sha256(limits.encode()).hexdigest()[:8]

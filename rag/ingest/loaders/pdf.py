@@ -1,9 +1,10 @@
 """PDF: one section per page, extracted by pypdf in a bounded worker process.
 
 Extraction runs in ``pdf_worker`` children so that a PDF that loops, explodes in memory
-or crashes the parser costs one file, not the batch. Encrypted files are opened with
-the empty password only (many are "encrypted" just to set permissions); a PDF over
-``ingest.pdf_max_pages`` is skipped rather than silently cut short.
+or crashes the parser costs one file, not the batch. Encrypted files are tried with the
+empty password first (many are "encrypted" just to set permissions), then with each of
+``ingest.pdf_passwords``; no password ever appears in a reason, a log or an error. A PDF
+over ``ingest.pdf_max_pages`` is skipped rather than silently cut short.
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ MIN_TEXT_CHARS = 20
 """Fewer characters than this in the whole file (a run of whitespace counting as one)
 means "no text layer": a scan's stray page number is not a text layer, a one-line note is."""
 
-# pypdf decrypts AES only with the optional "cryptography" package installed.
+# pypdf decrypts AES only with the "cryptography" package, a dependency of this project:
+# this reason shows only in an installation that lacks it.
 _AES = "PDF uses AES encryption, which needs the 'cryptography' package (not installed)"
 
 _POOL = new_pool(preload=("pypdf", __name__))
@@ -38,12 +40,43 @@ def close() -> None:
     _POOL.close()
 
 
-def _short(exc: BaseException) -> str:
+def _short(exc: BaseException, secrets: tuple[str, ...] = ()) -> str:
+    """The first line of an error, cut to 160 characters, with any configured password masked.
+
+    pypdf does not put passwords in its messages; the mask makes sure no reason ever does.
+    """
     reason = str(exc).splitlines()[0] if str(exc).strip() else type(exc).__name__
+    for secret in sorted(filter(None, secrets), key=len, reverse=True):
+        reason = reason.replace(secret, "***")
     return reason if len(reason) <= 160 else reason[:157] + "..."
 
 
-def extract(path: str, max_pages: int) -> dict[str, Any]:
+def _locked(tried: int) -> str:
+    """Why an encrypted PDF stays shut, given how many configured passwords were tried."""
+    if tried == 0:
+        return "PDF is encrypted and needs a password; none is configured (ingest.pdf_passwords)"
+    passwords = "password" if tried == 1 else "passwords"
+    return (
+        f"PDF is encrypted and none of the {tried} configured {passwords} opens it"
+        " (ingest.pdf_passwords)"
+    )
+
+
+def _configured(passwords: tuple[str, ...]) -> tuple[str, ...]:
+    """The configured passwords, each once, in order; the empty one is always tried first."""
+    return tuple(dict.fromkeys(password for password in passwords if password))
+
+
+def _decrypt(reader: Any, passwords: tuple[str, ...]) -> str | None:
+    """Open an encrypted reader with the empty password or a configured one; else the reason."""
+    configured = _configured(passwords)
+    for password in ("", *configured):
+        if reader.decrypt(password):
+            return None
+    return _locked(len(configured))
+
+
+def extract(path: str, max_pages: int, passwords: tuple[str, ...] = ()) -> dict[str, Any]:
     """Runs in the worker: title, page count and normalised text of every page, or a problem.
 
     Returns plain data (it crosses a pipe): ``{"problem": (kind, reason)}`` for a file
@@ -54,17 +87,19 @@ def extract(path: str, max_pages: int) -> dict[str, Any]:
 
     try:
         reader = PdfReader(path, strict=False)
-        if reader.is_encrypted and not reader.decrypt(""):
-            return {"problem": ("failed", "PDF is encrypted and no password opens it")}
+        locked = _decrypt(reader, passwords) if reader.is_encrypted else None
+        if locked:
+            return {"problem": ("failed", locked)}
         pages = len(reader.pages)
     except DependencyError:
         return {"problem": ("failed", _AES)}
     except NotImplementedError as exc:
-        return {"problem": ("failed", f"PDF encryption is not supported: {_short(exc)}")}
+        reason = f"PDF encryption is not supported: {_short(exc, passwords)}"
+        return {"problem": ("failed", reason)}
     except FileNotDecryptedError:
-        return {"problem": ("failed", "PDF is encrypted and no password opens it")}
+        return {"problem": ("failed", _locked(len(_configured(passwords))))}
     except Exception as exc:
-        return {"problem": ("failed", f"PDF could not be opened: {_short(exc)}")}
+        return {"problem": ("failed", f"PDF could not be opened: {_short(exc, passwords)}")}
     if pages == 0:
         return {"problem": ("failed", "PDF has no pages")}
     if pages > max_pages:
@@ -81,7 +116,7 @@ def extract(path: str, max_pages: int) -> dict[str, Any]:
         except Exception as exc:
             # One bad page (broken font, bad content stream) should not cost the others.
             texts.append("")
-            errors.append(f"page {number + 1}: {_short(exc)}")
+            errors.append(f"page {number + 1}: {_short(exc, passwords)}")
     return {"title": _title(reader), "pages": pages, "texts": texts, "page_errors": errors}
 
 
@@ -98,7 +133,7 @@ def load_pdf(path: Path, settings: IngestSettings) -> LoadedDocument:
     try:
         result = _POOL.call(
             extract,
-            (str(path), settings.pdf_max_pages),
+            (str(path), settings.pdf_max_pages, settings.pdf_passwords),
             timeout_s=settings.pdf_timeout_s,
             memory_mb=settings.pdf_memory_mb,
         )
@@ -113,7 +148,8 @@ def load_pdf(path: Path, settings: IngestSettings) -> LoadedDocument:
     except WorkerCrashed as exc:
         raise UnreadableDocument(f"PDF extraction crashed: {exc}") from exc
     except WorkerError as exc:
-        raise UnreadableDocument(f"PDF extraction failed: {_short(exc)}") from exc
+        reason = _short(exc, settings.pdf_passwords)
+        raise UnreadableDocument(f"PDF extraction failed: {reason}") from exc
     if "problem" in result:
         status, reason = result["problem"]
         raise (UnsupportedDocument if status == "skipped" else UnreadableDocument)(reason)

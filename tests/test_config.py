@@ -1,0 +1,75 @@
+"""Settings: file, environment overlay, validation that names the key, secrets masked."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from rag.config import effective, load_settings
+from rag.errors import ConfigError
+
+
+def test_defaults_without_a_file(tmp_path: Path) -> None:
+    settings = load_settings(environ={"RAG_CONFIG": str(_write(tmp_path, ""))})
+    assert settings.backend == "local"
+    assert settings.database_url.endswith("data/rag.db")
+
+
+def test_file_then_environment_override(tmp_path: Path) -> None:
+    path = _write(tmp_path, "[retrieval]\ntop_k = 7\n[server]\nport = 9000\n")
+    settings = load_settings(
+        environ={"RAG_CONFIG": str(path), "RAG_SERVER__PORT": "9100", "RAG_DATA_DIR": "/x"}
+    )
+    assert settings.retrieval.top_k == 7
+    assert settings.server.port == 9100
+    assert settings.data_dir == "/x"
+
+
+def test_list_values_from_the_environment(tmp_path: Path) -> None:
+    settings = load_settings(
+        environ={"RAG_CONFIG": str(_write(tmp_path, "")), "RAG_INGEST__EXTENSIONS": '[".md"]'}
+    )
+    assert settings.ingest.extensions == (".md",)
+
+
+@pytest.mark.parametrize(
+    ("text", "env", "message"),
+    [
+        ("[retrieval]\ntopk = 3\n", {}, "unknown field `topk` - at `retrieval`"),
+        ("[retrieval]\ntop_k = 'three'\n", {}, "at `retrieval.top_k`"),
+        ("", {"RAG_RETRIEVAL__TOP_K": "many"}, "at `retrieval.top_k`"),
+        ("", {"RAG_NOPE__X": "1"}, "RAG_NOPE__X: unknown section [nope]"),
+        ("", {"RAG_BACKEND": "cloud"}, "at `backend`"),
+        ("colour = 'red'\n", {}, "unknown field `colour`"),
+        ("[ingest]\nchunk_tokens = 400\n", {}, "ingest.chunk_tokens must leave room"),
+        ("[server]\nport = 0\n", {}, "server.port must be between"),
+        ("[retrieval\n", {}, "not valid TOML"),
+    ],
+)
+def test_bad_settings_fail_naming_the_key(
+    tmp_path: Path, text: str, env: dict[str, str], message: str
+) -> None:
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("(", r"\(")):
+        load_settings(environ={"RAG_CONFIG": str(_write(tmp_path, text)), **env})
+
+
+def test_missing_config_file_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_settings(environ={"RAG_CONFIG": str(tmp_path / "absent.toml")})
+
+
+def test_effective_settings_mask_secrets(tmp_path: Path) -> None:
+    path = _write(tmp_path, "[ingest]\npdf_passwords = ['hunter2']\n")
+    env = {"RAG_CONFIG": str(path), "CLOUDFLARE_API_TOKEN": "tok-123456"}
+    shown = effective(load_settings(environ=env), env)
+    assert shown["secrets"]["CLOUDFLARE_API_TOKEN"] == "***"
+    assert shown["secrets"]["OPENAI_API_KEY"] == "(not set)"
+    assert shown["ingest"]["pdf_passwords"] == ["***"]
+    assert "hunter2" not in repr(shown) and "tok-123456" not in repr(shown)
+
+
+def _write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "config.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
