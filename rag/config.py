@@ -73,8 +73,86 @@ class ServerSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw
     max_question_chars: int = 2000
 
 
+class CloudflareSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """Workers AI and Vectorize over REST. The token comes from CLOUDFLARE_API_TOKEN only."""
+
+    api_base: str = "https://api.cloudflare.com/client/v4"
+    account_id: str = ""
+    """Empty reads CLOUDFLARE_ACCOUNT_ID from the environment."""
+    embed_model: str = "@cf/baai/bge-base-en-v1.5"
+    embed_pooling: Literal["mean", "cls"] = "mean"
+    embed_concurrency: int = 4
+    """Embedding batches in flight at once."""
+    rerank_model: str = "@cf/baai/bge-reranker-base"
+    chat_model: str = "@cf/meta/llama-3.1-8b-instruct-fast"
+    max_tokens: int = 512
+    """Ceiling on generated tokens per answer."""
+    index_name: str = "rag"
+    min_rerank_score: float = 0.1
+    """Evidence gate on this backend: best reranker score below this means "not covered"."""
+    timeout_s: float = 30.0
+    max_retries: int = 4
+
+
+class OpenAISettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """An OpenAI-compatible chat endpoint (OpenRouter, Ollama, vLLM, llama.cpp server)."""
+
+    base_url: str = ""
+    model: str = ""
+    api_key_env: str = "OPENAI_API_KEY"
+    """Name of the environment variable holding the key (empty: no key, e.g. Ollama)."""
+    max_tokens: int = 512
+    timeout_s: float = 60.0
+
+
+class ChatSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    providers: tuple[str, ...] = ()
+    """Fallback chain, tried in order: "workers-ai", "openai", "extractive". Empty picks the
+    backend's default ("extractive" on local; "workers-ai", "extractive" on cloudflare)."""
+
+
+class ModelPrice(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    input: float = 0.0
+    """Neurons per million input tokens."""
+    output: float = 0.0
+    """Neurons per million output tokens."""
+
+
+def _default_prices() -> dict[str, ModelPrice]:
+    # Published Workers AI rates (shared/reference/cloudflare-api.md, A.5).
+    return {
+        "@cf/baai/bge-base-en-v1.5": ModelPrice(input=6058),
+        "@cf/baai/bge-reranker-base": ModelPrice(input=283),
+        "@cf/meta/llama-3.1-8b-instruct-fast": ModelPrice(input=4119, output=34868),
+        "@cf/meta/llama-3.3-70b-instruct-fp8-fast": ModelPrice(input=26668, output=204805),
+    }
+
+
+class PriceSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    usd_per_1000_neurons: float = 0.011
+    free_neurons_per_day: float = 10000.0
+    """Reset at 00:00 UTC."""
+    models: dict[str, ModelPrice] = msgspec.field(default_factory=_default_prices)
+
+
+class BudgetSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    daily_neurons: float = 10000.0
+    """Once spent (UTC day), generation moves to the next provider; 0 means no cap."""
+
+
+class CacheSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    enabled: bool = True
+    max_entries: int = 10000
+
+
+class EvalSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    data_dir: str = "data/eval"
+    """Each evaluation corpus gets its own database under here, never the serving one."""
+    baseline: str = "eval/baseline.json"
+
+
 class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
-    backend: Literal["local"] = "local"
+    backend: Literal["local", "cloudflare"] = "local"
     data_dir: str = "data"
     database: DatabaseSettings = msgspec.field(default_factory=DatabaseSettings)
     ingest: IngestSettings = msgspec.field(default_factory=IngestSettings)
@@ -82,6 +160,13 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     local: LocalSettings = msgspec.field(default_factory=LocalSettings)
     answer: AnswerSettings = msgspec.field(default_factory=AnswerSettings)
     server: ServerSettings = msgspec.field(default_factory=ServerSettings)
+    cloudflare: CloudflareSettings = msgspec.field(default_factory=CloudflareSettings)
+    openai: OpenAISettings = msgspec.field(default_factory=OpenAISettings)
+    chat: ChatSettings = msgspec.field(default_factory=ChatSettings)
+    prices: PriceSettings = msgspec.field(default_factory=PriceSettings)
+    budget: BudgetSettings = msgspec.field(default_factory=BudgetSettings)
+    cache: CacheSettings = msgspec.field(default_factory=CacheSettings)
+    eval: EvalSettings = msgspec.field(default_factory=EvalSettings)
 
     @property
     def database_url(self) -> str:
@@ -91,6 +176,7 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
 
 
 SECRET_ENV = ("CLOUDFLARE_API_TOKEN", "OPENAI_API_KEY", "OPENROUTER_API_KEY")
+"""Secrets live only in these environment variables; ``rag config`` shows them masked."""
 _SECTIONS = {name for name in Settings.__struct_fields__ if name not in ("backend", "data_dir")}
 
 

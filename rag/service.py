@@ -23,7 +23,7 @@ from rag.config import Settings
 from rag.db.engine import create_engine, session_factory, upgrade
 from rag.db.tables import Chunk, Document
 from rag.domain import AnswerEvent, Hit
-from rag.errors import InputError
+from rag.errors import ConfigError, InputError
 from rag.ingest import store
 from rag.ingest.runner import Ingestor, IngestReport, Progress
 from rag.ports import ChatModel, Embedder, KeywordSearch, Reranker
@@ -59,7 +59,7 @@ def build_components(settings: Settings, sessions: Any, embedder: Embedder | Non
                 max_sources=settings.answer.max_sources,
             ),
         )
-    raise AssertionError(f"unknown backend {settings.backend!r}")  # config validation stops this
+    raise ConfigError(f"backend {settings.backend!r} is not available in this build")
 
 
 class RagService:

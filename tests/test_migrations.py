@@ -41,7 +41,7 @@ def test_upgrade_is_idempotent_and_creates_fts(tmp_path: Path) -> None:
         version = connection.execute("SELECT version_num FROM alembic_version").fetchall()
     connection.close()
     assert {"documents", "chunks", "vectors", "chunks_fts", "chunks_fts_insert"} <= names
-    assert version == [("0001",)]
+    assert version == [("0002",)]
 
 
 def test_fts_follows_chunk_deletes_through_cascade(tmp_path: Path) -> None:

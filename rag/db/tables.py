@@ -111,3 +111,79 @@ class Meta(Base):
 
     key: Mapped[str] = mapped_column(String(100), primary_key=True)
     value: Mapped[str] = mapped_column(Text)
+
+
+class UsageCall(Base):
+    """One costed model call: the ledger that per-answer, per-run and per-day figures sum."""
+
+    __tablename__ = "usage_calls"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(DateTime, server_default=func.now())
+    day: Mapped[str] = mapped_column(String(10), index=True)
+    """UTC date, YYYY-MM-DD: Workers AI's free allocation resets at 00:00 UTC."""
+    provider: Mapped[str] = mapped_column(String(50))
+    model: Mapped[str] = mapped_column(String(200))
+    kind: Mapped[str] = mapped_column(String(16))
+    """embed, rerank or chat."""
+    purpose: Mapped[str] = mapped_column(String(16))
+    """ask, ingest or eval."""
+    input_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    output_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    neurons: Mapped[float] = mapped_column(Float, default=0.0)
+    usd: Mapped[float] = mapped_column(Float, default=0.0)
+    estimated: Mapped[bool] = mapped_column(default=False)
+    """True when tokens were counted locally because the response carried no usage."""
+    trace_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+
+
+class VectorMutation(Base):
+    """A Vectorize write, remembered until the index reports it processed."""
+
+    __tablename__ = "vector_mutations"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    index_name: Mapped[str] = mapped_column(String(100))
+    mutation_id: Mapped[str] = mapped_column(String(100), index=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    """upsert or delete."""
+    count: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(DateTime, server_default=func.now())
+    processed_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+
+
+class CachedAnswer(Base):
+    __tablename__ = "answer_cache"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    """sha256 of normalised question, index fingerprint, chat model and prompt version."""
+    question: Mapped[str] = mapped_column(Text)
+    events: Mapped[list[dict[str, object]]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(DateTime, server_default=func.now())
+    hits: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class EvalRun(Base):
+    __tablename__ = "eval_runs"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    dataset: Mapped[str] = mapped_column(Text)
+    dataset_sha256: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(DateTime, server_default=func.now())
+    questions: Mapped[int] = mapped_column(Integer)
+    fingerprint: Mapped[dict[str, object]] = mapped_column(JSON)
+    """What produced the run: models, chunking, top-K, thresholds, prompt, git commit."""
+    metrics: Mapped[dict[str, object]] = mapped_column(JSON)
+
+
+class EvalResult(Base):
+    __tablename__ = "eval_results"
+
+    run_id: Mapped[str] = mapped_column(
+        ForeignKey("eval_runs.id", ondelete="CASCADE"), primary_key=True
+    )
+    question_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    question: Mapped[str] = mapped_column(Text)
+    answerable: Mapped[bool] = mapped_column()
+    result: Mapped[dict[str, object]] = mapped_column(JSON)
+    """Retrieved and reranked ids with scores, answer, citations, per-question metrics."""
