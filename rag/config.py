@@ -44,8 +44,11 @@ class RetrievalSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True,
     candidates: int = 40
     keyword_weight: float = 0.1
     """Weight of the BM25 ranking in the fusion; the dense ranking weighs 1."""
-    min_relevance: float = 0.35
+    min_relevance: float = 0.25
     """Evidence gate for the local backend: best cosine below this means "not covered"."""
+    min_term_coverage: float = 0.5
+    """Evidence gate, both backends: share of the question's content words that must occur
+    in the top sources (0 turns this check off)."""
 
 
 class LocalSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -103,6 +106,9 @@ class OpenAISettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw
     """Name of the environment variable holding the key (empty: no key, e.g. Ollama)."""
     max_tokens: int = 512
     timeout_s: float = 60.0
+    include_usage: bool = True
+    """Ask for token counts at the end of the stream (``stream_options``); turn off for a
+    server that rejects the option."""
 
 
 class ChatSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):

@@ -83,6 +83,8 @@ class RagService:
             components.reranker,
             candidates=settings.retrieval.candidates,
             min_relevance=settings.retrieval.min_relevance,
+            min_coverage=settings.retrieval.min_term_coverage,
+            coverage_sources=settings.answer.max_sources,
         )
         self._generation = -1
 

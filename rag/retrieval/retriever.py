@@ -17,6 +17,7 @@ from sqlalchemy import select
 from rag.db.tables import Chunk, Document, Vector
 from rag.domain import Hit
 from rag.ports import Embedder, KeywordSearch, Reranker, VectorIndex
+from rag.retrieval.gate import term_coverage
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,6 +26,8 @@ class Retrieval:
     grounded: bool
     """False when no hit clears the evidence gate: the documents do not cover the question."""
     best_relevance: float | None
+    coverage: float
+    """Share of the question's content words found in the top sources (rag.retrieval.gate)."""
     seconds: float
 
 
@@ -39,6 +42,8 @@ class Retriever:
         *,
         candidates: int,
         min_relevance: float,
+        min_coverage: float = 0.0,
+        coverage_sources: int = 3,
     ) -> None:
         self.sessions = sessions
         self.embedder = embedder
@@ -47,6 +52,8 @@ class Retriever:
         self.reranker = reranker
         self.candidates = candidates
         self.min_relevance = min_relevance
+        self.min_coverage = min_coverage
+        self.coverage_sources = coverage_sources
 
     async def candidates_for(self, query: str) -> list[Hit]:
         """Dense and keyword candidates, each with both scores where the chunk has them."""
@@ -92,8 +99,9 @@ class Retriever:
         candidates = await self.candidates_for(query)
         hits = await self.reranker.rerank(query, candidates, k)
         best = max((h.relevance for h in hits), default=None)
-        grounded = best is not None and best >= self.min_relevance
-        return Retrieval(hits, grounded, best, time.perf_counter() - began)
+        coverage = term_coverage(query, (h.text for h in hits[: self.coverage_sources]))
+        grounded = best is not None and best >= self.min_relevance and coverage >= self.min_coverage
+        return Retrieval(hits, grounded, best, coverage, time.perf_counter() - began)
 
     async def _rows(self, ids: Sequence[str]) -> dict[str, tuple[Chunk, Document]]:
         if not ids:

@@ -1,0 +1,57 @@
+"""The evidence gate: cosine and question-term coverage must both clear their thresholds."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from conftest import make_settings
+from fakes import FakeEmbedder
+
+from rag.domain import DoneEvent, SourcesEvent
+from rag.retrieval.gate import content_words, term_coverage
+from rag.service import open_service
+
+
+@pytest.mark.parametrize(
+    ("question", "texts", "expected"),
+    [
+        ("How do I change the port?", ["Set server.port to change the port."], 1.0),
+        ("Can I post answers to Slack?", ["Answers stream over HTTP."], 1 / 3),
+        ("kubernetes helm chart", ["Install with pip."], 0.0),
+        ("How do I configure it?", ["The configuration file is config.toml."], 1.0),
+        ("what is it?", ["anything"], 1.0),  # only stop words: nothing to check
+        ("Überprüfung der Dokumente", ["Die Überprüfung läuft."], 1 / 3),
+    ],
+)
+def test_term_coverage(question: str, texts: list[str], expected: float) -> None:
+    assert term_coverage(question, texts) == pytest.approx(expected)
+
+
+def test_content_words_drop_stop_words_and_single_letters() -> None:
+    assert content_words("How do I set a PDF password in the config?") == [
+        "set",
+        "pdf",
+        "password",
+        "config",
+    ]
+
+
+async def test_uncovered_question_is_refused_without_citations(tmp_path: Path) -> None:
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "server.md").write_text(
+        "# Server\n\nThe server listens on port 8000. Change the port with --port.\n"
+    )
+    settings = make_settings(tmp_path, retrieval={"min_relevance": 0.0, "min_term_coverage": 0.5})
+    async with open_service(settings, embedder=FakeEmbedder()) as service:
+        await service.ingest([docs])
+        covered = [e async for e in service.ask("How do I change the port?")]
+        uncovered = [e async for e in service.ask("Does the server post to Slack channels?")]
+    done = covered[-1]
+    assert isinstance(done, DoneEvent) and done.grounded and done.citations
+    assert isinstance(uncovered[0], SourcesEvent) and uncovered[0].sources == ()
+    refused = uncovered[-1]
+    assert isinstance(refused, DoneEvent)
+    assert not refused.grounded and refused.citations == ()
+    assert "do not cover" in refused.answer
