@@ -44,6 +44,9 @@ class RetrievalSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True,
     candidates: int = 40
     keyword_weight: float = 0.1
     """Weight of the BM25 ranking in the fusion; the dense ranking weighs 1."""
+    identifier_keyword_weight: float = 0.3
+    """BM25's weight instead when the question names an identifier (an error code, a
+    setting such as pdf_timeout_s, a file name): exact terms are what BM25 is good at."""
     min_relevance: float = 0.25
     """Evidence gate for the local backend: best cosine below this means "not covered"."""
     min_term_coverage: float = 0.5

@@ -9,6 +9,7 @@ and a finder of exact terms, not an equal partner. Evaluation runs set the weigh
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Hashable, Sequence
 from typing import TypeVar
 
@@ -20,6 +21,18 @@ RRF_K = 60
 """The constant from Cormack et al. (2009); it flattens the advantage of the very top ranks."""
 
 Id = TypeVar("Id", bound=Hashable)
+
+# Tokens that look like identifiers: error codes (3036), settings (pdf_timeout_s), file
+# names (config.toml), headers (X-Accel-Buffering), camelCase. Embedding models blur them;
+# BM25 matches them exactly, so a query that carries one trusts the keyword side more.
+_IDENTIFIER = re.compile(
+    r"\b(?:\w*\d\w*|\w+_\w+|\w+\.\w+|[A-Za-z]+(?:-[A-Za-z0-9]+){2,}|[a-z]+[A-Z]\w*)\b"
+)
+
+
+def has_identifier(query: str) -> bool:
+    """Whether ``query`` names something exact that keyword search should find."""
+    return _IDENTIFIER.search(query) is not None
 
 
 def rrf_score(
@@ -75,17 +88,22 @@ class HybridReranker:
 
     name = "hybrid-fusion (dense cosine + FTS5 BM25, weighted RRF; not a cross-encoder)"
 
-    def __init__(self, keyword_weight: float, k: int = RRF_K) -> None:
-        if keyword_weight < 0:
-            raise ValueError("keyword_weight must be >= 0")
+    def __init__(
+        self, keyword_weight: float, k: int = RRF_K, identifier_weight: float | None = None
+    ) -> None:
+        if keyword_weight < 0 or (identifier_weight is not None and identifier_weight < 0):
+            raise ValueError("keyword weights must be >= 0")
         self.keyword_weight = keyword_weight
+        self.identifier_weight = keyword_weight if identifier_weight is None else identifier_weight
+        """The keyword side's weight for a query that names an identifier (``has_identifier``)."""
         self.k = k
 
     async def rerank(self, query: str, candidates: Sequence[Hit], k: int) -> list[Hit]:
         """The best ``k`` candidates by fused score; ``relevance`` is the dense cosine."""
+        weight = self.identifier_weight if has_identifier(query) else self.keyword_weight
         scored = []
         for position, hit in enumerate(candidates):
-            fused = rrf_score(hit.dense_rank, hit.keyword_rank, self.keyword_weight, self.k)
+            fused = rrf_score(hit.dense_rank, hit.keyword_rank, weight, self.k)
             tie = (_or_last(hit.dense_rank), _or_last(hit.keyword_rank), position)
             scored.append((-fused, tie, hit, fused))
         scored.sort(key=lambda row: (row[0], row[1]))

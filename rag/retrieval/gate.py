@@ -14,17 +14,14 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
+from rag.backends.local.keyword import STOP_WORDS as KEYWORD_STOP_WORDS
+
 WORD = re.compile(r"[^\W_]+", re.UNICODE)
 STEM = 5
 """Words match on their first five letters: a cheap stemmer ("configure", "configuration")."""
 
-STOP_WORDS = frozenset(
-    """a an the of to in on for and or is are was were be been do does did how what which
-    who whom whose when where why can could should would will i you we they it its this that
-    these those with by from as at about into my me your our their there here if not no yes
-    use using has have had get got any some all more most than then so such just also very
-    there""".split()
-)
+# The keyword search's stop words, plus verbs that say how, not what, a question asks.
+STOP_WORDS = KEYWORD_STOP_WORDS | frozenset(("use", "using", "get", "got", "yes", "also", "whose"))
 
 
 def content_words(text: str) -> list[str]:

@@ -60,7 +60,7 @@ class ExtractiveAnswerer:
 
     async def stream(self, question: str, sources: Sequence[Hit]) -> AsyncIterator[str]:
         """Sentences in (source rank, position) order, each followed by `` [n]``."""
-        candidates = self._candidates(sources)
+        candidates = [c for c in self._candidates(sources) if _answers(c, question)]
         if not candidates or not question.strip() or self.max_sentences < 1:
             return
         query, passages = await asyncio.gather(
@@ -79,7 +79,15 @@ class ExtractiveAnswerer:
     def _candidates(self, sources: Sequence[Hit]) -> list[_Candidate]:
         candidates = []
         for source, hit in enumerate(sources[: self.max_sources]):
-            units = [u for u in split_sentences(hit.text) if u.kind != "heading"]
+            # Loaders put a section's heading at the top of its text without its "#"
+            # marks, so the splitter sees a sentence; the heading path names it.
+            headings = {" ".join(h.split()).lower() for h in hit.heading_path}
+            units = [
+                u
+                for u in split_sentences(hit.text)
+                if u.kind != "heading"
+                and " ".join(hit.text[u.start : u.end].split()).lower() not in headings
+            ]
             # A chunk cut mid-sentence starts with a fragment; quoting it reads badly.
             if len(units) > 1 and hit.text[units[0].start].islower():
                 units = units[1:]
@@ -108,6 +116,21 @@ class ExtractiveAnswerer:
             seen.add(key)
             chosen.append(index)
         return chosen
+
+
+def _answers(candidate: _Candidate, question: str) -> bool:
+    """Whether a unit can carry an answer: not a question, a title, or the question itself.
+
+    FAQ entries and example requests repeat questions verbatim; quoting them back scores
+    high and answers nothing. A short unit without closing punctuation is a title.
+    """
+    text = candidate.text.strip().rstrip("*_`")
+    if text.endswith("?"):
+        return False
+    if " ".join(question.lower().split()).rstrip("?") in " ".join(text.lower().split()):
+        return False
+    words = len(_WORD.findall(text))
+    return words >= 3 and not (words <= 8 and text[-1:].isalnum() and candidate.kind != "code")
 
 
 def _terms(text: str) -> set[str]:
