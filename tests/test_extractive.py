@@ -165,3 +165,24 @@ async def test_overlap_bonus_keeps_answers_verbatim() -> None:
     answerer = ExtractiveAnswerer(FakeEmbedder(), max_sentences=2, overlap_bonus=1.0)
     for sentence, n in quoted(await answer(answerer, "top_k config.toml default", sources)):
         assert sentence in sources[n - 1].text
+
+
+async def test_titles_questions_and_echoes_of_the_question_are_not_quoted() -> None:
+    source = Hit(
+        chunk_id="c1",
+        document_id="d1",
+        source="faq.md",
+        title="FAQ",
+        text=(
+            "Changing the port\n\n"
+            "How do I change the port?\n\n"
+            'curl -d \'{"question": "how do I change the port"}\' is an example request.\n\n'
+            "Set server.port in config.toml, or pass --port to rag serve."
+        ),
+        score=1.0,
+        relevance=1.0,
+        heading_path=("Changing the port",),
+    )
+    answerer = ExtractiveAnswerer(FakeEmbedder(), max_sentences=4)
+    text = await answer(answerer, "how do I change the port", [source])
+    assert text == "Set server.port in config.toml, or pass --port to rag serve. [1]"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from rag.domain import Hit
-from rag.retrieval.fusion import HybridReranker, fuse, rrf_score
+from rag.retrieval.fusion import HybridReranker, fuse, has_identifier, rrf_score
 
 
 def test_fuse_hand_computed() -> None:
@@ -96,3 +96,43 @@ def test_rrf_score() -> None:
     assert rrf_score(1, 1, 0.3, k=0) == pytest.approx(1.3)
     with pytest.raises(ValueError):
         HybridReranker(keyword_weight=-1)
+
+
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        ("3036", True),
+        ("what is pdf_timeout_s for", True),
+        ("where is config.toml", True),
+        ("X-Accel-Buffering header", True),
+        ("what is MRR@10", True),
+        ("how do I change the port", False),
+        ("Can I use Postgres instead of SQLite?", False),
+    ],
+)
+def test_identifier_detection(query: str, expected: bool) -> None:
+    assert has_identifier(query) is expected
+
+
+async def test_identifier_queries_use_the_identifier_weight() -> None:
+    def hit(cid: str, dense: int | None, keyword: int | None) -> Hit:
+        return Hit(
+            chunk_id=cid,
+            document_id=cid,
+            source=cid,
+            title=cid,
+            text=cid,
+            score=0.0,
+            relevance=0.0,
+            dense_score=0.5,
+            dense_rank=dense,
+            keyword_rank=keyword,
+        )
+
+    # "b" is dense #3 but keyword #1; only a strong keyword weight lifts it above "a".
+    pool = [hit("a", 1, None), hit("c", 2, None), hit("b", 3, 1)]
+    reranker = HybridReranker(keyword_weight=0.0, identifier_weight=1.0)
+    plain = await reranker.rerank("how do I change it", pool, 3)
+    named = await reranker.rerank("what does 3036 mean", pool, 3)
+    assert [h.chunk_id for h in plain] == ["a", "c", "b"]
+    assert named[0].chunk_id == "b"
