@@ -10,12 +10,11 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import click
-import msgspec
 from rich.console import Console
 from rich.table import Table
 
 from rag.config import Settings, effective, load_settings
-from rag.domain import DeltaEvent, DoneEvent, ErrorEvent, SourcesEvent
+from rag.domain import DeltaEvent, DoneEvent, ErrorEvent, SourcesEvent, event_payload
 from rag.errors import RagError
 from rag.ingest.runner import IngestReport
 
@@ -62,8 +61,14 @@ def main(ctx: click.Context, config_path: str | None) -> None:
 @main.command()
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary.")
+@click.option("--wait", is_flag=True, help="cloudflare: block until Vectorize serves the writes.")
+@click.option(
+    "--wait-timeout", type=float, default=600.0, show_default=True, help="Seconds --wait may block."
+)
 @click.pass_context
-def ingest(ctx: click.Context, paths: tuple[Path, ...], as_json: bool) -> None:
+def ingest(
+    ctx: click.Context, paths: tuple[Path, ...], as_json: bool, wait: bool, wait_timeout: float
+) -> None:
     """Index files and folders (Markdown, text, reStructuredText, HTML, PDF).
 
     Unchanged files are not embedded again; files gone from a folder lose their
@@ -72,24 +77,36 @@ def ingest(ctx: click.Context, paths: tuple[Path, ...], as_json: bool) -> None:
     \b
     Example:
       rag ingest corpus/ ~/handbook/policies.pdf --json
+      rag ingest corpus/ --wait     # cloudflare: return once queries see the new vectors
     """
     from rag.cli_progress import RichProgress
     from rag.service import open_service
 
     settings = _settings(ctx)
+    waited = ""
 
     async def go() -> IngestReport:
+        nonlocal waited
         async with open_service(settings) as service:
             with RichProgress(err, enabled=not as_json) as progress:
-                return await service.ingest(list(paths), progress)
+                report = await service.ingest(list(paths), progress)
+            # Vectorize applies writes asynchronously; the local index already has them.
+            if wait and settings.backend == "cloudflare":
+                from rag.cli_cloudflare import wait_for_index
+
+                waited = await wait_for_index(service.index, wait_timeout, err, quiet=as_json)
+            return report
 
     report = _run(go)
     if as_json:
         out.print_json(json.dumps(_report_dict(report)))
-        return
-    for problem in report.problems:
-        err.print(f"[yellow]{problem['status']}[/] {problem['path']}: {problem['reason']}")
-    out.print(report.summary(), highlight=False)
+    else:
+        for problem in report.problems:
+            err.print(f"[yellow]{problem['status']}[/] {problem['path']}: {problem['reason']}")
+        click.echo(report.summary())
+    if waited:
+        err.print(f"[bold red]error:[/] {waited}", highlight=False)
+        sys.exit(1)
 
 
 def _report_dict(report: IngestReport) -> dict[str, Any]:
@@ -126,15 +143,14 @@ def ask(ctx: click.Context, question: str, top_k: int | None, as_json: bool) -> 
                 if isinstance(event, SourcesEvent):
                     sources = event.sources
                 elif isinstance(event, DeltaEvent) and not as_json:
-                    out.out(
-                        event.text, end="" if event.text.endswith("\n") else " ", highlight=False
-                    )
+                    # Pieces carry their own spacing (model tokens split words).
+                    out.out(event.text, end="", highlight=False)
                 elif isinstance(event, ErrorEvent):
                     err.print(f"[bold red]error:[/] {event.message}")
                     return 1
                 elif isinstance(event, DoneEvent):
                     if as_json:
-                        out.out(msgspec.json.encode(event).decode())
+                        click.echo(event_payload(event).decode())
                     else:
                         _print_sources(event, sources)
             return 0
@@ -280,3 +296,11 @@ def db_upgrade(ctx: click.Context) -> None:
     settings = _settings(ctx.find_root())
     _run(lambda: upgrade(settings.database_url))
     out.print(f"database at head: {settings.database_url}", highlight=False)
+
+
+# These command modules reuse this module's helpers, so they are attached last.
+from rag.cli_cloudflare import audit, vectorize  # noqa: E402
+from rag.cli_usage import usage  # noqa: E402
+
+for _command in (vectorize, audit, usage):
+    main.add_command(_command)

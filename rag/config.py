@@ -117,7 +117,8 @@ class OpenAISettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw
 class ChatSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     providers: tuple[str, ...] = ()
     """Fallback chain, tried in order: "workers-ai", "openai", "extractive". Empty picks the
-    backend's default ("extractive" on local; "workers-ai", "extractive" on cloudflare)."""
+    backend's default: "workers-ai" first on cloudflare, then "openai" when [openai]
+    base_url and model are set, then "extractive"."""
 
 
 class ModelPrice(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):

@@ -5,13 +5,25 @@ machine-readable ``code``; the message is written for the person who reads it.
 
     RagError
     ├── ConfigError            bad or missing settings (start-up)
+    │   ├── ModelNotFound         Cloudflare has no such model (5007/3042); names the id
+    │   └── AuthError             Cloudflare refused the token (401/403, 10000)
     ├── InputError             a request or command argument that cannot be served (400)
     ├── NotFound               an id that does not exist (404)
     ├── DocumentError          one file could not be read; ingestion records it and goes on
     │   ├── UnsupportedDocument   skipped: not a format we read, empty, too large
     │   └── UnreadableDocument    failed: corrupt, encrypted, no text layer, timed out
     ├── ModelError             an embedder, reranker or chat model failed (502)
-    │   └── ModelUnavailable      model files missing or corrupt (503)
+    │   ├── ModelUnavailable      model files missing or corrupt (503)
+    │   └── CloudflareError       a Workers AI / Vectorize call failed (carries cf_code,
+    │       │                     http_status, retry_after)
+    │       ├── CapacityError        3040 or any other 429: retryable
+    │       ├── DailyLimitExceeded   3036, the day's free neurons are spent: not retryable
+    │       ├── RequestTooLarge      3006 / 413
+    │       ├── UpstreamTimeout      408, 3007, 3008, 3046, or our own timeout: retryable
+    │       ├── UpstreamUnavailable  5xx or a broken connection: retryable
+    │       ├── StreamTruncated      a stream that broke or ended without [DONE]
+    │       ├── ModelNotFound        (also a ConfigError, above)
+    │       └── AuthError            (also a ConfigError, above)
     └── IndexMismatch          stored vectors do not fit the configured model (409)
 """
 
@@ -74,3 +86,84 @@ class ModelUnavailable(ModelError):
 class IndexMismatch(RagError):
     status_code = 409
     code = "index_mismatch"
+
+
+class CloudflareError(ModelError):
+    """A Cloudflare REST call failed; ``cf_code`` and ``http_status`` are Cloudflare's own.
+
+    ``retryable`` says whether the same request may succeed later; the client retries
+    only those, and a stream only before its first byte. ``retry_after`` is the wait
+    Cloudflare asked for, in seconds, if it asked.
+    """
+
+    retryable = False
+    code = "cloudflare"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        cf_code: int | None = None,
+        http_status: int | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.cf_code = cf_code
+        self.http_status = http_status
+        self.retry_after = retry_after
+
+
+class CapacityError(CloudflareError):
+    status_code = 429
+    retryable = True
+    code = "capacity"
+
+
+class DailyLimitExceeded(CloudflareError):
+    # Retrying cannot help before 00:00 UTC; the fallback chain moves on instead.
+    status_code = 429
+    code = "daily_limit"
+
+
+class RequestTooLarge(CloudflareError):
+    status_code = 413
+    code = "request_too_large"
+
+
+class UpstreamTimeout(CloudflareError):
+    status_code = 504
+    retryable = True
+    code = "upstream_timeout"
+
+
+class UpstreamUnavailable(CloudflareError):
+    status_code = 503
+    retryable = True
+    code = "upstream_unavailable"
+
+
+class StreamTruncated(CloudflareError):
+    """The answer stream broke, or ended without ``[DONE]``: what arrived is incomplete.
+
+    Never retried by the client (output had started); asking again may well work.
+    """
+
+    status_code = 502
+    retryable = True
+    code = "stream_truncated"
+
+
+class ModelNotFound(ConfigError, CloudflareError):
+    """The configured model id does not exist on Workers AI: a settings problem."""
+
+    status_code = 500
+    retryable = False
+    code = "model_not_found"
+
+
+class AuthError(ConfigError, CloudflareError):
+    """Cloudflare refused the credentials or the account lacks access to the resource."""
+
+    status_code = 502
+    retryable = False
+    code = "auth"

@@ -1,33 +1,49 @@
 """The one composition root: settings in, a working service out.
 
-The web app, the CLI and (later) evaluation all build their pipeline here, so a
-backend chosen in config is the backend every user gets. ``build_components`` is the
-registry that maps ``backend`` to implementations of the seams in ``rag.ports``.
+The web app, the CLI and evaluation all build their pipeline here, so a backend chosen
+in config is the backend every user gets. ``build_components`` is the registry that
+maps ``backend`` and ``[chat] providers`` to implementations of the seams in ``rag.ports``.
+
+Cloudflare choices, and why:
+
+* The extractive fallback answers with the local ONNX embedder (all-MiniLM-L6-v2, a hard
+  dependency, ~0.4 s to load), not Workers AI: it runs exactly when Workers AI failed or
+  the neuron budget is spent, so it must cost nothing and need no network.
+* Over budget, questions are still embedded and reranked on Workers AI (a few neurons a
+  question, in the ledger and the ``done`` event): without them there is no retrieval.
+  Generation, the expensive part, moves to the next provider; ingestion refuses to start.
+* Vectorize serves the dense search; SQLite keeps every vector (the ingest runner writes
+  them) and FTS5 still serves the keyword side.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Sequence
+import uuid
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from rag import __version__
+from rag.answer.cache import AnswerCache, cache_key, cacheable, key_parts, replay
+from rag.answer.chain import Closer, FallbackChain, budget_gate, chat_providers
 from rag.answer.flow import answer_events
 from rag.config import Settings
 from rag.db.engine import create_engine, session_factory, upgrade
 from rag.db.tables import Chunk, Document
-from rag.domain import AnswerEvent, Hit
+from rag.domain import AnswerEvent, DoneEvent, Hit
 from rag.errors import ConfigError, InputError
 from rag.ingest import store
 from rag.ingest.runner import Ingestor, IngestReport, Progress
-from rag.ports import ChatModel, Embedder, KeywordSearch, Reranker
+from rag.ports import Embedder, KeywordSearch, Reranker
 from rag.retrieval.retriever import Retriever
+from rag.usage import BudgetExhausted, Ledger
 
 MAX_TOP_K = 50
 
@@ -37,29 +53,69 @@ class Components:
     embedder: Embedder
     keyword: KeywordSearch
     reranker: Reranker
-    chat: ChatModel
+    chat: FallbackChain
+    ledger: Ledger
+    min_relevance: float
+    """The evidence gate's threshold: its scale belongs to the reranker."""
+    client: Any = None
+    """The one ``CloudflareClient``, when a role runs on Workers AI or Vectorize."""
+    closers: list[Closer] = field(default_factory=list)
 
 
-def build_components(settings: Settings, sessions: Any, embedder: Embedder | None) -> Components:
+def build_components(
+    settings: Settings,
+    sessions: Any,
+    embedder: Embedder | None,
+    *,
+    client: Any = None,
+    environ: Mapping[str, str] | None = None,
+    openai_transport: httpx.AsyncBaseTransport | None = None,
+    answer_embedder: Embedder | None = None,
+) -> Components:
     """The registry: which implementation serves each role for ``settings.backend``."""
-    if settings.backend == "local":
+    from rag.backends.local.keyword import Fts5KeywordSearch
+
+    ledger = Ledger(sessions, settings.prices, settings.budget)
+    closers: list[Closer] = []
+    if settings.backend == "cloudflare":
+        from rag.backends.cloudflare.neurons import PriceTable
+        from rag.backends.cloudflare.workers_ai import (
+            WorkersAIEmbedder,
+            WorkersAIReranker,
+            bge_tokenizer,
+        )
+
+        if client is None:
+            raise ConfigError("the cloudflare backend needs its CloudflareClient")
+        prices, cf = PriceTable(settings.prices), settings.cloudflare
+        tokenizer = bge_tokenizer()
+        chosen = embedder or WorkersAIEmbedder(client, cf, tokenizer, prices, ledger)
+        reranker: Reranker = WorkersAIReranker(client, cf, prices, tokenizer, ledger)
+        min_relevance = cf.min_rerank_score
+    else:
         from rag.backends.local.embedder import OnnxEmbedder
-        from rag.backends.local.extractive import ExtractiveAnswerer
-        from rag.backends.local.keyword import Fts5KeywordSearch
         from rag.retrieval.fusion import HybridReranker
 
-        chosen: Embedder = embedder or OnnxEmbedder.from_settings(settings.local)
-        return Components(
-            embedder=chosen,
-            keyword=Fts5KeywordSearch(sessions),
-            reranker=HybridReranker(keyword_weight=settings.retrieval.keyword_weight),
-            chat=ExtractiveAnswerer(
-                chosen,
-                max_sentences=settings.answer.max_sentences,
-                max_sources=settings.answer.max_sources,
-            ),
+        chosen = embedder or OnnxEmbedder.from_settings(settings.local)
+        reranker = HybridReranker(
+            keyword_weight=settings.retrieval.keyword_weight,
+            identifier_weight=settings.retrieval.identifier_keyword_weight,
         )
-    raise ConfigError(f"backend {settings.backend!r} is not available in this build")
+        min_relevance = settings.retrieval.min_relevance
+        answer_embedder = answer_embedder or chosen
+    providers = chat_providers(
+        settings, client, ledger, answer_embedder, environ, openai_transport, closers
+    )
+    return Components(
+        embedder=chosen,
+        keyword=Fts5KeywordSearch(sessions),
+        reranker=reranker,
+        chat=FallbackChain(providers, budget_gate(settings, ledger)),
+        ledger=ledger,
+        min_relevance=min_relevance,
+        client=client,
+        closers=closers,
+    )
 
 
 class RagService:
@@ -74,6 +130,8 @@ class RagService:
         self.embedder = components.embedder
         self.chat = components.chat
         self.reranker = components.reranker
+        self.ledger = components.ledger
+        self.cache = AnswerCache(self.sessions, settings.cache)
         self.index = index
         self.retriever = Retriever(
             self.sessions,
@@ -82,25 +140,56 @@ class RagService:
             components.keyword,
             components.reranker,
             candidates=settings.retrieval.candidates,
-            min_relevance=settings.retrieval.min_relevance,
+            min_relevance=components.min_relevance,
             min_coverage=settings.retrieval.min_term_coverage,
             coverage_sources=settings.answer.max_sources,
         )
         self._generation = -1
+        self._key_parts = key_parts(
+            settings, self.embedder.model_id, self.chat, components.min_relevance
+        )
+        self._metered = any(p.name.startswith("workers-ai:") for p in self.chat.providers)
 
     async def ask(self, question: str, top_k: int | None = None) -> AsyncIterator[AnswerEvent]:
         began = time.perf_counter()
         question = self.check_question(question)
         k = self._k(top_k)
-        await self._sync_index()
-        retrieval = await self.retriever.retrieve(question, k)
-        async for event in answer_events(question, retrieval, self.chat, began):
-            yield event
+        generation = await self._sync_index()
+        key = cache_key(question, generation=generation, top_k=k, **self._key_parts)
+        cached = await self.cache.get(key)
+        if cached is not None:
+            for event in replay(cached, began):
+                yield event
+            return
+        trace_id = uuid.uuid4().hex
+        with self.ledger.meter("ask", trace_id) as meter:
+            try:
+                retrieval = await self.retriever.retrieve(question, k)
+                if self._metered and self.settings.budget.daily_neurons > 0:
+                    await self.ledger.refresh()  # the gate reads it before generation
+                events: list[AnswerEvent] = []
+                async for event in answer_events(
+                    question, retrieval, self.chat, began, trace_id=trace_id, usage=meter.usage
+                ):
+                    events.append(event)
+                    if isinstance(event, DoneEvent):
+                        # Written before ``done`` goes out: a client that leaves right
+                        # after it must not lose the answer's cost or its cache entry.
+                        await self.ledger.flush()
+                        if cacheable(events, self.chat.preferred):
+                            await self.cache.put(key, question, generation, events)
+                    yield event
+            finally:
+                await self.ledger.flush_quietly()
 
     async def search(self, query: str, k: int | None = None) -> list[Hit]:
         query = self.check_question(query)
         await self._sync_index()
-        return (await self.retriever.retrieve(query, self._k(k))).hits
+        with self.ledger.meter("search"):
+            try:
+                return (await self.retriever.retrieve(query, self._k(k))).hits
+            finally:
+                await self.ledger.flush()
 
     async def health(self) -> dict[str, object]:
         async with self.sessions() as session:
@@ -117,17 +206,37 @@ class RagService:
             "answerer": self.chat.name,
             "documents": documents,
             "chunks": chunks,
-            "vectors_loaded": len(self.index),
+            # Vectorize counts its vectors itself (``rag vectorize info``).
+            "vectors_loaded": len(self.index) if hasattr(self.index, "__len__") else None,
         }
 
+    async def usage_report(self, days: int = 7) -> dict[str, Any]:
+        """Per-day usage and today's budget: ``rag usage`` and ``GET /v1/usage``."""
+        return await self.ledger.report(days)
+
     async def ingest(self, paths: Sequence[Path], progress: Progress | None = None) -> IngestReport:
+        """Index ``paths``; the report carries what the run spent (neurons, dollars)."""
+        if self.settings.backend == "cloudflare" and self.settings.budget.daily_neurons > 0:
+            await self.ledger.refresh()
+            if reason := self.ledger.over_budget():
+                raise BudgetExhausted(
+                    f"ingestion not started: {reason}. Raise [budget] daily_neurons "
+                    "(0 = no cap) or wait for 00:00 UTC"
+                )
         ingestor = Ingestor(
             self.settings.ingest, self.sessions, self.embedder, self.index, progress
         )
-        report = await ingestor.run(paths)
+        with self.ledger.meter("ingest") as meter:
+            try:
+                report = await ingestor.run(paths)
+            finally:
+                await self.ledger.close()
+        usage = meter.usage()
+        report.neurons, report.usd = usage.neurons, usage.usd
         async with self.sessions() as session:
             # Our own writes are already in the in-memory index.
             self._generation = await store.generation(session)
+        await self.cache.purge(self._generation)
         return report
 
     async def is_empty(self) -> bool:
@@ -154,17 +263,27 @@ class RagService:
             raise InputError(f"top_k must be between 1 and {MAX_TOP_K}, not {k}")
         return min(k, self.settings.retrieval.candidates)
 
-    async def _sync_index(self) -> None:
+    async def _sync_index(self) -> int:
         """Reload the in-memory index when another process (a CLI ingest) changed the data."""
         async with self.sessions() as session:
             current = await store.generation(session)
         if current != self._generation:
-            if self._generation != -1:
-                await self.index.reload()
+            reload = getattr(self.index, "reload", None)  # Vectorize has nothing to reload
+            if self._generation != -1 and reload is not None:
+                await reload()
             self._generation = current
+        return current
 
 
-async def open_index(settings: Settings, engine: AsyncEngine, embedder: Embedder) -> Any:
+async def open_index(
+    settings: Settings, engine: AsyncEngine, embedder: Embedder, client: Any = None
+) -> Any:
+    """The serving index: Vectorize on Cloudflare, else numpy over the SQLite vectors."""
+    if settings.backend == "cloudflare":
+        from rag.backends.cloudflare.vectorize import VectorizeIndex
+
+        name = settings.cloudflare.index_name
+        return VectorizeIndex(client, name, embedder.dimension, session_factory(engine))
     from rag.backends.local.vector_index import NumpyIndex
 
     return await NumpyIndex.load(engine, embedder.model_id, embedder.dimension)
@@ -172,19 +291,53 @@ async def open_index(settings: Settings, engine: AsyncEngine, embedder: Embedder
 
 @asynccontextmanager
 async def open_service(
-    settings: Settings, *, embedder: Embedder | None = None, migrate: bool = True
+    settings: Settings,
+    *,
+    embedder: Embedder | None = None,
+    migrate: bool = True,
+    environ: Mapping[str, str] | None = None,
+    cloudflare_transport: httpx.AsyncBaseTransport | None = None,
+    openai_transport: httpx.AsyncBaseTransport | None = None,
+    answer_embedder: Embedder | None = None,
 ) -> AsyncIterator[RagService]:
-    """Migrate the database, load models and the index; dispose of them on exit."""
-    if migrate:
-        await upgrade(settings.database_url)
-    engine = create_engine(settings.database_url)
+    """Migrate the database, load models and the index; dispose of them on exit.
+
+    The transports and ``environ`` exist for tests (an in-process fake Cloudflare or
+    OpenAI endpoint); ``answer_embedder`` replaces the extractive answerer's embedder.
+    """
+    client = None
+    if settings.backend == "cloudflare" or "workers-ai" in settings.chat.providers:
+        from rag.backends.cloudflare.client import CloudflareClient
+
+        # Before anything else: missing credentials fail at once, naming what to set.
+        client = CloudflareClient.from_settings(settings, environ, cloudflare_transport)
+    components: Components | None = None
+    engine = None
     try:
+        if migrate:
+            await upgrade(settings.database_url)
+        engine = create_engine(settings.database_url)
         sessions = session_factory(engine)
-        components = build_components(settings, sessions, embedder)
-        index = await open_index(settings, engine, components.embedder)
+        components = build_components(
+            settings,
+            sessions,
+            embedder,
+            client=client,
+            environ=environ,
+            openai_transport=openai_transport,
+            answer_embedder=answer_embedder,
+        )
+        index = await open_index(settings, engine, components.embedder, client)
         service = RagService(settings, engine, components, index)
         async with service.sessions() as session:
             service._generation = await store.generation(session)
         yield service
     finally:
-        await engine.dispose()
+        if components is not None:
+            await components.ledger.close()
+            for close in components.closers:
+                await close()
+        if client is not None:
+            await client.aclose()
+        if engine is not None:
+            await engine.dispose()

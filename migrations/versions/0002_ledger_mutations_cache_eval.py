@@ -30,8 +30,15 @@ def upgrade() -> None:
             nullable=False,
         ),
         sa.Column("hits", sa.Integer(), nullable=False),
+        sa.Column("generation", sa.Integer(), nullable=False),
+        sa.Column("used_at", sa.DateTime(), nullable=False),
         sa.PrimaryKeyConstraint("key"),
     )
+    with op.batch_alter_table("answer_cache", schema=None) as batch_op:
+        batch_op.create_index(
+            batch_op.f("ix_answer_cache_generation"), ["generation"], unique=False
+        )
+        batch_op.create_index(batch_op.f("ix_answer_cache_used_at"), ["used_at"], unique=False)
     op.create_table(
         "eval_runs",
         sa.Column("id", sa.String(length=40), nullable=False),
@@ -95,6 +102,7 @@ def upgrade() -> None:
         "eval_results",
         sa.Column("run_id", sa.String(length=40), nullable=False),
         sa.Column("question_id", sa.String(length=200), nullable=False),
+        sa.Column("ordinal", sa.Integer(), nullable=False),
         sa.Column("question", sa.Text(), nullable=False),
         sa.Column("answerable", sa.Boolean(), nullable=False),
         sa.Column("result", sa.JSON(), nullable=False),
@@ -116,5 +124,9 @@ def downgrade() -> None:
 
     op.drop_table("usage_calls")
     op.drop_table("eval_runs")
+    with op.batch_alter_table("answer_cache", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_answer_cache_used_at"))
+        batch_op.drop_index(batch_op.f("ix_answer_cache_generation"))
+
     op.drop_table("answer_cache")
     # ### end Alembic commands ###

@@ -4,13 +4,18 @@ The contract (DESIGN.md, streaming): sources are announced before any text; the
 ``done`` event carries the whole answer, its citations, whether it is grounded, the
 provider, usage and latency. Retrieval has finished before the first event, so the
 stream holds no database session while the model talks.
+
+The provider reported is the one that answered: a fallback chain's stream says which
+(``answered_by``); a plain model is its own name. ``usage`` is read when the answer is
+complete, so it sums every call the answer made (embed, rerank, chat).
 """
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 
 from rag.answer.citations import extract_citations
 from rag.domain import (
@@ -27,6 +32,8 @@ from rag.domain import (
 from rag.errors import RagError
 from rag.ports import ChatModel
 from rag.retrieval.retriever import Retrieval
+
+log = logging.getLogger(__name__)
 
 NOT_COVERED = (
     "The documents do not cover this question: nothing in them is close enough to answer "
@@ -51,10 +58,16 @@ def numbered_sources(hits: Sequence[Hit]) -> tuple[Source, ...]:
 
 
 async def answer_events(
-    question: str, retrieval: Retrieval, chat: ChatModel, began: float
+    question: str,
+    retrieval: Retrieval,
+    chat: ChatModel,
+    began: float,
+    *,
+    trace_id: str | None = None,
+    usage: Callable[[], Usage] = Usage,
 ) -> AsyncIterator[AnswerEvent]:
     """Stream one answer; ``began`` is when the request arrived (perf_counter)."""
-    trace_id = uuid.uuid4().hex
+    trace_id = trace_id or uuid.uuid4().hex
     latency = Latency(retrieve=_ms(retrieval.seconds))
     if not retrieval.grounded:
         yield SourcesEvent(())
@@ -67,7 +80,7 @@ async def answer_events(
             grounded=False,
             provider=chat.name,
             cached=False,
-            usage=Usage(),
+            usage=usage(),
             latency_ms=latency,
             trace_id=trace_id,
         )
@@ -75,35 +88,61 @@ async def answer_events(
     hits = retrieval.hits
     yield SourcesEvent(numbered_sources(hits))
     pieces: list[str] = []
+    stream = chat.stream(question, hits)
     try:
-        async for piece in chat.stream(question, hits):
-            if not piece:
-                continue
-            if latency.first_token is None:
-                latency.first_token = _ms(time.perf_counter() - began)
-            pieces.append(piece)
-            yield DeltaEvent(piece)
+        try:
+            async for piece in stream:
+                if not piece:
+                    continue
+                if latency.first_token is None:
+                    latency.first_token = _ms(time.perf_counter() - began)
+                pieces.append(piece)
+                yield DeltaEvent(piece)
+        finally:
+            await close_stream(stream)
     except RagError as exc:
+        _note_fallbacks(trace_id, stream, "")
         yield ErrorEvent(code=exc.code, message=exc.message, retryable=exc.retryable)
         return
-    if not pieces:
-        # The model found nothing to say in these sources: say so rather than send silence.
-        latency.first_token = _ms(time.perf_counter() - began)
-        pieces.append(NOT_COVERED)
-        yield DeltaEvent(NOT_COVERED)
+    provider = getattr(stream, "answered_by", "") or chat.name
+    _note_fallbacks(trace_id, stream, provider)
     answer = "".join(pieces).strip()
+    if not answer:
+        # The model found nothing to say in these sources: say so rather than send silence.
+        latency.first_token = latency.first_token or _ms(time.perf_counter() - began)
+        answer = NOT_COVERED
+        yield DeltaEvent(NOT_COVERED)
     citations = extract_citations(answer, hits)
     latency.total = _ms(time.perf_counter() - began)
     yield DoneEvent(
         answer=answer,
         citations=citations,
         grounded=bool(citations),
-        provider=chat.name,
+        provider=provider,
         cached=False,
-        usage=Usage(),
+        usage=usage(),
         latency_ms=latency,
         trace_id=trace_id,
     )
+
+
+async def close_stream(stream: object) -> None:
+    """Close a model stream now: a client that went away must stop the upstream call."""
+    aclose = getattr(stream, "aclose", None)
+    if aclose is not None:
+        await aclose()
+
+
+def _note_fallbacks(trace_id: str, stream: object, provider: str) -> None:
+    """Log, with the trace id, every provider the chain passed over and why."""
+    passed_over = getattr(stream, "passed_over", None)
+    if passed_over:
+        log.warning(
+            "trace %s: passed over %s; answered by %s",
+            trace_id,
+            "; ".join(passed_over),
+            provider or "nobody",
+        )
 
 
 def _snippet(text: str) -> str:

@@ -161,6 +161,10 @@ class CachedAnswer(Base):
     events: Mapped[list[dict[str, object]]] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(DateTime, server_default=func.now())
     hits: Mapped[int] = mapped_column(Integer, default=0)
+    generation: Mapped[int] = mapped_column(Integer, index=True, default=0)
+    """The index generation it was answered at: entries of older generations are purged."""
+    used_at: Mapped[datetime] = mapped_column(DateTime, index=True)
+    """Last stored or served (UTC); the least recently used go first when the cache is full."""
 
 
 class EvalRun(Base):
@@ -183,6 +187,8 @@ class EvalResult(Base):
         ForeignKey("eval_runs.id", ondelete="CASCADE"), primary_key=True
     )
     question_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    ordinal: Mapped[int] = mapped_column(Integer)
+    """Position in the dataset, so a run reads back in the order it was asked."""
     question: Mapped[str] = mapped_column(Text)
     answerable: Mapped[bool] = mapped_column()
     result: Mapped[dict[str, object]] = mapped_column(JSON)

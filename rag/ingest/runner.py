@@ -49,6 +49,9 @@ class IngestReport:
     reused: int = 0
     seconds: float = 0.0
     problems: list[dict[str, str]] = field(default_factory=list)
+    neurons: float = 0.0
+    """Workers AI neurons the run spent (set by ``RagService.ingest`` from the ledger)."""
+    usd: float = 0.0
 
     def counts(self) -> dict[str, int]:
         names = ("files", "new", "updated", "unchanged", "deleted", "skipped", "failed")
@@ -65,9 +68,11 @@ class IngestReport:
             f"{self.skipped} skipped",
             f"{self.failed} failed",
         ]
+        spent = f"; {self.neurons:,.1f} neurons (${self.usd:.4f})" if self.neurons > 0 else ""
         return (
             ", ".join(parts)
             + f"; {self.embedded} chunks embedded, {self.reused} reused in {self.seconds:.1f} s"
+            + spent
         )
 
 
@@ -137,6 +142,12 @@ class Ingestor:
                     or await store.has_all_vectors(session, doc.id, self.embedder.model_id)
                 )
             ):
+                if doc.status != "ok":
+                    # Still unreadable: say so on every run, not only the first.
+                    reason = f"{doc.reason} (unchanged since the last run)"
+                    report.problems.append(
+                        {"path": item.relpath, "status": doc.status, "reason": reason}
+                    )
                 return "unchanged", 0
         outcome = "new" if doc is None else "updated"
         try:

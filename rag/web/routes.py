@@ -1,4 +1,4 @@
-"""HTTP handlers: ask (SSE, POST and GET), search, health."""
+"""HTTP handlers: ask (SSE, POST and GET), search, usage, health."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from litestar.openapi.spec import Example
 from litestar.params import Body, QueryParameter, RawBody, SkipValidation
 
 from rag.config import Settings
-from rag.errors import InputError
+from rag.errors import InputError, NotFound
 from rag.ports import QAService
 from rag.web.schemas import (
     TOP_K_MAX,
@@ -135,9 +135,27 @@ async def search(
     return SearchResponse(hits=[SearchHit.from_hit(n, hit) for n, hit in enumerate(hits, 1)])
 
 
+@get(
+    "/v1/usage",
+    summary="Model usage per UTC day: tokens, neurons, dollars, today's budget",
+    responses=_ERRORS,
+)
+async def usage(
+    service: NamedDependency[SkipValidation[QAService]],
+    days: Annotated[
+        int, QueryParameter(ge=1, le=366, description="How many UTC days, today included.")
+    ] = 7,
+) -> dict[str, object]:
+    # Not part of QAService: a service without a ledger (a test double) has no usage.
+    report = getattr(service, "usage_report", None)
+    if report is None:
+        raise NotFound("this service keeps no usage ledger")
+    return cast(dict[str, object], await report(days))
+
+
 @get("/healthz", summary="Liveness and index status", responses={500: _ERRORS[500]})
 async def healthz(service: NamedDependency[SkipValidation[QAService]]) -> dict[str, object]:
     return await service.health()
 
 
-ROUTES = [ask_post, ask_get, search, healthz]
+ROUTES = [ask_post, ask_get, search, usage, healthz]

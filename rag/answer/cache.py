@@ -1,0 +1,194 @@
+"""The answer cache: the same question over the same index and models streams the same answer.
+
+The key is a sha256 over the normalised question and everything that could change the
+answer: the index (embedding model, chunker fingerprint, index generation), the chat
+provider chain, the prompt version and ``top_k``. Every ingest write bumps the index
+generation, so an ingest changes every key; entries of older generations are purged
+when the next answer is stored, and the least recently used go once ``max_entries`` is
+reached. A hit is looked up before the question is embedded, so it costs no neurons.
+
+Only complete, grounded answers from the chain's preferred provider are stored: an
+error or a truncated stream is never replayed, a "not covered" reply is cheap to
+recompute, and an answer a fallback gave (say, while the neuron budget was spent)
+would otherwise stand in for the better one until the next ingest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import msgspec
+from sqlalchemy import delete, func, select
+
+from rag.answer.chain import FallbackChain
+from rag.config import CacheSettings, Settings
+from rag.db.tables import CachedAnswer
+from rag.domain import AnswerEvent, DeltaEvent, DoneEvent, ErrorEvent, Latency, Usage
+from rag.ingest.chunker import chunker_fingerprint
+
+CACHE_FORMAT = "answer-cache-1"
+"""Part of every key: bump it when the stored event shape changes."""
+
+_TRAILING = re.compile(r"[\s?!.,;:…？！。]+$")
+
+
+def normalise(question: str) -> str:
+    """Lowercase, whitespace collapsed, trailing punctuation gone: "How?" == " how ".."""
+    return _TRAILING.sub("", " ".join(question.lower().split()))
+
+
+def cache_key(
+    question: str,
+    *,
+    generation: int,
+    top_k: int,
+    embed_model: str,
+    chunker: str,
+    chat: str,
+    prompt_version: str,
+) -> str:
+    parts = (
+        CACHE_FORMAT,
+        normalise(question),
+        embed_model,
+        chunker,
+        str(generation),
+        chat,
+        prompt_version,
+        str(top_k),
+    )
+    # A separator no part contains, so ("a b", "c") and ("a", "b c") differ.
+    return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()
+
+
+def key_parts(
+    settings: Settings, embed_model: str, chat: FallbackChain, min_relevance: float
+) -> dict[str, str]:
+    """The parts of the key fixed for a service's life (all but question, generation, k)."""
+    ingest = settings.ingest
+    # Settings that shape the answer go in with the prompt versions: changing the
+    # evidence gate or the answer length must not replay answers made under the old ones.
+    shape = msgspec.json.encode(
+        [
+            [getattr(p, "prompt_version", p.name) for p in chat.providers],
+            settings.retrieval,
+            settings.answer,
+            min_relevance,
+            settings.cloudflare.max_tokens,
+        ]
+    )
+    return {
+        "embed_model": embed_model,
+        "chunker": chunker_fingerprint(ingest.chunk_tokens, ingest.overlap_tokens, embed_model),
+        "chat": chat.name,
+        "prompt_version": shape.decode(),
+    }
+
+
+def cacheable(events: Sequence[AnswerEvent], preferred: str) -> bool:
+    """A complete, grounded answer from the preferred provider, and nothing went wrong."""
+    if not events or any(isinstance(e, ErrorEvent) for e in events):
+        return False
+    done = events[-1]
+    return isinstance(done, DoneEvent) and done.grounded and done.provider == preferred
+
+
+def replay(events: Sequence[AnswerEvent], began: float) -> Iterator[AnswerEvent]:
+    """The stored events again, the ``done`` event marked cached, free and freshly timed."""
+    latency = Latency(retrieve=0.0)
+    for event in events:
+        if isinstance(event, DeltaEvent) and latency.first_token is None:
+            latency.first_token = _ms(time.perf_counter() - began)
+        if isinstance(event, DoneEvent):
+            latency.total = _ms(time.perf_counter() - began)
+            yield msgspec.structs.replace(
+                event,
+                cached=True,
+                usage=Usage(),
+                latency_ms=latency,
+                trace_id=uuid.uuid4().hex,
+            )
+        else:
+            yield event
+
+
+class AnswerCache:
+    """Cached answers in the ``answer_cache`` table, bounded by ``cache.max_entries``."""
+
+    def __init__(
+        self,
+        sessions: Any,
+        settings: CacheSettings,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.sessions = sessions
+        self.enabled = settings.enabled and settings.max_entries > 0
+        self.max_entries = settings.max_entries
+        self.clock = clock
+
+    async def get(self, key: str) -> list[AnswerEvent] | None:
+        """The stored events for ``key`` (counting the hit), or None."""
+        if not self.enabled:
+            return None
+        async with self.sessions() as session, session.begin():
+            row = await session.get(CachedAnswer, key)
+            if row is None:
+                return None
+            row.hits += 1
+            row.used_at = self._now()
+            raw = row.events
+        return msgspec.convert(raw, list[AnswerEvent])
+
+    async def put(
+        self, key: str, question: str, generation: int, events: Sequence[AnswerEvent]
+    ) -> None:
+        """Store one answer, drop other generations' entries, then trim to ``max_entries``."""
+        if not self.enabled:
+            return
+        stored = msgspec.to_builtins(list(events))
+        async with self.sessions() as session, session.begin():
+            await session.merge(
+                CachedAnswer(
+                    key=key,
+                    question=question,
+                    events=stored,
+                    hits=0,
+                    generation=generation,
+                    used_at=self._now(),
+                )
+            )
+            await session.execute(delete(CachedAnswer).where(CachedAnswer.generation != generation))
+            count = await session.scalar(select(func.count()).select_from(CachedAnswer)) or 0
+            if count > self.max_entries:
+                oldest = (
+                    select(CachedAnswer.key)
+                    .order_by(CachedAnswer.used_at, CachedAnswer.key)
+                    .limit(count - self.max_entries)
+                )
+                await session.execute(
+                    delete(CachedAnswer).where(CachedAnswer.key.in_(oldest.scalar_subquery()))
+                )
+
+    async def purge(self, keep_generation: int) -> None:
+        """Drop every entry answered at another index generation (called after an ingest)."""
+        async with self.sessions() as session, session.begin():
+            await session.execute(
+                delete(CachedAnswer).where(CachedAnswer.generation != keep_generation)
+            )
+
+    async def size(self) -> int:
+        async with self.sessions() as session:
+            return int(await session.scalar(select(func.count()).select_from(CachedAnswer)) or 0)
+
+    def _now(self) -> datetime:
+        return self.clock().astimezone(UTC).replace(tzinfo=None)
+
+
+def _ms(seconds: float) -> float:
+    return round(seconds * 1000, 1)

@@ -1,0 +1,317 @@
+"""The one HTTP client for Cloudflare's REST API: envelope, typed errors, retries.
+
+Every Workers AI and Vectorize call goes through ``CloudflareClient``: it owns the only
+``httpx.AsyncClient`` (with an injectable transport, so tests run this very code against
+an in-process fake), parses the ``{"success", "result", "errors"}`` envelope, maps
+Cloudflare's codes to the ``CloudflareError`` family and retries what may succeed later.
+
+Retries: at most ``max_retries`` more attempts, exponential backoff from 0.5 s capped at
+8 s with jitter; a ``Retry-After`` from Cloudflare is honoured up to 60 s, and a longer
+one is raised at once (the global API limit blocks for 5 minutes: no request should
+sit that long). Streams retry only before the first byte of the body: once output has
+arrived, a failure is raised as ``StreamTruncated`` and never retried, so an answer is
+never generated (and billed) twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import codecs
+import json as jsonlib
+import os
+import random
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from types import TracebackType
+from typing import Any
+
+import httpx
+
+from rag.config import Settings
+from rag.errors import (
+    AuthError,
+    CapacityError,
+    CloudflareError,
+    ConfigError,
+    DailyLimitExceeded,
+    ModelNotFound,
+    RequestTooLarge,
+    StreamTruncated,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+)
+
+Sleep = Callable[[float], Awaitable[None]]
+
+BASE_BACKOFF_S = 0.5
+MAX_BACKOFF_S = 8.0
+MAX_RETRY_AFTER_S = 60.0
+TOKEN_HINT = "check CLOUDFLARE_API_TOKEN permissions: Workers AI Read+Edit, Vectorize Edit"
+TIMEOUT_CODES = frozenset({3007, 3008, 3046})
+MODEL_CODES = frozenset({5007, 3042})
+# 403s that are about the model or the plan, not the token (reference A.1).
+ACCESS_CODES = frozenset({5016, 5018, 3023, 3041, 5035})
+
+
+class CloudflareClient:
+    """Calls ``{api_base}/accounts/{account_id}{path}`` with the API token."""
+
+    def __init__(
+        self,
+        *,
+        api_base: str,
+        account_id: str,
+        token: str,
+        timeout_s: float = 30.0,
+        max_retries: int = 4,
+        transport: httpx.AsyncBaseTransport | None = None,
+        sleep: Sleep = asyncio.sleep,
+        jitter: Callable[[], float] = random.random,
+    ) -> None:
+        self.account_id = account_id
+        self.api_base = api_base.rstrip("/")
+        self.max_retries = max(0, max_retries)
+        self._sleep = sleep
+        self._jitter = jitter
+        self._http = httpx.AsyncClient(
+            base_url=f"{self.api_base}/accounts/{account_id}",
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=httpx.Timeout(timeout_s, connect=min(timeout_s, 10.0)),
+            transport=transport,
+        )
+
+    @classmethod
+    def from_settings(
+        cls,
+        settings: Settings,
+        environ: Mapping[str, str] | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+        *,
+        sleep: Sleep = asyncio.sleep,
+    ) -> CloudflareClient:
+        """The client ``[cloudflare]`` and the environment describe; fails fast if unusable."""
+        env = os.environ if environ is None else environ
+        cf = settings.cloudflare
+        account = cf.account_id or env.get("CLOUDFLARE_ACCOUNT_ID", "")
+        token = env.get("CLOUDFLARE_API_TOKEN", "")
+        missing = []
+        if not token:
+            missing.append(
+                "set CLOUDFLARE_API_TOKEN to an API token (Workers AI Read+Edit, Vectorize Edit)"
+            )
+        if not account:
+            missing.append("set [cloudflare] account_id in config.toml or CLOUDFLARE_ACCOUNT_ID")
+        if missing:
+            raise ConfigError("the cloudflare backend needs credentials: " + "; ".join(missing))
+        return cls(
+            api_base=cf.api_base,
+            account_id=account,
+            token=token,
+            timeout_s=cf.timeout_s,
+            max_retries=cf.max_retries,
+            transport=transport,
+            sleep=sleep,
+        )
+
+    def __repr__(self) -> str:
+        return f"CloudflareClient(api_base={self.api_base!r}, account_id={self.account_id!r})"
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def __aenter__(self) -> CloudflareClient:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def call(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        content: bytes | None = None,
+        headers: Mapping[str, str] | None = None,
+        params: Mapping[str, Any] | None = None,
+        retry: bool = True,
+    ) -> Any:
+        """The envelope's ``result``; retries retryable failures unless ``retry`` is off."""
+        attempt = 0
+        while True:
+            try:
+                response = await self._http.request(
+                    method, path, json=json, content=content, headers=headers, params=params
+                )
+                return result_of(response, path)
+            except httpx.TransportError as exc:
+                error = transport_error(exc, path)
+            except CloudflareError as exc:
+                error = exc
+            if not retry or not await self._backoff(error, attempt):
+                raise error
+            attempt += 1
+
+    async def stream_lines(self, method: str, path: str, *, json: Any) -> AsyncGenerator[str, None]:
+        """The response body line by line, as it arrives (SSE), without line endings.
+
+        A model that ignores ``stream`` and answers with a JSON envelope is turned into
+        one ``data:`` line holding its ``result`` followed by ``data: [DONE]``, so callers
+        parse a single format.
+        """
+        attempt = 0
+        while True:
+            started = False
+            try:
+                async with self._http.stream(
+                    method, path, json=json, headers={"Accept": "text/event-stream"}
+                ) as response:
+                    if response.status_code >= 400 or "json" in response.headers.get(
+                        "content-type", ""
+                    ):
+                        await response.aread()
+                        result = result_of(response, path)
+                        yield "data: " + jsonlib.dumps(result)
+                        yield "data: [DONE]"
+                        return
+                    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+                    pending = ""
+                    async for chunk in response.aiter_bytes():
+                        started = started or bool(chunk)
+                        pending += decoder.decode(chunk)
+                        # Split on "\n" only: str.splitlines would also break on
+                        # U+2028 and friends, which JSON strings may carry raw.
+                        *lines, pending = pending.split("\n")
+                        for line in lines:
+                            yield line.removesuffix("\r")
+                    pending += decoder.decode(b"", final=True)
+                    if pending:
+                        yield pending.removesuffix("\r")
+                    return
+            except httpx.TransportError as exc:
+                if started:
+                    raise StreamTruncated(
+                        f"the stream from {path} broke after output had started: "
+                        f"{type(exc).__name__}: {exc}"
+                    ) from exc
+                error = transport_error(exc, path)
+            except CloudflareError as exc:
+                error = exc
+            if not await self._backoff(error, attempt):
+                raise error
+            attempt += 1
+
+    async def _backoff(self, error: CloudflareError, attempt: int) -> bool:
+        """Sleep before the next attempt; False when the error must be raised instead."""
+        if not error.retryable or attempt >= self.max_retries:
+            return False
+        if error.retry_after is not None:
+            if error.retry_after > MAX_RETRY_AFTER_S:
+                return False
+            # A little jitter on top, so clients told the same time do not return at once.
+            delay = error.retry_after + BASE_BACKOFF_S * self._jitter()
+        else:
+            backoff = min(MAX_BACKOFF_S, BASE_BACKOFF_S * 2**attempt)
+            delay = backoff * (0.5 + 0.5 * self._jitter())
+        await self._sleep(delay)
+        return True
+
+
+def result_of(response: httpx.Response, path: str) -> Any:
+    """The ``result`` of a successful envelope, or the typed error it describes."""
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if response.status_code < 400 and isinstance(body, dict) and body.get("success") is True:
+        return body.get("result")
+    cf_code, message = _first_error(body)
+    if message is None:
+        text = response.text[:200].strip() or response.reason_phrase
+        message = f"HTTP {response.status_code}: {text}"
+    raise error_for(
+        response.status_code, cf_code, message, path, parse_retry_after(response.headers)
+    )
+
+
+def _first_error(body: Any) -> tuple[int | None, str | None]:
+    if not isinstance(body, dict):
+        return None, None
+    errors = body.get("errors")
+    if not isinstance(errors, list) or not errors or not isinstance(errors[0], dict):
+        return None, None
+    raw_code, message = errors[0].get("code"), errors[0].get("message")
+    # The 2024 spec types the code as a string on some paths; the documented codes are ints.
+    try:
+        cf_code = int(raw_code) if raw_code is not None else None
+    except (TypeError, ValueError):
+        cf_code = None
+    return cf_code, str(message) if message is not None else None
+
+
+def error_for(
+    status: int, cf_code: int | None, message: str, path: str, retry_after: float | None = None
+) -> CloudflareError:
+    """Map Cloudflare's HTTP status and internal code to one error class."""
+    where = f"Cloudflare {path}"
+    if cf_code is not None:
+        where += f" (code {cf_code})"
+    kwargs: dict[str, Any] = {
+        "cf_code": cf_code,
+        "http_status": status,
+        "retry_after": retry_after,
+    }
+    if cf_code == 3036:
+        return DailyLimitExceeded(
+            f"{where}: the daily Workers AI allocation is used up (resets 00:00 UTC): {message}",
+            **kwargs,
+        )
+    if cf_code in MODEL_CODES:
+        model = path.removeprefix("/ai/run/") if path.startswith("/ai/run/") else path
+        return ModelNotFound(
+            f"{where}: Workers AI has no model {model!r}: check the model ids in "
+            f"[cloudflare] ({message})",
+            **kwargs,
+        )
+    if cf_code == 3040 or status == 429:
+        return CapacityError(f"{where}: {message}", **kwargs)
+    if cf_code == 3006 or status == 413:
+        return RequestTooLarge(f"{where}: request too large: {message}", **kwargs)
+    if cf_code in TIMEOUT_CODES or status == 408:
+        return UpstreamTimeout(f"{where}: timed out: {message}", **kwargs)
+    if status in (401, 403) or cf_code == 10000:
+        hint = "" if cf_code in ACCESS_CODES else f"; {TOKEN_HINT}"
+        return AuthError(f"{where}: access refused: {message}{hint}", **kwargs)
+    if status >= 500:
+        return UpstreamUnavailable(f"{where}: server error: {message}", **kwargs)
+    return CloudflareError(f"{where}: {message}", **kwargs)
+
+
+def transport_error(exc: httpx.TransportError, path: str) -> CloudflareError:
+    """A failure below HTTP: no response at all, so nothing was processed (or billed)."""
+    detail = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    if isinstance(exc, httpx.TimeoutException):
+        return UpstreamTimeout(f"Cloudflare {path}: timed out ({detail})")
+    return UpstreamUnavailable(f"Cloudflare {path}: connection failed ({detail})")
+
+
+def parse_retry_after(headers: httpx.Headers) -> float | None:
+    """``Retry-After`` in seconds (delta-seconds or an HTTP date), if present and sane."""
+    value = headers.get("retry-after")
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())

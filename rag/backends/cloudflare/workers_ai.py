@@ -1,0 +1,243 @@
+"""Workers AI behind the ports: bge embeddings, bge reranking and a streamed Llama answer.
+
+Every call goes through ``CloudflareClient`` and is costed through ``on_cost``: from the
+response's ``usage`` when it has one (chat), otherwise from tokens we count ourselves
+(embeddings and reranking return no usage), flagged ``estimated``. The chat model lives
+in ``chat`` (this module would outgrow its size otherwise) and is re-exported here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import msgspec
+import numpy as np
+
+from rag.backends.cloudflare.chat import PROMPT_VERSION, WorkersAIChat, build_messages
+from rag.backends.cloudflare.client import CloudflareClient
+from rag.backends.cloudflare.neurons import CallKind, CostSink, PriceTable
+from rag.backends.local.tokenizer import WordPieceTokenizer
+from rag.config import CloudflareSettings
+from rag.domain import Hit
+from rag.errors import CloudflareError, InputError
+from rag.ports import EmbedKind, Tokenizer, Vectors
+
+MAX_TEXTS_PER_CALL = 100
+BGE_MAX_TOKENS = 512
+__all__ = [
+    "PROMPT_VERSION",
+    "WorkersAIChat",
+    "WorkersAIEmbedder",
+    "WorkersAIReranker",
+    "bge_tokenizer",
+    "build_messages",
+]
+KNOWN_DIMENSIONS = {
+    "@cf/baai/bge-small-en-v1.5": 384,
+    "@cf/baai/bge-base-en-v1.5": 768,
+    "@cf/baai/bge-large-en-v1.5": 1024,
+}
+
+
+def bge_tokenizer() -> WordPieceTokenizer:
+    """Counts tokens as bge-*-en-v1.5 sees them: the uncased BERT WordPiece vocabulary,
+    the same file all-MiniLM-L6-v2 uses, with bge's 512-token limit."""
+    return WordPieceTokenizer(max_tokens=BGE_MAX_TOKENS)
+
+
+def _rough_tokens(text: str) -> int:
+    # Without the model's tokenizer: English averages about four characters per token.
+    return (len(text) + 3) // 4
+
+
+class _Costed:
+    """Reports each call's cost to the sink, if there is one."""
+
+    def __init__(self, prices: PriceTable, on_cost: CostSink | None) -> None:
+        self._prices = prices
+        self._on_cost = on_cost
+
+    def _report(
+        self,
+        model: str,
+        kind: CallKind,
+        input_tokens: int,
+        output_tokens: int = 0,
+        neurons: float | None = None,
+        estimated: bool = True,
+    ) -> None:
+        if self._on_cost is not None:
+            cost = self._prices.cost(model, kind, input_tokens, output_tokens, neurons, estimated)
+            self._on_cost(cost)
+
+
+class WorkersAIEmbedder(_Costed):
+    """``Embedder`` over a Workers AI text-embedding model (bge-base-en-v1.5: 768-d).
+
+    Texts are cut to the model's token limit here, counted with its own tokenizer, so
+    nothing is silently truncated upstream; batches of at most 100 texts run
+    ``embed_concurrency`` at a time. bge v1.5 needs no query instruction (BAAI's model
+    card), so queries and passages are embedded alike.
+    """
+
+    def __init__(
+        self,
+        client: CloudflareClient,
+        settings: CloudflareSettings,
+        tokenizer: Tokenizer,
+        prices: PriceTable,
+        on_cost: CostSink | None = None,
+    ) -> None:
+        super().__init__(prices, on_cost)
+        prices.require(settings.embed_model)
+        self.model_id = settings.embed_model
+        # 0 until the first response for a model we do not know the size of.
+        self.dimension = KNOWN_DIMENSIONS.get(self.model_id, 0)
+        self.tokenizer = tokenizer
+        self.pooling = settings.embed_pooling
+        self._client = client
+        self._path = f"/ai/run/{self.model_id}"
+        # Shared by every embed() call on this instance: the bound is on requests in
+        # flight against the rate limit, not per caller.
+        self._in_flight = asyncio.Semaphore(max(1, settings.embed_concurrency))
+
+    def fit(self, text: str) -> tuple[str, int]:
+        """``text`` cut at a token boundary to the model's limit, and its token count
+        (special tokens included, as the model sees them)."""
+        budget = self.tokenizer.max_tokens - self.tokenizer.special_tokens
+        offsets = self.tokenizer.offsets(text)
+        if len(offsets) > budget:
+            text = text[: offsets[budget - 1][1]]
+            offsets = offsets[:budget]
+        return text, len(offsets) + self.tokenizer.special_tokens
+
+    async def embed(self, texts: Sequence[str], kind: EmbedKind) -> Vectors:
+        """L2-normalised float32 vectors, one row per text, in order."""
+        if not texts:
+            return np.empty((0, self.dimension), dtype=np.float32)
+        if any(not text for text in texts):
+            raise InputError("cannot embed an empty text")
+        fitted = [self.fit(text) for text in texts]
+        batches = [
+            fitted[start : start + MAX_TEXTS_PER_CALL]
+            for start in range(0, len(fitted), MAX_TEXTS_PER_CALL)
+        ]
+        tasks = [asyncio.ensure_future(self._embed_batch(batch)) for batch in batches]
+        try:
+            parts = await asyncio.gather(*tasks)
+        except BaseException:
+            # One failed batch fails the call: stop spending on the others.
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise
+        return np.concatenate(parts)
+
+    async def _embed_batch(self, batch: list[tuple[str, int]]) -> Vectors:
+        texts = [text for text, _ in batch]
+        async with self._in_flight:
+            result = await self._client.call(
+                "POST", self._path, json={"text": texts, "pooling": self.pooling}
+            )
+        vectors = self._vectors(result, len(texts))
+        self._report(self.model_id, "embed", sum(count for _, count in batch))
+        return vectors
+
+    def _vectors(self, result: Any, expected: int) -> Vectors:
+        data = result.get("data") if isinstance(result, dict) else None
+        try:
+            matrix = np.asarray(data, dtype=np.float32)
+        except (TypeError, ValueError):
+            matrix = np.empty((0,), dtype=np.float32)
+        if matrix.ndim != 2 or matrix.shape[0] != expected:
+            raise CloudflareError(
+                f"{self.model_id}: expected {expected} vectors, got shape {matrix.shape}"
+            )
+        pooling = result.get("pooling", self.pooling)
+        if pooling != self.pooling:
+            # mean and cls vectors must never share an index.
+            raise CloudflareError(
+                f"{self.model_id}: asked for {self.pooling} pooling, got {pooling}"
+            )
+        if self.dimension == 0:
+            self.dimension = int(matrix.shape[1])
+        elif matrix.shape[1] != self.dimension:
+            raise CloudflareError(
+                f"{self.model_id}: returned {matrix.shape[1]}-d vectors, expected {self.dimension}"
+            )
+        norms = np.linalg.norm(matrix, axis=1, keepdims=True)
+        unit: Vectors = (matrix / np.maximum(norms, 1e-12)).astype(np.float32, copy=False)
+        return unit
+
+
+def sigmoid(score: float) -> float:
+    if score >= 0:
+        return 1.0 / (1.0 + math.exp(-score))
+    z = math.exp(score)
+    return z / (1.0 + z)
+
+
+class WorkersAIReranker(_Costed):
+    """``Reranker`` over bge-reranker-base: a cross-encoder scores each (query, chunk).
+
+    ``score`` is the model's raw score (a logit); ``relevance`` is its sigmoid, in
+    [0, 1], as Cloudflare's model page suggests, and is what the evidence gate compares
+    with ``min_relevance`` (``[cloudflare] min_rerank_score``).
+    """
+
+    def __init__(
+        self,
+        client: CloudflareClient,
+        settings: CloudflareSettings,
+        prices: PriceTable,
+        tokenizer: Tokenizer | None = None,
+        on_cost: CostSink | None = None,
+    ) -> None:
+        super().__init__(prices, on_cost)
+        prices.require(settings.rerank_model)
+        self.name = settings.rerank_model
+        self.min_relevance = settings.min_rerank_score
+        self._client = client
+        self._tokenizer = tokenizer
+        self._path = f"/ai/run/{self.name}"
+
+    async def rerank(self, query: str, candidates: Sequence[Hit], k: int) -> list[Hit]:
+        """The best ``k`` candidates in final order, ``score`` and ``relevance`` set."""
+        if not query.strip():
+            raise InputError("cannot rerank for an empty query")
+        # The API refuses empty contexts; an empty chunk cannot be evidence anyway.
+        usable = [i for i, hit in enumerate(candidates) if hit.text.strip()]
+        if not usable or k < 1:
+            return []
+        body = {
+            "query": query,
+            "contexts": [{"text": candidates[i].text} for i in usable],
+            "top_k": min(k, len(usable)),
+        }
+        result = await self._client.call("POST", self._path, json=body)
+        items = result.get("response") if isinstance(result, dict) else None
+        if not isinstance(items, list):
+            raise CloudflareError(f"{self.name}: no 'response' list in {str(result)[:200]}")
+        ranked = []
+        for item in items:
+            index = item.get("id") if isinstance(item, dict) else None
+            if not isinstance(index, int) or not 0 <= index < len(usable):
+                raise CloudflareError(f"{self.name}: result id {index!r} names no context")
+            score = float(item["score"])
+            hit = candidates[usable[index]]
+            ranked.append(msgspec.structs.replace(hit, score=score, relevance=sigmoid(score)))
+        ranked.sort(key=lambda hit: hit.score, reverse=True)
+        self._report(self.name, "rerank", self._pair_tokens(query, [candidates[i] for i in usable]))
+        return ranked[:k]
+
+    def _pair_tokens(self, query: str, hits: Sequence[Hit]) -> int:
+        # A cross-encoder reads the query once per context: count every pair.
+        count: Callable[[str], int] = (
+            self._tokenizer.count if self._tokenizer is not None else _rough_tokens
+        )
+        special = self._tokenizer.special_tokens + 1 if self._tokenizer is not None else 3
+        query_tokens = count(query)
+        return sum(query_tokens + count(hit.text) + special for hit in hits)

@@ -1,0 +1,207 @@
+"""An in-process fake of Cloudflare's REST API (Workers AI here, Vectorize in ``vectorize``).
+
+``FakeCloudflare().transport`` is an ``httpx.MockTransport`` the real
+``CloudflareClient`` is built on, so tests run the production client code unchanged.
+It checks the bearer token and the account, answers in Cloudflare's envelope, records
+every request, validates each against Cloudflare's schemas (``schema_errors``; tests
+assert it stays empty) and can be scripted to fail: ``fail_next`` queues an error
+envelope (429 with ``Retry-After``, 3036, 5xx, ...) before the body, and
+``script_chat`` makes a stream break mid-way or end without ``[DONE]``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import json
+from collections import deque
+from dataclasses import dataclass, field
+from functools import cache
+from typing import Any
+
+import httpx
+import msgspec
+
+from cf_fake import ai
+from cf_fake.ai import ApiError, ChatScript
+from rag.backends.cloudflare.client import CloudflareClient
+from rag.backends.local.tokenizer import WordPieceTokenizer
+from rag.config import Settings
+
+__all__ = [
+    "API_BASE",
+    "ChatScript",
+    "FakeCloudflare",
+    "Recorded",
+    "error_envelope",
+    "shared_tokenizer",
+]
+
+API_BASE = "https://api.cloudflare.test/client/v4"
+
+
+@cache
+def shared_tokenizer() -> WordPieceTokenizer:
+    """bge's tokenizer (BERT uncased WordPiece, 512 tokens), loaded once per test run."""
+    return WordPieceTokenizer(max_tokens=512)
+
+
+@dataclass
+class Recorded:
+    method: str
+    path: str
+    """Relative to ``/accounts/{account_id}``, percent-decoded."""
+    headers: httpx.Headers
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+@dataclass
+class Failure:
+    path: str
+    status: int
+    cf_code: int | None
+    retry_after: str | None
+    times: int
+    message: str
+
+
+@dataclass
+class FakeCloudflare:
+    account_id: str = "0123456789abcdef0123456789abcdef"
+    token: str = "test-token-never-logged"
+    latency_s: float = 0.0
+    """Added to every request, for concurrency tests and benchmarks."""
+    chunk_delay_s: float = 0.0
+    """Between streamed events."""
+    requests: list[Recorded] = field(default_factory=list)
+    schema_errors: list[str] = field(default_factory=list)
+    """Requests that broke Cloudflare's schemas or documented limits: must stay empty."""
+    fake_errors: list[str] = field(default_factory=list)
+    """Answers of this fake that broke Cloudflare's schemas (a bug in the fake)."""
+    failures: list[Failure] = field(default_factory=list)
+    chat_scripts: deque[ChatScript] = field(default_factory=deque)
+    embedded_tokens: list[int] = field(default_factory=list)
+    in_flight: int = 0
+    max_in_flight: int = 0
+    sleeps: list[float] = field(default_factory=list)
+    """What clients made by ``client()`` slept between retries (they never really sleep)."""
+
+    def __post_init__(self) -> None:
+        self.tokenizer = shared_tokenizer()
+        self.transport = httpx.MockTransport(self._handle)
+
+    # Scripting.
+
+    def fail_next(
+        self,
+        path_substring: str,
+        status: int,
+        cf_code: int | None = None,
+        retry_after: float | str | None = None,
+        times: int = 1,
+        message: str = "scripted failure",
+    ) -> None:
+        """The next ``times`` requests whose path contains ``path_substring`` fail so."""
+        after = None if retry_after is None else str(retry_after)
+        self.failures.append(Failure(path_substring, status, cf_code, after, times, message))
+
+    def script_chat(self, script: ChatScript | None = None, **fields: Any) -> None:
+        """Queue how the next chat stream behaves (``ChatScript`` fields as keywords)."""
+        self.chat_scripts.append(script or ChatScript(**fields))
+
+    def calls(self, path_substring: str = "") -> list[Recorded]:
+        return [r for r in self.requests if path_substring in r.path]
+
+    def settings(self, **cloudflare: Any) -> Settings:
+        """Settings for the cloudflare backend pointed at this fake."""
+        section = {"api_base": API_BASE, "account_id": self.account_id, **cloudflare}
+        return msgspec.convert({"backend": "cloudflare", "cloudflare": section}, Settings)
+
+    def client(self, **cloudflare: Any) -> CloudflareClient:
+        """A real client on this fake; its retry sleeps are recorded in ``sleeps``."""
+        return CloudflareClient.from_settings(
+            self.settings(**cloudflare),
+            environ={"CLOUDFLARE_API_TOKEN": self.token},
+            transport=self.transport,
+            sleep=self._sleep,
+        )
+
+    def violations(self) -> list[str]:
+        """Schema and limit violations of the client, and of the fake itself."""
+        state = getattr(self, "vectorize", None)
+        lists = [self.schema_errors, self.fake_errors]
+        for name in ("schema_errors", "fake_errors"):
+            extra = getattr(state, name, None)
+            # The Vectorize state normally shares these very lists: count them once.
+            if isinstance(extra, list) and all(extra is not seen for seen in lists):
+                lists.append(extra)
+        return [problem for found in lists for problem in found]
+
+    async def _sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+
+    # The API.
+
+    async def _handle(self, request: httpx.Request) -> httpx.Response:
+        prefix = f"/accounts/{self.account_id}"
+        full = request.url.path
+        path = full.split(prefix, 1)[1] if prefix in full else full
+        self.requests.append(Recorded(request.method, path, request.headers, request.content))
+        if request.headers.get("authorization") != f"Bearer {self.token}":
+            return error_envelope(401, 10000, "Authentication error")
+        if prefix not in full:
+            return error_envelope(404, 7003, "Could not route to the requested account")
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            if self.latency_s:
+                await asyncio.sleep(self.latency_s)
+            return self._route(path, request)
+        except ApiError as exc:
+            return error_envelope(exc.status, exc.code, exc.message)
+        finally:
+            self.in_flight -= 1
+
+    def _route(self, path: str, request: httpx.Request) -> httpx.Response:
+        if "/vectorize/v2/" in path:
+            # A scripted failure means the request never reached the index.
+            return self._scripted(path) or _vectorize(self, request)
+        if path.startswith("/ai/run/") and request.method == "POST":
+            model = path.removeprefix("/ai/run/")
+            body = ai.validate(self, model, request)
+            return self._scripted(path) or ai.respond(self, model, body)
+        self.schema_errors.append(f"{request.method} {path}: no such endpoint in the spec")
+        return error_envelope(404, 7003, "No route for that URI")
+
+    def _scripted(self, path: str) -> httpx.Response | None:
+        for failure in self.failures:
+            if failure.path in path and failure.times > 0:
+                failure.times -= 1
+                headers = {"Retry-After": failure.retry_after} if failure.retry_after else {}
+                return error_envelope(failure.status, failure.cf_code, failure.message, headers)
+        return None
+
+
+def _vectorize(fake: FakeCloudflare, request: httpx.Request) -> httpx.Response:
+    try:
+        module = importlib.import_module("cf_fake.vectorize")
+    except ModuleNotFoundError:
+        return error_envelope(404, 7003, "Vectorize is not faked yet")
+    response = module.handle_vectorize(fake, request)
+    if response is None:
+        return error_envelope(404, 7003, "No route for that URI")
+    assert isinstance(response, httpx.Response)
+    return response
+
+
+def error_envelope(
+    status: int, code: int | None, message: str, headers: dict[str, str] | None = None
+) -> httpx.Response:
+    error: dict[str, Any] = {"message": message}
+    if code is not None:
+        error["code"] = code
+    body = {"result": None, "success": False, "errors": [error], "messages": []}
+    return httpx.Response(status, json=body, headers=headers)

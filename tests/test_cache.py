@@ -1,0 +1,164 @@
+"""The answer cache: normalised keys, replay with cached=true and zero usage, invalidation."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import make_settings
+from fakes import FakeEmbedder
+
+from rag.answer.cache import AnswerCache, cache_key, cacheable, normalise
+from rag.config import CacheSettings
+from rag.db.engine import create_engine, session_factory, upgrade
+from rag.domain import (
+    AnswerEvent,
+    DeltaEvent,
+    DoneEvent,
+    ErrorEvent,
+    Latency,
+    SourcesEvent,
+    Usage,
+)
+from rag.service import RagService, open_service
+
+KEY: dict[str, Any] = {
+    "embed_model": "m",
+    "chunker": "chunker-1:abc",
+    "generation": 3,
+    "chat": "workers-ai:x > extractive",
+    "prompt_version": "p1",
+    "top_k": 5,
+}
+
+
+def done(provider: str = "workers-ai:x", grounded: bool = True) -> DoneEvent:
+    return DoneEvent(
+        answer="Alpha [1].",
+        citations=(),
+        grounded=grounded,
+        provider=provider,
+        cached=False,
+        usage=Usage(neurons=12.5, input_tokens=900),
+        latency_ms=Latency(retrieve=50.0, first_token=300.0, total=900.0),
+        trace_id="t-1",
+    )
+
+
+ANSWER: list[AnswerEvent] = [SourcesEvent(()), DeltaEvent("Alpha"), DeltaEvent(" [1]."), done()]
+
+
+@pytest.mark.parametrize(
+    ("a", "b"),
+    [
+        ("How do I change the port?", "  how do I   change the PORT "),
+        ("What is RAG?!", "what is rag"),
+        ("Ports…", "ports"),
+    ],
+)
+def test_questions_that_differ_in_case_space_or_final_punctuation_share_a_key(
+    a: str, b: str
+) -> None:
+    assert normalise(a) == normalise(b)
+    assert cache_key(a, **KEY) == cache_key(b, **KEY)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"generation": 4},
+        {"embed_model": "other"},
+        {"chunker": "chunker-2:abc"},
+        {"chat": "extractive"},
+        {"prompt_version": "p2"},
+        {"top_k": 3},
+    ],
+)
+def test_anything_that_changes_the_answer_changes_the_key(change: dict[str, Any]) -> None:
+    assert cache_key("q", **KEY) != cache_key("q", **{**KEY, **change})
+
+
+def test_only_complete_grounded_answers_of_the_preferred_provider_are_stored() -> None:
+    assert cacheable(ANSWER, "workers-ai:x")
+    assert not cacheable([*ANSWER[:2], ErrorEvent("stream_truncated", "cut", True)], "x")
+    assert not cacheable([SourcesEvent(()), done(grounded=False)], "workers-ai:x")
+    assert not cacheable([SourcesEvent(()), done(provider="extractive")], "workers-ai:x")
+    assert not cacheable(ANSWER[:3], "workers-ai:x")
+
+
+@pytest.fixture
+async def sessions(tmp_path: Path) -> AsyncIterator[Any]:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'c.db'}"
+    await upgrade(url)
+    engine = create_engine(url)
+    yield session_factory(engine)
+    await engine.dispose()
+
+
+async def test_entries_round_trip_and_the_least_recently_used_go_first(sessions: Any) -> None:
+    now = [datetime(2026, 3, 1, tzinfo=UTC)]
+
+    def clock() -> datetime:
+        now[0] += timedelta(seconds=1)
+        return now[0]
+
+    cache = AnswerCache(sessions, CacheSettings(max_entries=2), clock)
+    await cache.put("a", "qa", 1, ANSWER)
+    await cache.put("b", "qb", 1, ANSWER)
+    assert await cache.get("a") == ANSWER  # a is now more recent than b
+    await cache.put("c", "qc", 1, ANSWER)
+    assert await cache.get("b") is None
+    assert await cache.get("a") == ANSWER and await cache.get("c") == ANSWER
+    await cache.put("d", "qd", 2, ANSWER)  # a new index generation: the old ones go
+    assert await cache.size() == 1
+    disabled = AnswerCache(sessions, CacheSettings(enabled=False))
+    await disabled.put("e", "qe", 2, ANSWER)
+    assert await disabled.get("d") is None and await cache.size() == 1
+
+
+async def ask(service: RagService, question: str) -> list[AnswerEvent]:
+    return [event async for event in service.ask(question)]
+
+
+async def test_a_hit_replays_the_answer_cached_and_free_until_an_ingest(tmp_path: Path) -> None:
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    page = docs / "server.md"
+    page.write_text("# Server\n\nThe server listens on port 8000. Change the port with --port.\n")
+    embedder = FakeEmbedder()
+    async with open_service(make_settings(tmp_path), embedder=embedder) as service:
+        await service.ingest([docs])
+        first = await ask(service, "How do I change the port?")
+        calls = len(embedder.calls)
+        second = await ask(service, "how do I change the port")
+        assert len(embedder.calls) == calls  # not even the question was embedded
+        one, two = first[-1], second[-1]
+        assert isinstance(one, DoneEvent) and isinstance(two, DoneEvent)
+        assert one.grounded and not one.cached
+        assert two.cached and two.usage == Usage()
+        assert two.trace_id != one.trace_id and two.provider == one.provider == "extractive"
+        assert (two.answer, two.citations) == (one.answer, one.citations)
+        assert second[:-1] == first[:-1]  # the same sources and deltas
+
+        page.write_text("# Server\n\nThe server listens on port 9000. Use --port to move it.\n")
+        await service.ingest([docs])
+        assert await service.cache.size() == 0  # the ingest purged the old generation
+        third = await ask(service, "How do I change the port?")
+        last = third[-1]
+        assert isinstance(last, DoneEvent) and not last.cached
+        assert "9000" in last.answer or "--port" in last.answer
+
+
+async def test_not_covered_answers_are_not_cached(tmp_path: Path) -> None:
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "a.md").write_text("# A\n\nAlpha is the first letter of the Greek alphabet.\n")
+    async with open_service(make_settings(tmp_path), embedder=FakeEmbedder()) as service:
+        await service.ingest([docs])
+        for _ in range(2):
+            refused = (await ask(service, "Which football club won in 1998?"))[-1]
+            assert isinstance(refused, DoneEvent) and not refused.grounded and not refused.cached
+        assert await service.cache.size() == 0
