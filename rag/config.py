@@ -205,6 +205,7 @@ def load_settings(
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
             raise ConfigError(f"{file}: not valid TOML: {exc}") from exc
     _overlay_env(raw, env)
+    _merge_prices(raw)
     try:
         settings = msgspec.convert(raw, Settings, strict=False)
     except msgspec.ValidationError as exc:
@@ -228,6 +229,14 @@ def _overlay_env(raw: dict[str, Any], env: Mapping[str, str]) -> None:
             target[field] = _env_value(value)
         else:
             raw[key] = _env_value(value)
+
+
+def _merge_prices(raw: dict[str, Any]) -> None:
+    """A ``[prices.models."id"]`` table adds to the published rates instead of replacing them."""
+    prices = raw.get("prices")
+    if isinstance(prices, dict) and isinstance(prices.get("models"), dict):
+        defaults = msgspec.to_builtins(_default_prices())
+        prices["models"] = {**defaults, **prices["models"]}
 
 
 def _env_value(value: str) -> Any:

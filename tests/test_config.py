@@ -73,3 +73,16 @@ def _write(tmp_path: Path, text: str) -> Path:
     path = tmp_path / "config.toml"
     path.write_text(text, encoding="utf-8")
     return path
+
+
+def test_a_price_for_another_model_adds_to_the_published_rates(tmp_path: Path) -> None:
+    path = _write(tmp_path, '[prices.models."@cf/meta/llama-4"]\ninput = 10\noutput = 20\n')
+    models = load_settings(environ={"RAG_CONFIG": str(path)}).prices.models
+    assert models["@cf/meta/llama-4"].output == 20
+    assert models["@cf/baai/bge-base-en-v1.5"].input == 6058
+
+
+def test_the_shipped_config_file_spells_out_the_defaults(tmp_path: Path) -> None:
+    shipped = Path(__file__).resolve().parents[1] / "config.toml"
+    settings = load_settings(environ={"RAG_CONFIG": str(shipped)})
+    assert settings == load_settings(environ={"RAG_CONFIG": str(_write(tmp_path, ""))})
