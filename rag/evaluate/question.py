@@ -1,0 +1,135 @@
+"""One question through the real answer flow, recorded for scoring.
+
+The service's retriever is swapped for a ``RecordingRetriever`` that keeps what the
+answer flow retrieved (every candidate with its dense and keyword ranks, and the gate's
+verdict), so each question is retrieved once, by the same code users get, and the
+ranking metrics describe the very retrieval the answer was built on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from rag.domain import DoneEvent, ErrorEvent, Hit, Source, SourcesEvent
+from rag.errors import RagError
+from rag.evaluate import metrics
+from rag.evaluate.datasets import Question
+from rag.evaluate.results import Candidate, QuestionResult, Ranked
+from rag.retrieval.retriever import Retrieval, Retriever
+from rag.service import RagService
+
+
+class RecordingRetriever(Retriever):
+    """The service's retriever, remembering its last candidates and retrieval."""
+
+    last_candidates: list[Hit]
+    last_retrieval: Retrieval | None
+
+    @classmethod
+    def around(cls, retriever: Retriever) -> RecordingRetriever:
+        # Copy the configured instance rather than re-run __init__: its parameters are
+        # the composition root's business and change as the retriever grows.
+        recorder = cls.__new__(cls)
+        recorder.__dict__.update(vars(retriever))
+        recorder.reset()
+        return recorder
+
+    def reset(self) -> None:
+        self.last_candidates = []
+        self.last_retrieval = None
+
+    async def candidates_for(self, query: str) -> list[Hit]:
+        self.last_candidates = await super().candidates_for(query)
+        return self.last_candidates
+
+    async def retrieve(self, query: str, k: int) -> Retrieval:
+        self.last_retrieval = await super().retrieve(query, k)
+        return self.last_retrieval
+
+
+async def evaluate_question(
+    service: RagService, recorder: RecordingRetriever, question: Question, *, answer: bool
+) -> QuestionResult:
+    """Ask (or, with ``answer`` False, only retrieve) and record what happened."""
+    result = QuestionResult(
+        id=question.id,
+        question=question.text,
+        answerable=question.answerable,
+        relevant=dict(question.relevant),
+        references=list(question.references),
+    )
+    recorder.reset()
+    sources: Sequence[Source] = ()
+    done: DoneEvent | None = None
+    try:
+        if answer:
+            async for event in service.ask(question.text):
+                if isinstance(event, SourcesEvent):
+                    sources = event.sources
+                elif isinstance(event, DoneEvent):
+                    done = event
+                elif isinstance(event, ErrorEvent):
+                    result.error = f"{event.code}: {event.message}"
+        else:
+            await service.search(question.text)
+        await _record_retrieval(service, recorder, question.text, result)
+    except RagError as exc:
+        result.error = f"{exc.code}: {exc.message}"
+    if done is not None:
+        _record_answer(result, question, done, sources, recorder.last_candidates)
+    elif not answer and recorder.last_retrieval is not None:
+        result.grounded = recorder.last_retrieval.grounded
+        result.retrieve_ms = round(recorder.last_retrieval.seconds * 1000, 1)
+    return result
+
+
+async def _record_retrieval(
+    service: RagService, recorder: RecordingRetriever, query: str, result: QuestionResult
+) -> None:
+    candidates = recorder.last_candidates
+    retrieval = recorder.last_retrieval
+    if retrieval is None:
+        return
+    # The answer flow reranked only its top-k; the metrics look 10 documents deep.
+    full = await service.reranker.rerank(query, candidates, len(candidates))
+    result.candidates = [
+        Candidate(
+            h.chunk_id, h.source, h.dense_rank, h.dense_score, h.keyword_rank, h.keyword_score
+        )
+        for h in candidates
+    ]
+    result.reranked = [Ranked(h.chunk_id, h.score, h.relevance) for h in full]
+    result.best_relevance = retrieval.best_relevance
+    coverage: Any = getattr(retrieval, "coverage", None)
+    result.coverage = float(coverage) if coverage is not None else None
+
+
+def _record_answer(
+    result: QuestionResult,
+    question: Question,
+    done: DoneEvent,
+    sources: Sequence[Source],
+    candidates: Sequence[Hit],
+) -> None:
+    result.grounded = done.grounded
+    result.answer = done.answer
+    result.citations = len(done.citations)
+    texts = {h.chunk_id: h.text for h in candidates}
+    result.valid_citations = sum(
+        1
+        for c in done.citations
+        if 1 <= c.n <= len(sources)
+        and sources[c.n - 1].chunk_id == c.chunk_id
+        and c.quote
+        and c.quote in texts.get(c.chunk_id, "")
+    )
+    if question.answerable and question.references:
+        # A refusal answers nothing: scored as an empty answer, not as its boilerplate.
+        said = done.answer if done.grounded else ""
+        result.f1 = metrics.best_over(metrics.token_f1, said, question.references)
+        result.rouge_l = metrics.best_over(metrics.rouge_l, said, question.references)
+    result.neurons = done.usage.neurons
+    result.usd = done.usage.usd
+    result.retrieve_ms = done.latency_ms.retrieve
+    result.total_ms = done.latency_ms.total
