@@ -55,3 +55,21 @@ async def test_uncovered_question_is_refused_without_citations(tmp_path: Path) -
     assert isinstance(refused, DoneEvent)
     assert not refused.grounded and refused.citations == ()
     assert "do not cover" in refused.answer
+
+
+async def test_a_bare_identifier_found_verbatim_opens_the_gate(tmp_path: Path) -> None:
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "errors.md").write_text(
+        "# Errors\n\nError 3036 means the daily free allocation is used up; it is not retried.\n"
+    )
+    # A cosine bar no question can clear: only the identifier rule can open the gate.
+    settings = make_settings(tmp_path, retrieval={"min_relevance": 1.1})
+    async with open_service(settings, embedder=FakeEmbedder()) as service:
+        await service.ingest([docs])
+        found = [e async for e in service.ask("3036")]
+        missing = [e async for e in service.ask("9999")]
+        prose = [e async for e in service.ask("daily free allocation")]
+    assert isinstance(found[-1], DoneEvent) and found[-1].grounded
+    assert isinstance(missing[-1], DoneEvent) and not missing[-1].grounded
+    assert isinstance(prose[-1], DoneEvent) and not prose[-1].grounded

@@ -17,6 +17,7 @@ from sqlalchemy import select
 from rag.db.tables import Chunk, Document, Vector
 from rag.domain import Hit
 from rag.ports import Embedder, KeywordSearch, Reranker, VectorIndex
+from rag.retrieval.fusion import has_identifier
 from rag.retrieval.gate import term_coverage
 
 
@@ -100,7 +101,11 @@ class Retriever:
         hits = await self.reranker.rerank(query, candidates, k)
         best = max((h.relevance for h in hits), default=None)
         coverage = term_coverage(query, (h.text for h in hits[: self.coverage_sources]))
-        grounded = best is not None and best >= self.min_relevance and coverage >= self.min_coverage
+        grounded = best is not None and coverage >= self.min_coverage
+        if grounded and best is not None and best < self.min_relevance:
+            # A bare identifier ("3036", "pdf_timeout_s") embeds to a meaningless vector;
+            # the top sources containing every word of the question is the evidence then.
+            grounded = coverage == 1.0 and has_identifier(query)
         return Retrieval(hits, grounded, best, coverage, time.perf_counter() - began)
 
     async def _rows(self, ids: Sequence[str]) -> dict[str, tuple[Chunk, Document]]:

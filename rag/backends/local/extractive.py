@@ -127,7 +127,9 @@ def _answers(candidate: _Candidate, question: str) -> bool:
     text = candidate.text.strip().rstrip("*_`")
     if text.endswith("?"):
         return False
-    if " ".join(question.lower().split()).rstrip("?") in " ".join(text.lower().split()):
+    asked = " ".join(question.lower().split()).rstrip("?")
+    # Only a whole question repeated is an echo; a keyword query ("3036") is in its answer.
+    if len(asked.split()) >= 3 and asked in " ".join(text.lower().split()):
         return False
     words = len(_WORD.findall(text))
     return words >= 3 and not (words <= 8 and text[-1:].isalnum() and candidate.kind != "code")
