@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import click
+import msgspec
 from rich.console import Console
 from rich.table import Table
 
@@ -247,12 +248,19 @@ def serve(ctx: click.Context, host: str | None, port: int | None, no_ingest: boo
     import uvicorn
 
     from rag.cli_progress import RichProgress
+    from rag.keys import KeyStore
     from rag.service import open_service
+    from rag.web.access_log import configure_access_log
     from rag.web.app import create_app
+    from rag.web.auth import access_warning
 
     settings = _settings(ctx)
     bind_host = host or settings.server.host
     bind_port = port or settings.server.port
+    # The app decides whether API keys are required from the address it is bound to.
+    settings = msgspec.structs.replace(
+        settings, server=msgspec.structs.replace(settings.server, host=bind_host, port=bind_port)
+    )
 
     corpus = Path(settings.ingest.corpus)
     ingest_corpus = not no_ingest and corpus.is_dir()
@@ -265,12 +273,17 @@ def serve(ctx: click.Context, host: str | None, port: int | None, no_ingest: boo
                     report = await service.ingest([corpus], progress)
                 err.print(report.summary(), highlight=False)
             app = create_app(settings, service=service)
+            if warning := access_warning(settings, await KeyStore(service.sessions).active_count()):
+                err.print(f"[bold red]WARNING:[/] {warning}", highlight=False)
+            configure_access_log()
             # Open SSE streams would hold shutdown for ever; after 5 s they are closed.
+            # uvicorn's access log is off: the app logs each request itself, as JSON.
             config = uvicorn.Config(
                 app,
                 host=bind_host,
                 port=bind_port,
                 log_level="info",
+                access_log=False,
                 timeout_graceful_shutdown=5,
             )
             err.print(f"serving on http://{bind_host}:{bind_port}  (OpenAPI: /schema)")
@@ -305,7 +318,8 @@ def db_upgrade(ctx: click.Context) -> None:
 # These command modules reuse this module's helpers, so they are attached last.
 from rag.cli_cloudflare import audit, vectorize  # noqa: E402
 from rag.cli_eval import eval_group  # noqa: E402
+from rag.cli_keys import keys  # noqa: E402
 from rag.cli_usage import usage  # noqa: E402
 
-for _command in (vectorize, audit, usage, eval_group):
+for _command in (vectorize, audit, usage, eval_group, keys):
     main.add_command(_command)

@@ -161,6 +161,37 @@ class EvalSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
     baseline: str = "eval/baseline.json"
 
 
+class AuthSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """API keys and the request rate limit of the ``/v1`` routes."""
+
+    required: bool | None = None
+    """Bearer key needed on every ``/v1`` route. Unset (auto) means required whenever
+    ``server.host`` is not a loopback address: a public bind is never open by accident."""
+    rate_limit_per_minute: int = 120
+    """Requests per minute per API key (per client address when auth is off); 0 = no limit.
+    Up to a minute's worth may come at once (token bucket)."""
+
+
+class UploadSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    folder: str = ""
+    """Where ``POST /v1/documents`` saves files; empty means ``<data_dir>/uploads``."""
+    max_mb: float = 20.0
+    """Largest file accepted (413 beyond it)."""
+
+
+class WebSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    cors_origins: tuple[str, ...] = ()
+    """Origins allowed to call the API from a browser; empty keeps CORS closed."""
+    max_body_mb: float = 1.0
+    """Largest request body outside uploads (413 beyond it)."""
+    log_questions: bool = False
+    """Put the question text into the per-request log line (off: questions may be private)."""
+    ingest_folder: str = ""
+    """The server-side folder ``POST /v1/ingest`` ingests; empty means ``ingest.corpus``."""
+    metrics: Literal["open", "auth", "off"] = "open"
+    """``GET /metrics``: open to scrapers, behind an API key like ``/v1``, or not served."""
+
+
 class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     backend: Literal["local", "cloudflare"] = "local"
     data_dir: str = "data"
@@ -177,12 +208,23 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     budget: BudgetSettings = msgspec.field(default_factory=BudgetSettings)
     cache: CacheSettings = msgspec.field(default_factory=CacheSettings)
     eval: EvalSettings = msgspec.field(default_factory=EvalSettings)
+    auth: AuthSettings = msgspec.field(default_factory=AuthSettings)
+    uploads: UploadSettings = msgspec.field(default_factory=UploadSettings)
+    web: WebSettings = msgspec.field(default_factory=WebSettings)
 
     @property
     def database_url(self) -> str:
         if self.database.url:
             return self.database.url
         return f"sqlite+aiosqlite:///{Path(self.data_dir) / 'rag.db'}"
+
+    @property
+    def upload_folder(self) -> Path:
+        return Path(self.uploads.folder or Path(self.data_dir) / "uploads")
+
+    @property
+    def ingest_folder(self) -> Path:
+        return Path(self.web.ingest_folder or self.ingest.corpus)
 
 
 SECRET_ENV = ("CLOUDFLARE_API_TOKEN", "OPENAI_API_KEY", "OPENROUTER_API_KEY")
@@ -270,6 +312,10 @@ def _check_ranges(s: Settings) -> None:
         problems.append("retrieval.keyword_weight must be >= 0")
     if not 1 <= s.server.port <= 65535:
         problems.append("server.port must be between 1 and 65535")
+    if s.auth.rate_limit_per_minute < 0:
+        problems.append("auth.rate_limit_per_minute must be >= 0 (0 = no limit)")
+    if s.uploads.max_mb <= 0 or s.web.max_body_mb <= 0:
+        problems.append("uploads.max_mb and web.max_body_mb must be > 0")
     if problems:
         raise ConfigError("invalid setting: " + "; ".join(problems))
 

@@ -8,6 +8,7 @@ from typing import Literal, Protocol
 import numpy as np
 import numpy.typing as npt
 
+from rag.answer.condense import Turn
 from rag.domain import AnswerEvent, Hit
 
 Vectors = npt.NDArray[np.float32]
@@ -43,7 +44,15 @@ class Embedder(Protocol):
 
 
 class VectorIndex(Protocol):
-    """The serving index. SQLite always keeps its own copy; this is what queries hit."""
+    """The serving index. SQLite always keeps its own copy; this is what queries hit.
+
+    Optional, outside the Protocol: an index that sets ``durable_outbox = True`` and has
+    ``async flush() -> int`` and ``model_id`` (Vectorize) is not written per document by
+    ingestion. Its writes are queued in ``index_outbox`` in the same transaction as the
+    chunks, and ``flush`` sends them in batches (``rag.ingest.runner``); ``open_service``
+    flushes at start what a killed run left. Any other index (the in-memory numpy one,
+    rebuilt from SQLite at start) gets ``upsert``/``delete`` right after each commit.
+    """
 
     async def upsert(self, ids: Sequence[str], vectors: Vectors) -> None: ...
 
@@ -79,10 +88,14 @@ class ChatModel(Protocol):
 class QAService(Protocol):
     """What the web app and the CLI need from the composition root (``rag.service``)."""
 
-    def ask(self, question: str, top_k: int | None = None) -> AsyncIterator[AnswerEvent]:
+    def ask(
+        self, question: str, top_k: int | None = None, history: Sequence[Turn] | None = None
+    ) -> AsyncIterator[AnswerEvent]:
         """``sources``, then ``delta`` events, then ``done``; or a single ``error``.
 
-        Raises ``InputError`` before the first event for a question it cannot take.
+        ``history`` holds the conversation's earlier turns, oldest first, so a follow-up
+        question is understood (``rag.answer.condense``). Raises ``InputError`` before
+        the first event for a question it cannot take.
         """
         ...
 

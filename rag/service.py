@@ -18,6 +18,7 @@ Cloudflare choices, and why:
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -33,17 +34,20 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from rag import __version__
 from rag.answer.cache import AnswerCache, cache_key, cacheable, key_parts, replay
 from rag.answer.chain import Closer, FallbackChain, budget_gate, chat_providers
+from rag.answer.condense import Turn, condense
 from rag.answer.flow import answer_events
 from rag.config import Settings
 from rag.db.engine import create_engine, session_factory, upgrade
 from rag.db.tables import Chunk, Document
 from rag.domain import AnswerEvent, DoneEvent, Hit
-from rag.errors import ConfigError, InputError
+from rag.errors import CloudflareError, ConfigError, InputError
 from rag.ingest import store
 from rag.ingest.runner import Ingestor, IngestReport, Progress
 from rag.ports import Embedder, KeywordSearch, Reranker
 from rag.retrieval.retriever import Retriever
 from rag.usage import BudgetExhausted, Ledger
+
+log = logging.getLogger(__name__)
 
 MAX_TOP_K = 50
 
@@ -150,9 +154,19 @@ class RagService:
         )
         self._metered = any(p.name.startswith("workers-ai:") for p in self.chat.providers)
 
-    async def ask(self, question: str, top_k: int | None = None) -> AsyncIterator[AnswerEvent]:
+    async def ask(
+        self, question: str, top_k: int | None = None, history: Sequence[Turn] | None = None
+    ) -> AsyncIterator[AnswerEvent]:
         began = time.perf_counter()
         question = self.check_question(question)
+        if history:
+            # Before the cache and retrieval: a follow-up is cached and retrieved as the
+            # standalone question it stands for. The same local rule on every backend
+            # (see rag.answer.condense for why not a chat-model call on Cloudflare).
+            asked, question = question, condense(question, history)
+            if question != asked:
+                # Lengths only: question text stays out of the logs.
+                log.debug("follow-up condensed: %d -> %d characters", len(asked), len(question))
         k = self._k(top_k)
         generation = await self._sync_index()
         key = cache_key(question, generation=generation, top_k=k, **self._key_parts)
@@ -283,10 +297,36 @@ async def open_index(
         from rag.backends.cloudflare.vectorize import VectorizeIndex
 
         name = settings.cloudflare.index_name
-        return VectorizeIndex(client, name, embedder.dimension, session_factory(engine))
+        return VectorizeIndex(
+            client,
+            name,
+            embedder.dimension,
+            session_factory(engine),
+            model_id=embedder.model_id,  # ingestion feeds it through the outbox
+        )
     from rag.backends.local.vector_index import NumpyIndex
 
     return await NumpyIndex.load(engine, embedder.model_id, embedder.dimension)
+
+
+async def drain_outbox(index: Any) -> None:
+    """Send index writes a killed ingest left queued (``index_outbox``; Vectorize only).
+
+    A Cloudflare outage must not stop the service from starting: the rows stay queued
+    for the next ingest's flush or the next start, and the failure is logged.
+    """
+    flush = getattr(index, "flush", None)
+    if flush is None:
+        return
+    try:
+        sent = await flush()
+    except CloudflareError as exc:
+        if isinstance(exc, ConfigError):  # a refused token or unknown model: say so now
+            raise
+        log.warning("index writes left queued by an earlier ingest stay queued: %s", exc)
+        return
+    if sent:
+        log.info("sent %d index writes an earlier ingest left queued", sent)
 
 
 @asynccontextmanager
@@ -328,6 +368,7 @@ async def open_service(
             answer_embedder=answer_embedder,
         )
         index = await open_index(settings, engine, components.embedder, client)
+        await drain_outbox(index)
         service = RagService(settings, engine, components, index)
         async with service.sessions() as session:
             service._generation = await store.generation(session)

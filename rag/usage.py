@@ -114,6 +114,8 @@ class Ledger:
         self._spent: dict[str, float] = {}
         self._lock = asyncio.Lock()
         self._background: asyncio.Task[None] | None = None
+        self.observers: list[Callable[[Cost], None]] = []
+        """Called with every costed call (the web app's metrics count tokens and neurons)."""
 
     def __call__(self, cost: Cost) -> None:
         meter = _meter.get()
@@ -138,6 +140,8 @@ class Ledger:
                 "trace_id": meter.trace_id if meter is not None else None,
             }
         )
+        for observe in self.observers:
+            observe(cost)
         if len(self._pending) >= FLUSH_EVERY:
             self._flush_soon()
 

@@ -152,6 +152,27 @@ class VectorMutation(Base):
     processed_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
 
 
+class IndexOutbox(Base):
+    """A serving-index write owed for a committed chunk change (the transactional outbox).
+
+    Written by ``rag.ingest.store`` in the transaction that changes the chunk, and only
+    for an index that declares ``durable_outbox`` (Vectorize); the index deletes a row
+    once Cloudflare has accepted the write it stands for. No vector is copied here: the
+    values and ``document_id`` are read from ``vectors`` and ``chunks`` when it is sent.
+    """
+
+    __tablename__ = "index_outbox"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    model_id: Mapped[str] = mapped_column(String(200))
+    chunk_id: Mapped[str] = mapped_column(String(64))
+    op: Mapped[str] = mapped_column(String(8))
+    """upsert or delete."""
+    created_at: Mapped[datetime] = mapped_column(DateTime, server_default=func.now())
+
+    __table_args__ = (Index("ix_index_outbox_model", "model_id", "id"),)
+
+
 class CachedAnswer(Base):
     __tablename__ = "answer_cache"
 
@@ -193,3 +214,18 @@ class EvalResult(Base):
     answerable: Mapped[bool] = mapped_column()
     result: Mapped[dict[str, object]] = mapped_column(JSON)
     """Retrieved and reranked ids with scores, answer, citations, per-question metrics."""
+
+
+class ApiKey(Base):
+    """An API key for the HTTP API; only its sha256 is stored (``rag.keys``)."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(100))
+    prefix: Mapped[str] = mapped_column(String(16))
+    """The key's first characters, so people can tell keys apart; far too short to guess."""
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime, server_default=func.now())
+    last_used_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)

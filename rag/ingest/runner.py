@@ -4,6 +4,17 @@ Idempotent and resumable: every document is written in one transaction, chunk id
 are derived from content, and text that already has a vector is never embedded again.
 A run killed at any moment (even SIGKILL) leaves each document either as it was or
 fully updated; the next run picks up where it stopped and duplicates nothing.
+
+The serving index is fed in one of two ways, chosen by the index:
+
+* ``durable_outbox = True`` (Vectorize): the index writes a document owes are queued in
+  ``index_outbox`` in the document's own transaction, and ``index.flush()`` sends them
+  in batches across documents: when ``FLUSH_AT`` upserts or deletes are queued, and at
+  the end of the run. A crash between the commit and the flush loses nothing: the rows
+  wait for the next flush (``open_service`` drains leftovers at start).
+* otherwise (the local ``NumpyIndex``): ``upsert``/``delete`` right after the commit, as
+  the index lives in memory and is rebuilt from SQLite at start. Nothing is queued, so
+  the outbox stays empty on the local backend.
 """
 
 from __future__ import annotations
@@ -20,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from rag.config import IngestSettings
-from rag.errors import DocumentError
+from rag.errors import DocumentError, IndexMismatch
 from rag.ingest import store
 from rag.ingest.chunker import chunk_document, chunker_fingerprint
 from rag.ingest.discover import Found, discover
@@ -31,6 +42,10 @@ log = logging.getLogger(__name__)
 
 Sessions = Callable[[], Any]
 """An ``async_sessionmaker``: calling it gives an ``AsyncSession`` context manager."""
+
+FLUSH_AT = 1000
+"""Queued upserts (or deletes) that make the runner flush a durable-outbox index: one
+full Vectorize request (its batch size), so a 5,000-file run costs tens of requests."""
 
 
 @dataclass
@@ -103,6 +118,18 @@ class Ingestor:
         self.fingerprint = chunker_fingerprint(
             settings.chunk_tokens, settings.overlap_tokens, embedder.model_id
         ) + _limits_tag(settings)
+        self.outbox: str | None = None
+        """The model id index writes are queued under, or None: the index is written directly."""
+        if getattr(index, "durable_outbox", False) and callable(getattr(index, "flush", None)):
+            served = getattr(index, "model_id", None)
+            if served != embedder.model_id:
+                raise IndexMismatch(
+                    f"the index serves vectors of {served!r}, but ingestion embeds with "
+                    f"{embedder.model_id!r}"
+                )
+            self.outbox = embedder.model_id
+        self._upserts = 0
+        self._deletes = 0
 
     async def run(self, paths: Sequence[Path]) -> IngestReport:
         began = time.perf_counter()
@@ -118,6 +145,7 @@ class Ingestor:
         present = {str(item.path) for item in found.files}
         for root in found.roots:
             await self._delete_vanished(str(root), present, report)
+        await self._flush()
         report.seconds = time.perf_counter() - began
         async with self.sessions() as session, session.begin():
             await store.finish_run(
@@ -173,6 +201,9 @@ class Ingestor:
         fresh = await self._embed(list(to_embed.values()))
         by_sha = {**known, **dict(zip(to_embed, fresh, strict=True))}
         vectors = {cid: by_sha[d.sha256] for cid, d in zip(ids, drafts, strict=True)}
+        if self._upserts and self._upserts + len(vectors) > FLUSH_AT:
+            # Flush before, not after, the batch would overflow: each request goes out full.
+            await self._flush()
         async with self.sessions() as session, session.begin():
             new_vectors = await store.without_vector(session, vectors, self.embedder.model_id)
             gone = await store.write_document(
@@ -187,13 +218,17 @@ class Ingestor:
                 new_vectors=new_vectors,
                 model_id=self.embedder.model_id,
                 dimension=self.embedder.dimension,
+                outbox=self.outbox,
             )
-        await self.index.delete(gone)
-        if new_vectors:
-            matrix = np.frombuffer(b"".join(new_vectors.values()), dtype="<f4").reshape(
-                len(new_vectors), self.embedder.dimension
-            )
-            await self.index.upsert(list(new_vectors), matrix)
+        if self.outbox is not None:
+            await self._queued(len(new_vectors), len(gone))
+        else:
+            await self.index.delete(gone)
+            if new_vectors:
+                matrix = np.frombuffer(b"".join(new_vectors.values()), dtype="<f4").reshape(
+                    len(new_vectors), self.embedder.dimension
+                )
+                await self.index.upsert(list(new_vectors), matrix)
         report.chunks += len(drafts)
         report.embedded += len(fresh)
         report.reused += len(drafts) - len(fresh)
@@ -209,8 +244,10 @@ class Ingestor:
     ) -> tuple[str, int]:
         report.problems.append({"path": item.relpath, "status": status, "reason": reason})
         async with self.sessions() as session, session.begin():
-            lost = await store.record_problem(session, facts, status, reason, self.fingerprint)
-        await self.index.delete(lost)
+            lost = await store.record_problem(
+                session, facts, status, reason, self.fingerprint, outbox=self.outbox
+            )
+        await self._deleted(lost)
         return ("skipped" if status == "skipped" else "failed"), 0
 
     async def _embed(self, texts: list[str]) -> list[bytes]:
@@ -230,9 +267,28 @@ class Ingestor:
                 current = await store.find_document(session, doc.source)
                 if current is None:
                     continue
-                lost = await store.delete_document(session, current)
-            await self.index.delete(lost)
+                lost = await store.delete_document(session, current, outbox=self.outbox)
+            await self._deleted(lost)
             report.deleted += 1
+
+    async def _deleted(self, lost: list[str]) -> None:
+        if self.outbox is not None:
+            await self._queued(0, len(lost))
+        else:
+            await self.index.delete(lost)
+
+    async def _queued(self, upserts: int, deletes: int) -> None:
+        self._upserts += upserts
+        self._deletes += deletes
+        if self._upserts >= FLUSH_AT or self._deletes >= FLUSH_AT:
+            await self._flush()
+
+    async def _flush(self) -> None:
+        """Send what the outbox holds (leftovers of a killed run included)."""
+        if self.outbox is None:
+            return
+        await self.index.flush()  # type: ignore[attr-defined]  # checked in __init__
+        self._upserts = self._deletes = 0
 
 
 def _facts(item: Found) -> store.DocumentFacts:

@@ -1,4 +1,13 @@
-"""Database writes of an ingest run. Each document is written in one transaction."""
+"""Database writes of an ingest run. Each document is written in one transaction.
+
+The transactional outbox: when the serving index is remote (Vectorize), the index writes
+a change owes are queued in ``index_outbox`` in the same transaction as the chunk rows
+(``outbox=<model id>`` on ``write_document``, ``record_problem`` and
+``delete_document``), so a crash can never commit one without the other; the index
+drains the queue in batches (``VectorizeIndex.flush``). A local in-memory index is
+updated directly and rebuilt from SQLite at start, so it queues nothing
+(``outbox=None``, the default): the table never grows on the local backend.
+"""
 
 from __future__ import annotations
 
@@ -8,10 +17,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import numpy as np
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from rag.db.tables import Chunk, Document, IngestRun, Meta, Vector
+from rag.db.tables import Chunk, Document, IndexOutbox, IngestRun, Meta, Vector
 from rag.domain import ChunkDraft
 from rag.ports import Vectors
 
@@ -104,13 +113,31 @@ async def without_vector(
     return {cid: blob for cid, blob in vectors.items() if cid not in have}
 
 
+async def enqueue(session: AsyncSession, model_id: str, op: str, chunk_ids: Sequence[str]) -> None:
+    """Queue index writes (``op`` is upsert or delete) in the caller's transaction."""
+    if chunk_ids:
+        rows = [{"model_id": model_id, "chunk_id": cid, "op": op} for cid in chunk_ids]
+        await session.execute(insert(IndexOutbox), rows)
+
+
 async def record_problem(
-    session: AsyncSession, facts: DocumentFacts, status: str, reason: str, fingerprint: str
+    session: AsyncSession,
+    facts: DocumentFacts,
+    status: str,
+    reason: str,
+    fingerprint: str,
+    *,
+    outbox: str | None = None,
 ) -> list[str]:
-    """Mark a file skipped or failed; it keeps no chunks. Returns the chunk ids it lost."""
+    """Mark a file skipped or failed; it keeps no chunks. Returns the chunk ids it lost.
+
+    ``outbox``: the model id to queue the index deletes under (see the module doc).
+    """
     doc_id = document_id(facts.source)
     lost = await chunk_ids_of(session, doc_id)
     await session.execute(delete(Chunk).where(Chunk.document_id == doc_id))
+    if outbox is not None:
+        await enqueue(session, outbox, "delete", lost)
     await _upsert_document(
         session, facts, doc_id, status=status, reason=reason, fingerprint=fingerprint
     )
@@ -131,8 +158,13 @@ async def write_document(
     new_vectors: dict[str, bytes],
     model_id: str,
     dimension: int,
+    outbox: str | None = None,
 ) -> list[str]:
-    """Replace a document's chunks with ``drafts``; returns the chunk ids that went away."""
+    """Replace a document's chunks with ``drafts``; returns the chunk ids that went away.
+
+    ``outbox``: the model id to queue the index writes under (see the module doc): a
+    delete for each id that went away, an upsert for each of ``new_vectors``.
+    """
     doc_id = document_id(facts.source)
     await _upsert_document(
         session,
@@ -171,6 +203,9 @@ async def write_document(
     await session.flush()
     for chunk_id, blob in new_vectors.items():
         session.add(Vector(chunk_id=chunk_id, model_id=model_id, dimension=dimension, vector=blob))
+    if outbox is not None:
+        await enqueue(session, outbox, "delete", gone)
+        await enqueue(session, outbox, "upsert", list(new_vectors))
     await bump_generation(session)
     return gone
 
@@ -211,10 +246,18 @@ async def vanished(session: AsyncSession, root: str, present: set[str]) -> list[
     return [d for d in docs if d.source not in present]
 
 
-async def delete_document(session: AsyncSession, doc: Document) -> list[str]:
+async def delete_document(
+    session: AsyncSession, doc: Document, *, outbox: str | None = None
+) -> list[str]:
+    """Delete a document and its chunks; returns the chunk ids it lost.
+
+    ``outbox``: the model id to queue the index deletes under (see the module doc).
+    """
     lost = await chunk_ids_of(session, doc.id)
     # Chunks go explicitly (not only by cascade) so the FTS trigger sees each row.
     await session.execute(delete(Chunk).where(Chunk.document_id == doc.id))
+    if outbox is not None:
+        await enqueue(session, outbox, "delete", lost)
     await session.delete(doc)
     await bump_generation(session)
     return lost

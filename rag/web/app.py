@@ -1,36 +1,74 @@
-"""The Litestar application factory and its error mapping."""
+"""The Litestar application factory: routes, access control, limits, observability.
+
+Layers, outermost first: ``RequestObserver`` (one log line and the request metrics
+for every request, 404s included), CORS (only with ``[web] cors_origins``), routing,
+the access guard (API key and rate limit on ``/v1``), then the handler, whose request
+body is capped at ``[web] max_body_mb`` (uploads: ``[uploads] max_mb``).
+"""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from typing import Any
+from typing import Any, cast
 
-from litestar import Litestar, MediaType, Request, Response
+from litestar import Litestar, MediaType, Request, Response, Router
+from litestar.config.cors import CORSConfig
 from litestar.datastructures import State
 from litestar.exceptions import HTTPException, SerializationException, ValidationException
 from litestar.logging import LoggingConfig
 from litestar.openapi import OpenAPIConfig
+from litestar.openapi.spec import Components, SecurityScheme
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
+from litestar.types import ControllerRouterHandler
 
 from rag.config import Settings
 from rag.errors import RagError
+from rag.jobs import JobRunner
 from rag.ports import QAService
+from rag.web.access_log import RequestObserver
+from rag.web.auth import API_PREFIX, Access, access_guard
+from rag.web.documents import MB, upload_handler
+from rag.web.documents import ROUTES as DOCUMENT_ROUTES
+from rag.web.metrics import Metrics, metrics_endpoint
+from rag.web.page import PAGE_ROUTES
 from rag.web.routes import DEPENDENCIES, ROUTES
 from rag.web.schemas import ErrorDetail, ErrorResponse
 
 log = logging.getLogger(__name__)
 
+BEARER: list[dict[str, list[str]]] = [{"bearer": []}]
+"""OpenAPI: the ``/v1`` routes take ``Authorization: Bearer <key>``."""
+
 
 def create_app(settings: Settings, service: QAService | None = None) -> Litestar:
     """The web app. Without ``service`` it opens the real one at startup, closes it at shutdown."""
-    lifespan = [] if service is not None else [_service_lifespan(settings)]
-    return Litestar(
-        route_handlers=ROUTES,
+    metrics = Metrics()
+    jobs = JobRunner(on_report=metrics.observe_ingest)
+    metrics.jobs_running.set_function(lambda: jobs.running)
+    state = State({"settings": settings, "service": service, "metrics": metrics, "jobs": jobs})
+    # The key store reads the service's database, which may open only at startup.
+    state.access = Access(settings, lambda: getattr(state.service, "sessions", None))
+    api = [h for h in ROUTES if all(path.startswith(API_PREFIX) for path in h.paths)]
+    app = Litestar(
+        route_handlers=[
+            *[h for h in ROUTES if h not in api],
+            Router(
+                path="/",
+                route_handlers=[*api, *DOCUMENT_ROUTES, upload_handler(settings)],
+                security=BEARER,
+            ),
+            metrics_endpoint,
+            # page.py's list mixes a handler and a Router, which mypy widens to object.
+            *cast(list[ControllerRouterHandler], PAGE_ROUTES),
+        ],
         dependencies=DEPENDENCIES,
-        state=State({"settings": settings, "service": service}),
-        lifespan=lifespan,
+        state=state,
+        lifespan=[_lifespan(settings, open_service=service is None)],
+        guards=[access_guard],
+        request_max_body_size=int(settings.web.max_body_mb * MB),
+        cors_config=_cors(settings),
         exception_handlers={
             RagError: _rag_error,
             HTTPException: _http_error,
@@ -41,31 +79,73 @@ def create_app(settings: Settings, service: QAService | None = None) -> Litestar
             version="1",
             description="Cited, streamed answers about your own documents.",
             path="/schema",
+            components=Components(
+                security_schemes={"bearer": SecurityScheme(type="http", scheme="bearer")}
+            ),
         ),
         # The process (CLI, uvicorn, pytest) owns the root logger; Litestar's default
         # would replace its handlers. Failures are logged by the handlers below, once.
         logging_config=LoggingConfig(configure_root_logger=False, log_exceptions="never"),
         debug=False,
     )
+    # Around Litestar's own handler rather than as middleware: middleware only runs for
+    # requests that matched a route, and 404s, 405s and preflights belong in the log.
+    app.asgi_handler = RequestObserver(app.asgi_handler, metrics, settings.web.log_questions)
+    return app
 
 
-def _service_lifespan(
-    settings: Settings,
+def _cors(settings: Settings) -> CORSConfig | None:
+    """None (no CORS headers at all, so browsers keep other origins out) unless configured."""
+    origins = list(settings.web.cors_origins)
+    if not origins:
+        return None
+    return CORSConfig(
+        allow_origins=origins,
+        allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
+        allow_headers=["Authorization", "Content-Type"],
+        expose_headers=["Retry-After", "X-Trace-Id", "Location"],
+        max_age=600,
+    )
+
+
+def _lifespan(
+    settings: Settings, *, open_service: bool
 ) -> Callable[[Litestar], AbstractAsyncContextManager[None]]:
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        if not open_service:
+            async with _observed(app):
+                yield
+            return
         # Imported here so the web layer (and its tests with a fake service) never
         # pulls in the database and model backends.
-        from rag.service import open_service
+        from rag.service import open_service as open_rag_service
 
-        async with open_service(settings) as service:
+        async with open_rag_service(settings) as service:
             app.state.service = service
             try:
-                yield
+                async with _observed(app):
+                    yield
             finally:
                 app.state.service = None
 
     return lifespan
+
+
+@asynccontextmanager
+async def _observed(app: Litestar) -> AsyncIterator[None]:
+    """Count the service's model costs in the metrics while the app runs; stop jobs at exit."""
+    observers = getattr(getattr(app.state.service, "ledger", None), "observers", None)
+    observe = app.state.metrics.observe_cost
+    if observers is not None:
+        observers.append(observe)
+    try:
+        yield
+    finally:
+        # Before the service closes: a job must not write to a disposed engine.
+        await app.state.jobs.close()
+        if observers is not None and observe in observers:
+            observers.remove(observe)
 
 
 def _error(status: int, code: str, message: str) -> Response[ErrorResponse]:
@@ -79,10 +159,20 @@ def _error(status: int, code: str, message: str) -> Response[ErrorResponse]:
 def _rag_error(request: Request[Any, Any, Any], exc: RagError) -> Response[ErrorResponse]:
     if exc.status_code >= 500:
         log.error("%s %s failed: %s", request.method, request.url.path, exc.message)
-    return _error(exc.status_code, exc.code, exc.message)
+    response = _error(exc.status_code, exc.code, exc.message)
+    headers = getattr(exc, "headers", None)  # WWW-Authenticate on 401, Retry-After on 429
+    if isinstance(headers, dict):
+        response.headers.update(headers)
+    return response
 
 
-_HTTP_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed"}
+_HTTP_CODES = {
+    400: "bad_request",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "too_large",
+    429: "rate_limited",
+}
 
 
 def _http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response[ErrorResponse]:
@@ -93,12 +183,23 @@ def _http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response
         message = _validation_message(exc)
     elif isinstance(exc.__cause__, SerializationException):
         message = f"request body is not valid JSON: {exc.detail}"
+    elif exc.status_code == 413:
+        message = _too_large(request)
     else:
         message = exc.detail
     response = _error(exc.status_code, code, message)
     if exc.headers:
         response.headers.update(exc.headers)  # e.g. Allow on a 405
     return response
+
+
+def _too_large(request: Request[Any, Any, Any]) -> str:
+    settings: Settings = request.app.state.settings
+    if request.url.path == "/v1/documents":
+        limit, name = settings.uploads.max_mb, "[uploads] max_mb"
+    else:
+        limit, name = settings.web.max_body_mb, "[web] max_body_mb"
+    return f"request body is larger than the {limit:g} MB limit ({name})"
 
 
 def _validation_message(exc: ValidationException) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Annotated, cast
 
 from litestar import get, post
@@ -15,13 +16,17 @@ from rag.config import Settings
 from rag.errors import InputError, NotFound
 from rag.ports import QAService
 from rag.web.schemas import (
+    HISTORY_PARAM_MAX_CHARS,
+    HISTORY_TURNS_MAX,
     TOP_K_MAX,
     AskRequest,
     ErrorResponse,
+    HistoryTurn,
     SearchHit,
     SearchRequest,
     SearchResponse,
     decode_strict,
+    parse_history,
 )
 from rag.web.sse import EventStream, SSEStream
 
@@ -52,12 +57,17 @@ def checked_text(value: str, field: str, settings: Settings) -> str:
 
 
 async def _answer_stream(
-    service: QAService, settings: Settings, question: str, field: str, top_k: int | None
+    service: QAService,
+    settings: Settings,
+    question: str,
+    field: str,
+    top_k: int | None,
+    history: Sequence[HistoryTurn] | None = None,
 ) -> SSEStream:
-    events = EventStream(
-        service.ask(checked_text(question, field, settings), top_k),
-        settings.server.heartbeat_s,
-    )
+    text = checked_text(question, field, settings)
+    # History only when there is some: a first question stays a plain ``ask(q, k)``.
+    answer = service.ask(text, top_k, history) if history else service.ask(text, top_k)
+    events = EventStream(answer, settings.server.heartbeat_s)
     await events.start()
     return SSEStream(events)
 
@@ -100,7 +110,9 @@ async def ask_post(
     # ``data`` gives the OpenAPI body schema and Litestar's (lax) validation; the raw
     # ``body`` is decoded again strictly so a wrong JSON type is a 400, not coerced.
     data = decode_strict(body, AskRequest)
-    return await _answer_stream(service, settings, data.question, "question", data.top_k)
+    return await _answer_stream(
+        service, settings, data.question, "question", data.top_k, data.history
+    )
 
 
 @get(
@@ -119,8 +131,17 @@ async def ask_get(
         int | None,
         QueryParameter(ge=1, le=TOP_K_MAX, description="How many sources to use."),
     ] = None,
+    history: Annotated[
+        str | None,
+        QueryParameter(
+            description=f"Earlier turns as JSON, oldest first: "
+            f'[{{"question": "...", "answer": "..."}}], at most {HISTORY_TURNS_MAX} turns '
+            f"and {HISTORY_PARAM_MAX_CHARS} characters.",
+        ),
+    ] = None,
 ) -> SSEStream:
-    return await _answer_stream(service, settings, question, "q", top_k)
+    turns = parse_history(history)
+    return await _answer_stream(service, settings, question, "q", top_k, turns)
 
 
 @post("/v1/search", summary="Ranked chunks for a query", responses=_ERRORS, status_code=200)

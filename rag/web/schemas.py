@@ -27,11 +27,56 @@ TopK = Annotated[
 ]
 
 
+HISTORY_TURNS_MAX = 3
+"""Earlier turns a follow-up may send; the condensation rule looks no further back."""
+
+HISTORY_PARAM_MAX_CHARS = 6000
+"""Limit on ``GET /v1/ask``'s JSON ``history`` parameter, so the URL fits any server."""
+
+
+class HistoryTurn(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """One earlier exchange of the conversation."""
+
+    question: Annotated[str, msgspec.Meta(max_length=2000, description="What was asked.")]
+    answer: Annotated[
+        str, msgspec.Meta(max_length=4000, description="What was answered (may be cut short).")
+    ] = ""
+
+
+History = Annotated[
+    list[HistoryTurn],
+    msgspec.Meta(
+        max_length=HISTORY_TURNS_MAX,
+        description=f"Earlier turns, oldest first, at most {HISTORY_TURNS_MAX}: a follow-up "
+        "question is understood in their context.",
+    ),
+]
+
+
 class AskRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Body of ``POST /v1/ask``."""
 
     question: Annotated[str, msgspec.Meta(description="The question, in plain language.")]
     top_k: TopK | None = None
+    history: History | None = None
+
+
+def parse_history(raw: str | None) -> list[HistoryTurn]:
+    """``GET /v1/ask``'s ``history`` parameter (JSON), or an ``InputError`` saying what is wrong."""
+    if raw is None or not raw.strip():
+        return []
+    if len(raw) > HISTORY_PARAM_MAX_CHARS:
+        raise InputError(
+            f"history is too long: {len(raw)} characters, the limit is "
+            f"{HISTORY_PARAM_MAX_CHARS}; send fewer turns or shorter answers"
+        )
+    try:
+        return msgspec.json.decode(raw, type=History)
+    except msgspec.ValidationError as exc:
+        message, _, path = str(exc).partition(" - at `$")
+        raise InputError(f"history{path.rstrip('`')}: {message}") from None
+    except msgspec.DecodeError as exc:
+        raise InputError(f"history is not valid JSON: {exc}") from None
 
 
 class SearchRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

@@ -21,7 +21,8 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
+from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, Final
 
 import anyio
@@ -44,6 +45,13 @@ log = logging.getLogger(__name__)
 PING: Final = b": ping\n\n"
 HEADERS: Final = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 MEDIA_TYPE: Final = "text/event-stream"
+
+answer_observer: ContextVar[Callable[[AnswerEvent], None] | None] = ContextVar(
+    "rag_answer_observer", default=None
+)
+"""Set per request by the app (``rag.web.access_log``): sees every event an answer
+stream sends, so metrics and the request log read latency, cache hits and the trace id
+off the ``done`` event without the service knowing about either."""
 
 
 class _End:
@@ -78,11 +86,14 @@ class EventStream:
         self._queue: asyncio.Queue[_Item] = asyncio.Queue(maxsize=1)
         self._head: _Item | None = None
         self._finished = False
+        self._observe = answer_observer.get()
         self._pump = asyncio.create_task(self._run(events), name="rag-sse-pump")
 
     async def _run(self, events: AsyncIterator[AnswerEvent]) -> None:
         try:
             async for event in events:
+                if self._observe is not None:
+                    self._observed(self._observe, event)
                 await self._queue.put(event)
         except Exception as exc:
             await self._queue.put(exc)
@@ -93,6 +104,13 @@ class EventStream:
             if aclose is not None:
                 await aclose()
         await self._queue.put(_END)
+
+    @staticmethod
+    def _observed(observe: Callable[[AnswerEvent], None], event: AnswerEvent) -> None:
+        try:
+            observe(event)
+        except Exception:  # bookkeeping must never break an answer
+            log.exception("observing an answer event failed")
 
     async def start(self) -> None:
         """Wait up to one heartbeat for the first event, so a rejected question is a 400.
@@ -135,7 +153,10 @@ class EventStream:
                 log.error("answer stream failed", exc_info=item)
             # The pump stops after an exception; the error is the last frame.
             self._finished = True
-            return encode(error_event(item))
+            failure = error_event(item)
+            if self._observe is not None:
+                self._observed(self._observe, failure)
+            return encode(failure)
         return encode(item)
 
     async def aclose(self) -> None:

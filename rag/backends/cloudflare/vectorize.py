@@ -5,22 +5,30 @@ Every limit the service knows is checked before a byte is sent (ids <= 64 bytes,
 Writes are asynchronous on Cloudflare's side: each returns a ``mutationId``, which is
 recorded in ``vector_mutations`` (``vectorize_mutations``) so ``wait_for_mutations``
 (``rag ingest --wait``) can tell when the index serves what SQLite holds.
+
+Ingestion does not call ``upsert``/``delete`` per document: that would be one or two
+requests a document, and Cloudflare blocks an account for 5 minutes past 1,200 API
+requests in 5 minutes (reference §A.4). It queues the writes in ``index_outbox`` in the
+transaction that changes the chunks (``durable_outbox``), and ``flush`` sends them in
+batches of up to 1,000 ids across documents; a run killed before a flush loses nothing,
+the next ``flush`` (at the next run's end, or at service start) sends what is left.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import msgspec
 import numpy as np
-from sqlalchemy import select
+from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from rag.backends.cloudflare.client import CloudflareClient
 from rag.backends.cloudflare.vectorize_mutations import MutationLog, Progress
-from rag.db.tables import Chunk
+from rag.db.tables import Chunk, IndexOutbox, Vector
 from rag.errors import CloudflareError, IndexMismatch, InputError, NotFound
 from rag.ports import Vectors
 
@@ -35,6 +43,8 @@ MAX_TOP_K_DETAILED = 20  # with returnValues or returnMetadata="all"
 ID_BATCH = 1000  # ids per delete_by_ids request
 GET_BATCH = 100  # ids per get_by_ids request: each answer carries full vectors
 LIST_PAGE = 1000
+OUTBOX_PAGE = 5000
+"""Outbox rows read per round of ``flush``: their vectors are held in memory (15 MB at 768-d)."""
 METADATA_INDEXES = {"document_id": "string"}
 """Metadata properties the service filters on; Vectorize indexes only vectors written after."""
 
@@ -92,6 +102,7 @@ class VectorizeIndex:
         metric: Metric = "cosine",
         auto_create: bool = True,
         poll_s: float = 1.0,
+        model_id: str | None = None,
     ) -> None:
         self.client = client
         self.name = name
@@ -103,6 +114,11 @@ class VectorizeIndex:
         self._path = f"/vectorize/v2/indexes/{name}"
         self._checked = False
         self.mutations = MutationLog(sessions, name)
+        self.model_id = model_id
+        """The embedding model whose vectors this index serves; needed to drain the outbox."""
+        self.durable_outbox = model_id is not None
+        """Ingestion queues its writes in ``index_outbox`` for ``flush`` (see the module doc)."""
+        self._flushing = asyncio.Lock()
 
     # Index lifecycle.
 
@@ -230,6 +246,42 @@ class VectorizeIndex:
             body = {"ids": batch}
             result = await self.client.call("POST", f"{self._path}/delete_by_ids", json=body)
             await self.mutations.record("delete", len(batch), result["mutationId"])
+
+    async def flush(self) -> int:
+        """Send the writes queued in ``index_outbox`` for this model; returns ids written.
+
+        Batched across documents: up to 1,000 ids per upsert or delete request. What is
+        sent for an id is decided by SQLite now, not by the queued op: an id whose chunk
+        still has a vector for this model is upserted with its stored values and
+        ``document_id``, any other is deleted. So the newest state wins whatever the
+        order of the rows (a delete queued after an upsert is honoured), the outbox holds
+        no copy of any vector, and ids in one round are disjoint between the two
+        requests, so their order does not matter. Rows are removed only once Cloudflare
+        has accepted the request that covers them (its mutation id recorded); a crash
+        before that sends them again, which upsert and delete tolerate.
+
+        Two processes flushing the same database at once may both send a row; within one
+        process flushes are serialised.
+        """
+        if self.model_id is None:
+            return 0
+        written = 0
+        async with self._flushing:
+            while rows := await self._outbox_page():
+                written += await self._send(rows)
+        return written
+
+    async def queued(self) -> int:
+        """Writes waiting in ``index_outbox`` for this model."""
+        if self.model_id is None:
+            return 0
+        async with self.sessions() as session:
+            count = await session.scalar(
+                select(func.count())
+                .select_from(IndexOutbox)
+                .where(IndexOutbox.model_id == self.model_id)
+            )
+        return int(count or 0)
 
     # Reads.
 
@@ -361,6 +413,64 @@ class VectorizeIndex:
                 f"but the embedder needs {self.dimension}-d {self.metric}: it is left "
                 "untouched; set [cloudflare] index_name to a new index or delete this one"
             )
+
+    async def _outbox_page(self) -> list[tuple[int, str]]:
+        """The oldest queued (row id, chunk id) pairs of this model."""
+        async with self.sessions() as session:
+            rows = await session.execute(
+                select(IndexOutbox.id, IndexOutbox.chunk_id)
+                .where(IndexOutbox.model_id == self.model_id)
+                .order_by(IndexOutbox.id)
+                .limit(OUTBOX_PAGE)
+            )
+            return [(int(row), str(cid)) for row, cid in rows]
+
+    async def _send(self, rows: Sequence[tuple[int, str]]) -> int:
+        """One round of ``flush``: every row in ``rows`` is sent and removed, or it raises."""
+        by_id: dict[str, list[int]] = {}
+        for row, cid in rows:
+            by_id.setdefault(cid, []).append(row)
+        ids = list(by_id)
+        stored = await self._stored(ids)
+        deletes = [cid for cid in ids if cid not in stored]
+        upserts = [cid for cid in ids if cid in stored]
+        for start in range(0, len(deletes), ID_BATCH):
+            batch = deletes[start : start + ID_BATCH]
+            await self.delete(batch)
+            await self._dequeue([row for cid in batch for row in by_id[cid]])
+        for start in range(0, len(upserts), MAX_BATCH):
+            batch = upserts[start : start + MAX_BATCH]
+            matrix = np.frombuffer(b"".join(stored[cid][0] for cid in batch), dtype="<f4")
+            await self.upsert(
+                batch,
+                matrix.reshape(len(batch), -1),
+                [{"document_id": stored[cid][1]} for cid in batch],
+            )
+            await self._dequeue([row for cid in batch for row in by_id[cid]])
+        return len(ids)
+
+    async def _stored(self, ids: Sequence[str]) -> dict[str, tuple[bytes, str]]:
+        """SQLite's vector blob and document id for each of ``ids`` it still holds."""
+        found: dict[str, tuple[bytes, str]] = {}
+        async with self.sessions() as session:
+            for start in range(0, len(ids), 500):  # SQLite's bound-parameter limit
+                rows = await session.execute(
+                    select(Vector.chunk_id, Vector.vector, Chunk.document_id)
+                    .join(Chunk, Chunk.id == Vector.chunk_id)
+                    .where(
+                        Vector.model_id == self.model_id,
+                        Vector.chunk_id.in_(list(ids[start : start + 500])),
+                    )
+                )
+                found.update((str(c), (bytes(v), str(d))) for c, v, d in rows)
+        return found
+
+    async def _dequeue(self, rows: Sequence[int]) -> None:
+        async with self.sessions() as session, session.begin():
+            for start in range(0, len(rows), 500):
+                await session.execute(
+                    delete(IndexOutbox).where(IndexOutbox.id.in_(list(rows[start : start + 500])))
+                )
 
     async def _chunk_metadata(self, ids: Sequence[str]) -> list[dict[str, Any]]:
         owners: dict[str, str] = {}

@@ -1,0 +1,155 @@
+"""Follow-up questions made standalone before retrieval: the local condensation rule.
+
+"What about the overlap?" after "What is the default chunk size?" retrieves nothing
+useful on its own: the topic lives in the earlier turn. ``condense`` carries it over
+with a small, deterministic rule instead of a model call, so it costs nothing, runs
+offline and behaves the same in tests, evaluation replays and production:
+
+1. A question with no history is returned unchanged.
+2. It *needs context* when any of these holds:
+   - it has no content word at all ("why?", "and then?");
+   - it opens like a follow-up: "what about", "how about", "and", "also", "what if", ...;
+   - its only content word is an ordinary word ("overlap?"); a lone identifier or
+     number ("3036", "RAG_RETRIEVAL__TOP_K") is a complete query in itself;
+   - it refers back ("it", "that", "they", "this", ...) and has at most
+     ``SHORT_QUESTION`` content words, so a long, specific question that merely uses
+     "that" as a conjunction is left alone.
+3. Then the content words of the previous questions (stop words dropped, original
+   spelling, first-seen order, those the question already has left out) are put in
+   front: ``"default chunk size: What about the overlap?"``. It walks back through the
+   turns while they were follow-ups themselves, so a chain of follow-ups keeps its topic.
+
+Answers are deliberately not mined for terms: an extractive answer is whole source
+sentences, and their words would pull retrieval towards what was already found
+rather than towards what is now asked.
+
+The Cloudflare backend uses the same rule: its chat model seam streams answers only,
+and a second model call per follow-up would add latency and neurons before the first
+token. The prefix reads naturally enough for the model that answers.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import Final, Protocol
+
+MAX_TURNS: Final = 3
+"""Only the last turns count; older ones rarely carry the current topic."""
+
+MAX_TERMS: Final = 8
+"""Carried-over words at most, so the question stays the strongest signal."""
+
+SHORT_QUESTION: Final = 4
+"""A question with a back reference and at most this many content words is a follow-up."""
+
+# A letter or digit, then word characters and the joiners of identifiers and contractions
+# (``RAG_RETRIEVAL__TOP_K``, ``v1.2``, ``/v1/ask``, ``don't``), ending on a word character.
+_WORD = re.compile(r"[^\W_](?:[\w.\-/']*\w)?")
+
+
+def _wordset(text: str) -> frozenset[str]:
+    return frozenset(text.split())
+
+
+FOLLOW_UP_OPENERS: Final = (
+    "what about",
+    "how about",
+    "what if",
+    "and",
+    "also",
+    "same for",
+    "same with",
+    "why",
+    "why not",
+    "then",
+    "so",
+    "but",
+    "or",
+    "more on",
+    "tell me more",
+)
+
+REFERENCES: Final = _wordset(
+    "it its it's itself they them their theirs this that these those there here "
+    "he she him her one ones such same former latter above previous"
+)
+
+STOP_WORDS: Final = _wordset(
+    """
+    a about above after again against all also am an and any are aren't as at be because
+    been before being below between both but by can can't cannot could couldn't did didn't
+    do does doesn't doing don't down during each else even ever every few for from further
+    get gets getting got had hadn't has hasn't have haven't having he her here hers herself
+    him himself his how however i i'd i'm i've if in into is isn't it it's its itself just
+    let let's like may me might mine more most much must my myself need needs no nor not
+    now of off on once one ones only or other ought our ours ourselves out over own please
+    rather really same say says shall she should shouldn't so some still such than that
+    that's the their theirs them themselves then there there's these they they're this
+    those though through thus to too under until up upon us very via was wasn't way we
+    we're were weren't what what's whatever when where where's whether which while who
+    who's whom whose why will with within without won't would wouldn't yes yet you you're
+    your yours yourself yourselves tell show explain mean means meant thing things
+    something anything okay ok thanks thank hi hello hey
+    """
+)
+
+
+class Turn(Protocol):
+    """One earlier exchange: what was asked and what was answered."""
+
+    @property
+    def question(self) -> str: ...
+
+    @property
+    def answer(self) -> str: ...
+
+
+def words(text: str) -> list[str]:
+    """Words and identifiers (``RAG_RETRIEVAL__TOP_K``, ``v1.2``, ``/v1/ask``) in order."""
+    return _WORD.findall(text.replace("\u2019", "'"))
+
+
+def content_words(text: str) -> list[str]:
+    """The words of ``text`` that carry its topic: stop words and single letters dropped."""
+    return [w for w in words(text) if (len(w) > 1 or w.isdigit()) and w.lower() not in STOP_WORDS]
+
+
+def is_identifier(word: str) -> bool:
+    """A code, number or config key: specific enough to be a query on its own."""
+    return any(c.isdigit() or c in "_./-" for c in word) or word[1:] != word[1:].lower()
+
+
+def needs_context(question: str) -> bool:
+    """Whether ``question`` leans on an earlier turn (the rule in the module docstring)."""
+    lowered = " ".join(w.lower() for w in words(question))
+    content = content_words(question)
+    if not content:
+        return True
+    if any(lowered == o or lowered.startswith(o + " ") for o in FOLLOW_UP_OPENERS):
+        return True
+    if len(content) == 1 and not is_identifier(content[0]):
+        return True
+    refers_back = any(w in REFERENCES for w in lowered.split())
+    return refers_back and len(content) <= SHORT_QUESTION
+
+
+def condense(question: str, history: Sequence[Turn] | None) -> str:
+    """``question`` made standalone for retrieval, or unchanged when it already is."""
+    question = question.strip()
+    turns = list(history or ())[-MAX_TURNS:]
+    if not turns or not needs_context(question):
+        return question
+    have = {w.lower() for w in content_words(question)}
+    terms: list[str] = []
+    for turn in reversed(turns):
+        for word in content_words(turn.question):
+            if word.lower() not in have:
+                have.add(word.lower())
+                terms.append(word)
+        if not needs_context(turn.question):
+            break  # this turn named its topic; older turns are about something else
+    terms = terms[:MAX_TERMS]
+    if not terms:
+        return question
+    return f"{' '.join(terms)}: {question}"

@@ -1,0 +1,305 @@
+"""Operator API: documents (upload, list, read, delete), chunks, and ingestion jobs.
+
+Uploads are ingested before the response, so a 201 means the document is searchable
+(or recorded as failed, with the reason). A delete removes the document's chunks and
+vectors from SQLite and from the serving index (the local numpy index, or Vectorize
+when that backend serves), and the file itself when it is an upload; a document
+ingested from a folder comes back on that folder's next ingest unless its file goes too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any, BinaryIO, Literal, cast
+
+import msgspec
+from litestar import Request, Response, delete, get, post
+from litestar.datastructures import UploadFile
+from litestar.enums import RequestEncodingType
+from litestar.handlers import HTTPRouteHandler
+from litestar.params import Body, FromPath, QueryParameter
+from sqlalchemy import func, select
+
+from rag.config import Settings
+from rag.db.tables import Chunk, Document
+from rag.errors import ConfigError, NotFound
+from rag.ingest import store
+from rag.jobs import JobRunner
+from rag.web import uploads
+
+MB = 1024 * 1024
+MULTIPART_SLACK = 64 * 1024
+"""Room in the request-size limit for the multipart framing around the file."""
+
+
+class DocumentOut(msgspec.Struct, frozen=True):
+    id: str
+    path: str
+    """Relative to the folder it came from: the name answers cite."""
+    title: str
+    media_type: str
+    size: int
+    pages: int | None
+    status: str
+    """ok, skipped or failed."""
+    reason: str | None
+    chunks: int
+    sha256: str
+    created_at: datetime
+    updated_at: datetime
+    upload: bool
+    """True when the file lives in the upload folder (a delete removes it too)."""
+
+
+class DocumentPage(msgspec.Struct, frozen=True):
+    items: list[DocumentOut]
+    total: int
+    limit: int
+    offset: int
+    next_offset: int | None
+
+
+class ChunkOut(msgspec.Struct, frozen=True):
+    id: str
+    document_id: str
+    document: str
+    title: str
+    ordinal: int
+    page_start: int | None
+    page_end: int | None
+    heading_path: list[str]
+    text: str
+
+
+class Deleted(msgspec.Struct, frozen=True):
+    id: str
+    chunks_deleted: int
+    file_removed: bool
+
+
+def _service(request: Request[Any, Any, Any]) -> Any:
+    service = request.app.state.service
+    if not hasattr(service, "sessions") or not hasattr(service, "index"):
+        raise NotFound("this service keeps no documents")
+    return service
+
+
+def _settings(request: Request[Any, Any, Any]) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def _utc(moment: datetime) -> datetime:
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
+
+
+def _out(doc: Document, chunks: int, upload_root: Path) -> DocumentOut:
+    return DocumentOut(
+        id=doc.id,
+        path=doc.path,
+        title=doc.title,
+        media_type=doc.media_type,
+        size=doc.size,
+        pages=doc.pages,
+        status=doc.status,
+        reason=doc.reason,
+        chunks=chunks,
+        sha256=doc.sha256,
+        created_at=_utc(doc.created_at),
+        updated_at=_utc(doc.updated_at),
+        upload=_is_upload(doc.source, upload_root),
+    )
+
+
+def _is_upload(source: str, upload_root: Path) -> bool:
+    return Path(source).parent == upload_root.expanduser().resolve()
+
+
+def _with_counts() -> Any:
+    counts = (
+        select(Chunk.document_id, func.count().label("n")).group_by(Chunk.document_id).subquery()
+    )
+    return select(Document, func.coalesce(counts.c.n, 0)).outerjoin(
+        counts, counts.c.document_id == Document.id
+    )
+
+
+async def _document(service: Any, settings: Settings, doc_id: str) -> DocumentOut:
+    async with service.sessions() as session:
+        row = (await session.execute(_with_counts().where(Document.id == doc_id))).first()
+    if row is None:
+        raise NotFound(f"no document with id {doc_id}")
+    return _out(row[0], row[1], settings.upload_folder)
+
+
+async def upload_document(
+    request: Request[Any, Any, Any],
+    data: Annotated[UploadFile, Body(media_type=RequestEncodingType.MULTI_PART)],
+) -> Response[DocumentOut]:
+    """Save the file in the upload folder, ingest it, answer with its document record.
+
+    201 for a new file; 200 when the same bytes were already uploaded under this name.
+    """
+    service, settings = _service(request), _settings(request)
+    try:
+        name = uploads.safe_name(data.filename)
+        uploads.check_type(name, settings.ingest)
+        folder = settings.upload_folder.expanduser().resolve()
+        limit = int(settings.uploads.max_mb * MB)
+        jobs: JobRunner = request.app.state.jobs
+        async with jobs.folder(folder):
+            saved = await asyncio.to_thread(
+                uploads.save,
+                cast(BinaryIO, data.file),
+                folder,
+                name,
+                limit,
+                f"{settings.uploads.max_mb:g} MB ([uploads] max_mb)",
+            )
+            report = await service.ingest([saved.path])
+    finally:
+        await data.close()
+    request.app.state.metrics.observe_ingest(report, "upload")
+    doc = await _document(service, settings, store.document_id(str(saved.path)))
+    return Response(doc, status_code=201 if saved.created else 200)
+
+
+def upload_handler(settings: Settings) -> HTTPRouteHandler:
+    """The upload route with its own body limit: the file size, not ``[web] max_body_mb``."""
+    return post(
+        "/v1/documents",
+        summary="Upload a document (multipart) and ingest it",
+        request_max_body_size=int(settings.uploads.max_mb * MB) + MULTIPART_SLACK,
+        status_code=201,
+    )(upload_document)
+
+
+@get("/v1/documents", summary="Documents, newest first, with status and failure reasons")
+async def list_documents(
+    request: Request[Any, Any, Any],
+    limit: Annotated[int, QueryParameter(ge=1, le=200)] = 50,
+    offset: Annotated[int, QueryParameter(ge=0)] = 0,
+    status: Annotated[Literal["ok", "skipped", "failed"] | None, QueryParameter()] = None,
+) -> DocumentPage:
+    service, settings = _service(request), _settings(request)
+    query, total_query = _with_counts(), select(func.count()).select_from(Document)
+    if status is not None:
+        query = query.where(Document.status == status)
+        total_query = total_query.where(Document.status == status)
+    query = query.order_by(Document.created_at.desc(), Document.id).limit(limit).offset(offset)
+    async with service.sessions() as session:
+        total = int(await session.scalar(total_query) or 0)
+        rows = (await session.execute(query)).all()
+    items = [_out(doc, count, settings.upload_folder) for doc, count in rows]
+    following = offset + len(items)
+    return DocumentPage(
+        items=items,
+        total=total,
+        limit=limit,
+        offset=offset,
+        next_offset=following if following < total else None,
+    )
+
+
+@get("/v1/documents/{doc_id:str}", summary="One document")
+async def get_document(request: Request[Any, Any, Any], doc_id: FromPath[str]) -> DocumentOut:
+    return await _document(_service(request), _settings(request), doc_id)
+
+
+@delete(
+    "/v1/documents/{doc_id:str}",
+    summary="Delete a document, its chunks and vectors",
+    status_code=200,
+)
+async def delete_document(request: Request[Any, Any, Any], doc_id: FromPath[str]) -> Deleted:
+    service, settings = _service(request), _settings(request)
+    async with service.sessions() as session, session.begin():
+        doc = await session.get(Document, doc_id)
+        if doc is None:
+            raise NotFound(f"no document with id {doc_id}")
+        source = doc.source
+        lost = await store.delete_document(session, doc)
+    # After the commit: the index may lag SQLite (the source of truth) but never lead it.
+    await service.index.delete(lost)
+    removed = False
+    if _is_upload(source, settings.upload_folder):
+        path = Path(source)
+        removed = await asyncio.to_thread(_unlink, path)
+    return Deleted(id=doc_id, chunks_deleted=len(lost), file_removed=removed)
+
+
+def _unlink(path: Path) -> bool:
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        return False
+    return True
+
+
+@get("/v1/chunks/{chunk_id:str}", summary="One chunk with its document, pages and headings")
+async def get_chunk(request: Request[Any, Any, Any], chunk_id: FromPath[str]) -> ChunkOut:
+    service = _service(request)
+    async with service.sessions() as session:
+        row = (
+            await session.execute(
+                select(Chunk, Document.path, Document.title)
+                .join(Document, Document.id == Chunk.document_id)
+                .where(Chunk.id == chunk_id)
+            )
+        ).first()
+    if row is None:
+        raise NotFound(f"no chunk with id {chunk_id}")
+    chunk, path, title = row
+    return ChunkOut(
+        id=chunk.id,
+        document_id=chunk.document_id,
+        document=path,
+        title=title,
+        ordinal=chunk.ordinal,
+        page_start=chunk.page_start,
+        page_end=chunk.page_end,
+        heading_path=list(chunk.heading_path),
+        text=chunk.text,
+    )
+
+
+@post("/v1/ingest", summary="Start ingesting the configured server-side folder", status_code=202)
+async def start_ingest(request: Request[Any, Any, Any]) -> Response[dict[str, Any]]:
+    """202 with the job; 409 (naming the running job) if the folder is being ingested."""
+    service, settings = _service(request), _settings(request)
+    folder = settings.ingest_folder.expanduser().resolve()
+    if not folder.is_dir():
+        raise ConfigError(f"the ingest folder {folder} does not exist: set [web] ingest_folder")
+    jobs: JobRunner = request.app.state.jobs
+    job = jobs.start(folder, service.ingest)
+    return Response(job.as_dict(), status_code=202, headers={"Location": f"/v1/jobs/{job.id}"})
+
+
+@get("/v1/jobs", summary="Ingestion jobs this process remembers, newest first")
+async def list_jobs(request: Request[Any, Any, Any]) -> list[dict[str, Any]]:
+    jobs: JobRunner = request.app.state.jobs
+    return [job.as_dict() for job in jobs.jobs()]
+
+
+@get("/v1/jobs/{job_id:str}", summary="An ingestion job's progress and result")
+async def get_job(request: Request[Any, Any, Any], job_id: FromPath[str]) -> dict[str, Any]:
+    jobs: JobRunner = request.app.state.jobs
+    job = jobs.get(job_id)
+    if job is None:
+        raise NotFound(
+            f"no job with id {job_id} (job status is kept in memory: a restart forgets it)"
+        )
+    return job.as_dict()
+
+
+ROUTES = [
+    list_documents,
+    get_document,
+    delete_document,
+    get_chunk,
+    start_ingest,
+    list_jobs,
+    get_job,
+]
