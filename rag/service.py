@@ -253,6 +253,30 @@ class RagService:
         await self.cache.purge(self._generation)
         return report
 
+    async def delete_document(self, doc_id: str) -> tuple[str, list[str]] | None:
+        """Delete a document, its chunks and vectors; returns (its source, lost chunk ids).
+
+        SQLite commits first; the serving index follows, through the outbox when it keeps
+        one (Vectorize), so a crash between the two loses nothing.
+        """
+        durable = getattr(self.index, "durable_outbox", False)
+        async with self.sessions() as session, session.begin():
+            doc = await session.get(Document, doc_id)
+            if doc is None:
+                return None
+            source = doc.source
+            lost = await store.delete_document(
+                session, doc, outbox=self.embedder.model_id if durable else None
+            )
+        if durable:
+            await self.index.flush()
+        else:
+            await self.index.delete(lost)
+        async with self.sessions() as session:
+            # Our own write is already in the in-memory index: no reload on the next query.
+            self._generation = await store.generation(session)
+        return source, lost
+
     async def is_empty(self) -> bool:
         async with self.sessions() as session:
             count = await session.scalar(select(func.count()).select_from(Document))

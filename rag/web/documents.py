@@ -215,14 +215,10 @@ async def get_document(request: Request[Any, Any, Any], doc_id: FromPath[str]) -
 )
 async def delete_document(request: Request[Any, Any, Any], doc_id: FromPath[str]) -> Deleted:
     service, settings = _service(request), _settings(request)
-    async with service.sessions() as session, session.begin():
-        doc = await session.get(Document, doc_id)
-        if doc is None:
-            raise NotFound(f"no document with id {doc_id}")
-        source = doc.source
-        lost = await store.delete_document(session, doc)
-    # After the commit: the index may lag SQLite (the source of truth) but never lead it.
-    await service.index.delete(lost)
+    deleted = await service.delete_document(doc_id)
+    if deleted is None:
+        raise NotFound(f"no document with id {doc_id}")
+    source, lost = deleted
     removed = False
     if _is_upload(source, settings.upload_folder):
         path = Path(source)
