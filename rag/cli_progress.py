@@ -10,20 +10,25 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rag.ingest.runner import Progress as IngestProgress
 
 
+def progress_bar(console: Console, *, enabled: bool) -> Progress:
+    """The one progress style of the CLI; it draws on a terminal only."""
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[detail]}"),
+        TimeElapsedColumn(),
+        console=console,
+        disable=not (enabled and console.is_terminal),
+        transient=True,
+    )
+
+
 class RichProgress(IngestProgress):
     """Draws on a terminal only; piped output gets the one-line summary alone."""
 
     def __init__(self, console: Console, *, enabled: bool) -> None:
-        self._bar = Progress(
-            TextColumn("[bold]{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[detail]}"),
-            TimeElapsedColumn(),
-            console=console,
-            disable=not (enabled and console.is_terminal),
-            transient=True,
-        )
+        self._bar = progress_bar(console, enabled=enabled)
         self._files = self._bar.add_task("files", total=None, detail="")
         self._chunks = 0
         self._embedded = 0

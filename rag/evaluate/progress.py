@@ -5,8 +5,8 @@ from __future__ import annotations
 from types import TracebackType
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from rag.cli_progress import progress_bar
 from rag.evaluate.results import QuestionResult
 from rag.ingest.runner import Progress as IngestProgress
 
@@ -15,16 +15,7 @@ class EvalProgress(IngestProgress):
     """One rich progress display for both stages (rich allows one live display)."""
 
     def __init__(self, console: Console, *, enabled: bool) -> None:
-        self.bar = Progress(
-            TextColumn("[bold]{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[detail]}"),
-            TimeElapsedColumn(),
-            console=console,
-            disable=not (enabled and console.is_terminal),
-            transient=True,
-        )
+        self.bar = progress_bar(console, enabled=enabled)
         self.files = self.bar.add_task("ingest", total=None, detail="")
         self.questions = self.bar.add_task("questions", total=None, detail="", visible=False)
 
