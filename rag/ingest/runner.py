@@ -20,6 +20,7 @@ The serving index is fed in one of two ways, chosen by the index:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import time
@@ -31,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from rag.config import IngestSettings
+from rag.domain import ChunkDraft, LoadedDocument
 from rag.errors import DocumentError, IndexMismatch
 from rag.ingest import store
 from rag.ingest.chunker import chunk_document, chunker_fingerprint
@@ -101,6 +103,20 @@ class Progress:
     def embedded(self, count: int) -> None: ...
 
 
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """A file read, parsed and chunked, waiting for its embeddings."""
+
+    item: Found
+    facts: store.DocumentFacts
+    outcome: str
+    """new or updated."""
+    loaded: LoadedDocument
+    drafts: list[ChunkDraft]
+    ids: list[str]
+    known: dict[str, bytes]
+
+
 class Ingestor:
     def __init__(
         self,
@@ -138,10 +154,28 @@ class Ingestor:
         async with self.sessions() as session, session.begin():
             report.run_id = await store.start_run(session, [str(r) for r in found.roots])
         self.progress.start(len(found.files))
-        for item in found.files:
-            outcome, chunks = await self._one(item, report)
-            setattr(report, outcome, getattr(report, outcome) + 1)
-            self.progress.file_done(item.relpath, outcome, chunks)
+        # One file ahead: reading, parsing and chunking the next file overlaps embedding
+        # and writing this one, so the model is rarely idle.
+        ahead: asyncio.Task[Prepared | tuple[str, int]] | None = None
+        try:
+            for position, item in enumerate(found.files):
+                current = ahead or asyncio.ensure_future(self._prepare(item, report))
+                ahead = None
+                prepared = await current
+                if position + 1 < len(found.files):
+                    following = found.files[position + 1]
+                    ahead = asyncio.ensure_future(self._prepare(following, report))
+                if isinstance(prepared, Prepared):
+                    outcome, chunks = await self._write(prepared, report)
+                else:
+                    outcome, chunks = prepared
+                setattr(report, outcome, getattr(report, outcome) + 1)
+                self.progress.file_done(item.relpath, outcome, chunks)
+        finally:
+            if ahead is not None:
+                ahead.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await ahead
         present = {str(item.path) for item in found.files}
         for root in found.roots:
             await self._delete_vanished(str(root), present, report)
@@ -153,7 +187,8 @@ class Ingestor:
             )
         return report
 
-    async def _one(self, item: Found, report: IngestReport) -> tuple[str, int]:
+    async def _prepare(self, item: Found, report: IngestReport) -> Prepared | tuple[str, int]:
+        """Everything before embedding; a file that needs no embedding is settled here."""
         try:
             facts = await asyncio.to_thread(_facts, item)
         except OSError as exc:
@@ -197,6 +232,17 @@ class Ingestor:
             known = await store.known_vectors(
                 session, [d.sha256 for d in drafts], self.embedder.model_id
             )
+        return Prepared(item, facts, outcome, loaded, drafts, ids, known)
+
+    async def _write(self, prepared: Prepared, report: IngestReport) -> tuple[str, int]:
+        """Embed what has no vector yet and write the document in one transaction."""
+        facts, loaded, drafts, ids, known = (
+            prepared.facts,
+            prepared.loaded,
+            prepared.drafts,
+            prepared.ids,
+            prepared.known,
+        )
         to_embed = {d.sha256: d.text for d in drafts if d.sha256 not in known}
         fresh = await self._embed(list(to_embed.values()))
         by_sha = {**known, **dict(zip(to_embed, fresh, strict=True))}
@@ -232,7 +278,7 @@ class Ingestor:
         report.chunks += len(drafts)
         report.embedded += len(fresh)
         report.reused += len(drafts) - len(fresh)
-        return outcome, len(drafts)
+        return prepared.outcome, len(drafts)
 
     async def _problem(
         self,
