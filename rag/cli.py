@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -36,6 +37,17 @@ def _run(coro: Callable[[], Awaitable[T]]) -> T:
     except RagError as exc:
         err.print(f"[bold red]error:[/] {exc.message}", highlight=False)
         sys.exit(2 if exc.status_code == 400 else 1)
+    except Exception as exc:
+        # A bug or a broken environment: one readable line; RAG_DEBUG=1 shows the traceback.
+        if os.environ.get("RAG_DEBUG"):
+            raise
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        err.print(
+            f"[bold red]unexpected error:[/] {type(exc).__name__}: {first}\n"
+            "run again with RAG_DEBUG=1 to see where it happened",
+            highlight=False,
+        )
+        sys.exit(1)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

@@ -393,3 +393,18 @@ def test_ask_prints_streamed_tokens_as_they_are(
     result = rag(env, "ask", "How long are snapshots kept?")
     assert result.exit_code == 0, result.output
     assert result.stdout.startswith("Snapshots are kept for seven days [1].\n"), result.stdout
+
+
+def test_an_unexpected_error_is_one_readable_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A database written by something else: the CLI must not dump a traceback at people.
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "rag.db").write_bytes(b"this is not a database" * 100)
+    monkeypatch.setenv("RAG_DATA_DIR", str(data))
+    monkeypatch.delenv("RAG_DEBUG", raising=False)
+    result = CliRunner().invoke(main, ["db", "upgrade"])
+    assert result.exit_code == 1
+    assert "unexpected error" in result.output and "RAG_DEBUG=1" in result.output
+    assert "Traceback" not in result.output
