@@ -23,12 +23,13 @@ from typing import Any, Literal
 
 import msgspec
 import numpy as np
-from sqlalchemy import delete, func, select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from rag.backends.cloudflare import vectorize_outbox as outbox
 from rag.backends.cloudflare.client import CloudflareClient
 from rag.backends.cloudflare.vectorize_mutations import MutationLog, Progress
-from rag.db.tables import Chunk, IndexOutbox, Vector
+from rag.db.tables import IndexOutbox
 from rag.errors import CloudflareError, IndexMismatch, InputError, NotFound
 from rag.ports import Vectors
 
@@ -211,7 +212,7 @@ class VectorizeIndex:
         if block.shape[0] != len(ids):
             raise InputError(f"{len(ids)} ids for {block.shape[0]} vectors")
         if metadata is None:
-            metadata = await self._chunk_metadata(ids)
+            metadata = await outbox.chunk_metadata(self.sessions, ids)
         elif len(metadata) != len(ids):
             raise InputError(f"{len(ids)} ids but {len(metadata)} metadata records")
         lines = [
@@ -415,29 +416,23 @@ class VectorizeIndex:
             )
 
     async def _outbox_page(self) -> list[tuple[int, str]]:
-        """The oldest queued (row id, chunk id) pairs of this model."""
-        async with self.sessions() as session:
-            rows = await session.execute(
-                select(IndexOutbox.id, IndexOutbox.chunk_id)
-                .where(IndexOutbox.model_id == self.model_id)
-                .order_by(IndexOutbox.id)
-                .limit(OUTBOX_PAGE)
-            )
-            return [(int(row), str(cid)) for row, cid in rows]
+        assert self.model_id is not None
+        return await outbox.oldest(self.sessions, self.model_id, OUTBOX_PAGE)
 
     async def _send(self, rows: Sequence[tuple[int, str]]) -> int:
         """One round of ``flush``: every row in ``rows`` is sent and removed, or it raises."""
+        assert self.model_id is not None
         by_id: dict[str, list[int]] = {}
         for row, cid in rows:
             by_id.setdefault(cid, []).append(row)
         ids = list(by_id)
-        stored = await self._stored(ids)
+        stored = await outbox.stored(self.sessions, self.model_id, ids)
         deletes = [cid for cid in ids if cid not in stored]
         upserts = [cid for cid in ids if cid in stored]
         for start in range(0, len(deletes), ID_BATCH):
             batch = deletes[start : start + ID_BATCH]
             await self.delete(batch)
-            await self._dequeue([row for cid in batch for row in by_id[cid]])
+            await outbox.dequeue(self.sessions, [row for cid in batch for row in by_id[cid]])
         for start in range(0, len(upserts), MAX_BATCH):
             batch = upserts[start : start + MAX_BATCH]
             matrix = np.frombuffer(b"".join(stored[cid][0] for cid in batch), dtype="<f4")
@@ -446,43 +441,8 @@ class VectorizeIndex:
                 matrix.reshape(len(batch), -1),
                 [{"document_id": stored[cid][1]} for cid in batch],
             )
-            await self._dequeue([row for cid in batch for row in by_id[cid]])
+            await outbox.dequeue(self.sessions, [row for cid in batch for row in by_id[cid]])
         return len(ids)
-
-    async def _stored(self, ids: Sequence[str]) -> dict[str, tuple[bytes, str]]:
-        """SQLite's vector blob and document id for each of ``ids`` it still holds."""
-        found: dict[str, tuple[bytes, str]] = {}
-        async with self.sessions() as session:
-            for start in range(0, len(ids), 500):  # SQLite's bound-parameter limit
-                rows = await session.execute(
-                    select(Vector.chunk_id, Vector.vector, Chunk.document_id)
-                    .join(Chunk, Chunk.id == Vector.chunk_id)
-                    .where(
-                        Vector.model_id == self.model_id,
-                        Vector.chunk_id.in_(list(ids[start : start + 500])),
-                    )
-                )
-                found.update((str(c), (bytes(v), str(d))) for c, v, d in rows)
-        return found
-
-    async def _dequeue(self, rows: Sequence[int]) -> None:
-        async with self.sessions() as session, session.begin():
-            for start in range(0, len(rows), 500):
-                await session.execute(
-                    delete(IndexOutbox).where(IndexOutbox.id.in_(list(rows[start : start + 500])))
-                )
-
-    async def _chunk_metadata(self, ids: Sequence[str]) -> list[dict[str, Any]]:
-        owners: dict[str, str] = {}
-        async with self.sessions() as session:
-            for start in range(0, len(ids), 500):  # SQLite's bound-parameter limit
-                rows = await session.execute(
-                    select(Chunk.id, Chunk.document_id).where(
-                        Chunk.id.in_(list(ids[start : start + 500]))
-                    )
-                )
-                owners.update((str(c), str(d)) for c, d in rows)
-        return [{"document_id": owners[i]} if i in owners else {} for i in ids]
 
 
 def _check_id(vid: str) -> None:
