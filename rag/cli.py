@@ -283,7 +283,7 @@ def serve(ctx: click.Context, host: str | None, port: int | None, no_ingest: boo
                 err.print(f"the index is empty: ingesting {corpus}/ first")
                 with RichProgress(err, enabled=True) as progress:
                     report = await service.ingest([corpus], progress)
-                err.print(report.summary(), highlight=False)
+                click.echo(report.summary(), err=True)
             app = create_app(settings, service=service)
             if warning := access_warning(settings, await KeyStore(service.sessions).active_count()):
                 err.print(f"[bold red]WARNING:[/] {warning}", highlight=False)
