@@ -12,6 +12,9 @@ Cloudflare choices, and why:
 * Over budget, questions are still embedded and reranked on Workers AI (a few neurons a
   question, in the ledger and the ``done`` event): without them there is no retrieval.
   Generation, the expensive part, moves to the next provider; ingestion refuses to start.
+* A follow-up question is condensed by the Workers AI chat model (one small, unstreamed
+  call, in the answer's usage) when the local rule says it needs its earlier turns;
+  over budget, or when that call fails, the local rule condenses it instead.
 * Vectorize serves the dense search; SQLite keeps every vector (the ingest runner writes
   them) and FTS5 still serves the keyword side.
 """
@@ -28,13 +31,14 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import msgspec
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from rag import __version__
 from rag.answer.cache import AnswerCache, cache_key, cacheable, key_parts, replay
 from rag.answer.chain import Closer, FallbackChain, budget_gate, chat_providers
-from rag.answer.condense import Turn, condense
+from rag.answer.condense import MODEL_MAX_TOKENS, Condenser, Turn, condense_with
 from rag.answer.flow import answer_events
 from rag.config import Settings
 from rag.db.engine import create_engine, session_factory, upgrade
@@ -45,7 +49,7 @@ from rag.ingest import store
 from rag.ingest.runner import Ingestor, IngestReport, Progress
 from rag.ports import Embedder, KeywordSearch, Reranker
 from rag.retrieval.retriever import Retriever
-from rag.usage import BudgetExhausted, Ledger
+from rag.usage import BudgetExhausted, Ledger, projected_chat_neurons
 
 log = logging.getLogger(__name__)
 
@@ -153,31 +157,47 @@ class RagService:
             settings, self.embedder.model_id, self.chat, components.min_relevance
         )
         self._metered = any(p.name.startswith("workers-ai:") for p in self.chat.providers)
+        # On Cloudflare the chat model condenses follow-ups (when it is in the chain).
+        self._condenser: Condenser | None = None
+        if settings.backend == "cloudflare":
+            self._condenser = next(
+                (p for p in self.chat.providers if isinstance(p, Condenser)), None
+            )
 
     async def ask(
         self, question: str, top_k: int | None = None, history: Sequence[Turn] | None = None
     ) -> AsyncIterator[AnswerEvent]:
         began = time.perf_counter()
         question = self.check_question(question)
-        if history:
-            # Before the cache and retrieval: a follow-up is cached and retrieved as the
-            # standalone question it stands for. The same local rule on every backend
-            # (see rag.answer.condense for why not a chat-model call on Cloudflare).
-            asked, question = question, condense(question, history)
-            if question != asked:
-                # Lengths only: question text stays out of the logs.
-                log.debug("follow-up condensed: %d -> %d characters", len(asked), len(question))
         k = self._k(top_k)
-        generation = await self._sync_index()
-        key = cache_key(question, generation=generation, top_k=k, **self._key_parts)
-        cached = await self.cache.get(key)
-        if cached is not None:
-            for event in replay(cached, began):
-                yield event
-            return
         trace_id = uuid.uuid4().hex
         with self.ledger.meter("ask", trace_id) as meter:
             try:
+                if history:
+                    # Before the cache and retrieval: a follow-up is cached and retrieved
+                    # as the standalone question it stands for (rag.answer.condense: the
+                    # local rule, or the chat model on Cloudflare, metered with the answer).
+                    asked = question
+                    question = await condense_with(
+                        self._condenser, question, history, self._condense_refusal
+                    )
+                    if question != asked:
+                        # Lengths only: question text stays out of the logs.
+                        log.debug(
+                            "follow-up condensed: %d -> %d characters", len(asked), len(question)
+                        )
+                generation = await self._sync_index()
+                key = cache_key(question, generation=generation, top_k=k, **self._key_parts)
+                cached = await self.cache.get(key)
+                if cached is not None:
+                    for event in replay(cached, began):
+                        if isinstance(event, DoneEvent) and meter.calls:
+                            # The answer was free, condensing the follow-up was not.
+                            event = msgspec.structs.replace(
+                                event, usage=meter.usage(), trace_id=trace_id
+                            )
+                        yield event
+                    return
                 retrieval = await self.retriever.retrieve(question, k)
                 if self._metered and self.settings.budget.daily_neurons > 0:
                     await self.ledger.refresh()  # the gate reads it before generation
@@ -195,6 +215,16 @@ class RagService:
                     yield event
             finally:
                 await self.ledger.flush_quietly()
+
+    async def _condense_refusal(self, question: str, history: Sequence[Turn]) -> str | None:
+        """Why the chat model must not condense this follow-up: the budget, like the gate."""
+        if self.settings.budget.daily_neurons <= 0:
+            return None
+        await self.ledger.refresh()
+        chars = len(question) + sum(len(t.question) + len(t.answer) for t in history)
+        model = self.settings.cloudflare.chat_model
+        projected = projected_chat_neurons(self.settings.prices, model, chars, MODEL_MAX_TOKENS)
+        return self.ledger.over_budget(projected)
 
     async def search(self, query: str, k: int | None = None) -> list[Hit]:
         query = self.check_question(query)

@@ -23,16 +23,25 @@ Answers are deliberately not mined for terms: an extractive answer is whole sour
 sentences, and their words would pull retrieval towards what was already found
 rather than towards what is now asked.
 
-The Cloudflare backend uses the same rule: its chat model seam streams answers only,
-and a second model call per follow-up would add latency and neurons before the first
-token. The prefix reads naturally enough for the model that answers.
+On the Cloudflare backend the chat model rewrites the follow-up instead
+(``condense_with`` over a ``Condenser``: Workers AI's ``WorkersAIChat.condense``), and
+only when this rule says a rewrite is needed, so a standalone question costs no extra
+call. The rule stays the answer whenever the model cannot be used or gives nothing
+usable: the neuron budget would be crossed, the call failed, or its reply is empty,
+spans several lines or is too long (``accept_rewrite``). Condensation never fails a
+question; each fallback is one log line, without the question's text.
 """
 
 from __future__ import annotations
 
+import logging
 import re
-from collections.abc import Sequence
-from typing import Final, Protocol
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Final, Protocol, runtime_checkable
+
+from rag.errors import ModelError
+
+log = logging.getLogger(__name__)
 
 MAX_TURNS: Final = 3
 """Only the last turns count; older ones rarely carry the current topic."""
@@ -42,6 +51,15 @@ MAX_TERMS: Final = 8
 
 SHORT_QUESTION: Final = 4
 """A question with a back reference and at most this many content words is a follow-up."""
+
+MODEL_MAX_TOKENS: Final = 64
+"""Output ceiling of a model rewrite: one question, never an answer."""
+
+MAX_REWRITE_CHARS: Final = 300
+"""A model rewrite longer than this is not a question any more (also: 3x the turn's text)."""
+
+_QUOTES: Final = "\"'`\u201c\u201d\u2018\u2019\u00ab\u00bb"
+_LABEL = re.compile(r"^(?:standalone|rewritten)?\s*question\s*:\s*", re.IGNORECASE)
 
 # A letter or digit, then word characters and the joiners of identifiers and contractions
 # (``RAG_RETRIEVAL__TOP_K``, ``v1.2``, ``/v1/ask``, ``don't``), ending on a word character.
@@ -134,10 +152,20 @@ def needs_context(question: str) -> bool:
     return refers_back and len(content) <= SHORT_QUESTION
 
 
+def recent(history: Sequence[Turn] | None) -> list[Turn]:
+    """The turns that count: the last ``MAX_TURNS``."""
+    return list(history or ())[-MAX_TURNS:]
+
+
+def is_follow_up(question: str, history: Sequence[Turn] | None) -> bool:
+    """Whether ``question`` needs the earlier turns to be understood (rule steps 1-2)."""
+    return bool(recent(history)) and needs_context(question.strip())
+
+
 def condense(question: str, history: Sequence[Turn] | None) -> str:
     """``question`` made standalone for retrieval, or unchanged when it already is."""
     question = question.strip()
-    turns = list(history or ())[-MAX_TURNS:]
+    turns = recent(history)
     if not turns or not needs_context(question):
         return question
     have = {w.lower() for w in content_words(question)}
@@ -153,3 +181,71 @@ def condense(question: str, history: Sequence[Turn] | None) -> str:
     if not terms:
         return question
     return f"{' '.join(terms)}: {question}"
+
+
+@runtime_checkable
+class Condenser(Protocol):
+    """A chat model that rewrites a follow-up as a standalone question (one call, no stream)."""
+
+    @property
+    def name(self) -> str: ...
+
+    async def condense(self, question: str, history: Sequence[Turn]) -> str:
+        """The model's reply, raw; ``accept_rewrite`` decides whether it is usable."""
+        ...
+
+
+Refusal = Callable[[str, Sequence[Turn]], Awaitable[str | None]]
+"""Why the model must not be called for this follow-up (the neuron budget), or None."""
+
+
+def accept_rewrite(reply: str, question: str, history: Sequence[Turn]) -> str | None:
+    """A model's rewrite, cleaned, or None when it is unusable.
+
+    Surrounding whitespace, quotes and a "Standalone question:" label go; what is left
+    must be one non-empty line of at most ``MAX_REWRITE_CHARS`` characters and at most
+    three times the follow-up and the question before it together (it merges the two).
+    """
+    text = reply.strip()
+    text = _LABEL.sub("", text, count=1).strip().strip(_QUOTES).strip()
+    if not text or "\n" in text or "\r" in text:
+        return None
+    before = history[-1].question.strip() if history else ""
+    if len(text) > min(MAX_REWRITE_CHARS, 3 * (len(question.strip()) + len(before))):
+        return None
+    return text
+
+
+async def condense_with(
+    model: Condenser | None,
+    question: str,
+    history: Sequence[Turn] | None,
+    refusal: Refusal | None = None,
+) -> str:
+    """``question`` made standalone: by ``model`` when it needs it and can, else by the rule."""
+    question = question.strip()
+    turns = recent(history)
+    local = condense(question, turns)
+    if model is None or not is_follow_up(question, turns):
+        return local
+    why = await refusal(question, turns) if refusal is not None else None
+    if why:
+        log.info("follow-up condensed by the local rule, not %s: %s", model.name, why)
+        return local
+    try:
+        reply = await model.condense(question, turns)
+    except ModelError as exc:
+        log.warning("follow-up condensed by the local rule, %s failed: %s", model.name, exc)
+        return local
+    rewrite = accept_rewrite(reply, question, turns)
+    if rewrite is None:
+        # Lengths only: question text stays out of the logs.
+        log.warning(
+            "follow-up condensed by the local rule: %s gave an unusable rewrite "
+            "(%d characters, %d lines)",
+            model.name,
+            len(reply.strip()),
+            len(reply.strip().splitlines()),
+        )
+        return local
+    return rewrite
