@@ -31,7 +31,10 @@ class IngestSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw
     overlap_tokens: int = 32
     max_file_mb: float = 50.0
     extensions: tuple[str, ...] = (".md", ".markdown", ".txt", ".rst", ".html", ".htm", ".pdf")
-    batch_size: int = 32
+    batch_size: int = 100
+    """Texts per embedding call, gathered across documents. 100 is one full Workers AI
+    request (its limit per request); the local model runs a call 8 texts at a time and
+    measured as fast at 64 to 200 per call as at 100, ~10% faster than at 32."""
     pdf_timeout_s: float = 60.0
     pdf_memory_mb: int = 1536
     pdf_max_pages: int = 2000

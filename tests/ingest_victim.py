@@ -22,7 +22,9 @@ class SlowEmbedder(FakeEmbedder):
 
 
 async def main(tmp: Path, folder: Path) -> None:
-    async with open_service(make_settings(tmp), embedder=SlowEmbedder()) as service:
+    # Small batches: writes interleave with (slow) embedding calls, so a kill can land anywhere.
+    settings = make_settings(tmp, ingest={"batch_size": 4})
+    async with open_service(settings, embedder=SlowEmbedder()) as service:
         await service.ingest([folder])
 
 

@@ -5,6 +5,9 @@ are derived from content, and text that already has a vector is never embedded a
 A run killed at any moment (even SIGKILL) leaves each document either as it was or
 fully updated; the next run picks up where it stopped and duplicates nothing.
 
+Files are read ahead while the embedder works, and embedded across documents in full
+batches (``batching.Window``), then written one document after the other, in order.
+
 The serving index is fed in one of two ways, chosen by the index:
 
 * ``durable_outbox = True`` (Vectorize): the index writes a document owes are queued in
@@ -32,9 +35,9 @@ from typing import Any
 import numpy as np
 
 from rag.config import IngestSettings
-from rag.domain import ChunkDraft, LoadedDocument
 from rag.errors import DocumentError, IndexMismatch
 from rag.ingest import store
+from rag.ingest.batching import Prepared, Ready, Window
 from rag.ingest.chunker import chunk_document, chunker_fingerprint
 from rag.ingest.discover import Found, discover
 from rag.ingest.loaders import load
@@ -98,23 +101,11 @@ class Progress:
 
     def start(self, files: int) -> None: ...
 
-    def file_done(self, path: str, outcome: str, chunks: int) -> None: ...
+    def file_done(self, path: str, outcome: str, chunks: int) -> None:
+        """A file is settled: one that needs no embedding as soon as it is read, one
+        that does once it is written, so files may be reported out of reading order."""
 
     def embedded(self, count: int) -> None: ...
-
-
-@dataclass(frozen=True, slots=True)
-class Prepared:
-    """A file read, parsed and chunked, waiting for its embeddings."""
-
-    item: Found
-    facts: store.DocumentFacts
-    outcome: str
-    """new or updated."""
-    loaded: LoadedDocument
-    drafts: list[ChunkDraft]
-    ids: list[str]
-    known: dict[str, bytes]
 
 
 class Ingestor:
@@ -154,28 +145,23 @@ class Ingestor:
         async with self.sessions() as session, session.begin():
             report.run_id = await store.start_run(session, [str(r) for r in found.roots])
         self.progress.start(len(found.files))
-        # One file ahead: reading, parsing and chunking the next file overlaps embedding
-        # and writing this one, so the model is rarely idle.
-        ahead: asyncio.Task[Prepared | tuple[str, int]] | None = None
+        # Reading, parsing and chunking the next files overlaps embedding and writing
+        # these, so the model is rarely idle.
+        window = Window(self.settings.batch_size)
+        reading = asyncio.ensure_future(self._read(found.files, window, report))
         try:
-            for position, item in enumerate(found.files):
-                current = ahead or asyncio.ensure_future(self._prepare(item, report))
-                ahead = None
-                prepared = await current
-                if position + 1 < len(found.files):
-                    following = found.files[position + 1]
-                    ahead = asyncio.ensure_future(self._prepare(following, report))
-                if isinstance(prepared, Prepared):
-                    outcome, chunks = await self._write(prepared, report)
+            while (step := await window.next()) is not None:
+                if isinstance(step, Ready):
+                    outcome, chunks = await self._write(step, report)
+                    self._settled(step.prepared.item, outcome, chunks, report)
                 else:
-                    outcome, chunks = prepared
-                setattr(report, outcome, getattr(report, outcome) + 1)
-                self.progress.file_done(item.relpath, outcome, chunks)
+                    await window.store(list(step), await self._embed(list(step.values())))
+            await reading  # raises what stopped the reading, once what it read is written
         finally:
-            if ahead is not None:
-                ahead.cancel()
+            if not reading.done():
+                reading.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await ahead
+                    await reading
         present = {str(item.path) for item in found.files}
         for root in found.roots:
             await self._delete_vanished(str(root), present, report)
@@ -186,6 +172,22 @@ class Ingestor:
                 session, report.run_id, report.counts(), report.problems, report.seconds
             )
         return report
+
+    async def _read(self, files: Sequence[Found], window: Window, report: IngestReport) -> None:
+        """Prepare the files in turn into the window, as fast as it makes room."""
+        try:
+            for item in files:
+                prepared = await self._prepare(item, report)
+                if isinstance(prepared, Prepared):
+                    await window.add(prepared)
+                else:
+                    self._settled(item, *prepared, report)
+        finally:
+            await window.close()
+
+    def _settled(self, item: Found, outcome: str, chunks: int, report: IngestReport) -> None:
+        setattr(report, outcome, getattr(report, outcome) + 1)
+        self.progress.file_done(item.relpath, outcome, chunks)
 
     async def _prepare(self, item: Found, report: IngestReport) -> Prepared | tuple[str, int]:
         """Everything before embedding; a file that needs no embedding is settled here."""
@@ -234,19 +236,11 @@ class Ingestor:
             )
         return Prepared(item, facts, outcome, loaded, drafts, ids, known)
 
-    async def _write(self, prepared: Prepared, report: IngestReport) -> tuple[str, int]:
-        """Embed what has no vector yet and write the document in one transaction."""
-        facts, loaded, drafts, ids, known = (
-            prepared.facts,
-            prepared.loaded,
-            prepared.drafts,
-            prepared.ids,
-            prepared.known,
-        )
-        to_embed = {d.sha256: d.text for d in drafts if d.sha256 not in known}
-        fresh = await self._embed(list(to_embed.values()))
-        by_sha = {**known, **dict(zip(to_embed, fresh, strict=True))}
-        vectors = {cid: by_sha[d.sha256] for cid, d in zip(ids, drafts, strict=True)}
+    async def _write(self, ready: Ready, report: IngestReport) -> tuple[str, int]:
+        """Write a document whose every chunk has a vector, in one transaction."""
+        prepared = ready.prepared
+        facts, loaded, drafts, ids = prepared.facts, prepared.loaded, prepared.drafts, prepared.ids
+        vectors = {cid: ready.vectors[d.sha256] for cid, d in zip(ids, drafts, strict=True)}
         if self._upserts and self._upserts + len(vectors) > FLUSH_AT:
             # Flush before, not after, the batch would overflow: each request goes out full.
             await self._flush()
@@ -276,8 +270,8 @@ class Ingestor:
                 )
                 await self.index.upsert(list(new_vectors), matrix)
         report.chunks += len(drafts)
-        report.embedded += len(fresh)
-        report.reused += len(drafts) - len(fresh)
+        report.embedded += ready.embedded
+        report.reused += len(drafts) - ready.embedded
         return prepared.outcome, len(drafts)
 
     async def _problem(
@@ -298,7 +292,7 @@ class Ingestor:
 
     async def _embed(self, texts: list[str]) -> list[bytes]:
         blobs: list[bytes] = []
-        size = self.settings.batch_size
+        size = max(1, self.settings.batch_size)
         for start in range(0, len(texts), size):
             batch = texts[start : start + size]
             blobs.extend(store.to_blobs(await self.embedder.embed(batch, "passage")))
