@@ -8,14 +8,12 @@ sent with ``stream: false``.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, NamedTuple
 
-import msgspec
 import pytest
 from cf_fake import FakeCloudflare
-from fakes import FakeEmbedder
+from cf_service import cloudflare_service, write_server_docs
 from sqlalchemy import select
 
 from rag.answer.condense import MODEL_MAX_TOKENS, accept_rewrite, condense, condense_with
@@ -23,7 +21,7 @@ from rag.backends.cloudflare.chat import CONDENSE_ANSWER_CHARS, build_condense_m
 from rag.db.tables import UsageCall
 from rag.domain import AnswerEvent, DoneEvent
 from rag.errors import UpstreamUnavailable
-from rag.service import RagService, open_service
+from rag.service import RagService
 
 LLAMA = "workers-ai:@cf/meta/llama-3.1-8b-instruct-fast"
 FOLLOW_UP = "How do I change it?"
@@ -41,33 +39,7 @@ LOCAL = condense(FOLLOW_UP, [PORT])  # "port server listen: How do I change it?"
 
 @pytest.fixture
 def docs(tmp_path: Path) -> Path:
-    folder = tmp_path / "docs"
-    folder.mkdir()
-    (folder / "server.md").write_text(
-        "# Server\n\nThe server listens on port 8000 by default. "
-        "Change the port with the --port option.\n"
-    )
-    (folder / "ingest.md").write_text(
-        "# Ingestion\n\nIngestion reads Markdown, text, HTML and PDF files. "
-        "Unchanged files are never embedded again.\n"
-    )
-    return folder
-
-
-@asynccontextmanager
-async def cloudflare_service(
-    fake: FakeCloudflare, tmp_path: Path, **sections: Any
-) -> AsyncIterator[RagService]:
-    raw = msgspec.to_builtins(fake.settings())
-    raw.update(data_dir=str(tmp_path / "data"), **sections)
-    settings = msgspec.convert(raw, type(fake.settings()))
-    async with open_service(
-        settings,
-        environ={"CLOUDFLARE_API_TOKEN": fake.token},
-        cloudflare_transport=fake.transport,
-        answer_embedder=FakeEmbedder(),
-    ) as service:
-        yield service
+    return write_server_docs(tmp_path / "docs")
 
 
 class Spy:

@@ -7,15 +7,12 @@ schemas (``fake.violations()`` stays empty).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
 
 import msgspec
 import pytest
 from cf_fake import FakeCloudflare
-from fakes import FakeEmbedder
+from cf_service import cloudflare_service, write_server_docs
 from litestar.testing import AsyncTestClient
 from sqlalchemy import select
 
@@ -32,33 +29,7 @@ QUESTION = "Which port does the server listen on?"
 
 @pytest.fixture
 def docs(tmp_path: Path) -> Path:
-    folder = tmp_path / "docs"
-    folder.mkdir()
-    (folder / "server.md").write_text(
-        "# Server\n\nThe server listens on port 8000 by default. "
-        "Change the port with the --port option.\n"
-    )
-    (folder / "ingest.md").write_text(
-        "# Ingestion\n\nIngestion reads Markdown, text, HTML and PDF files. "
-        "Unchanged files are never embedded again.\n"
-    )
-    return folder
-
-
-@asynccontextmanager
-async def cloudflare_service(
-    fake: FakeCloudflare, tmp_path: Path, **sections: Any
-) -> AsyncIterator[RagService]:
-    raw = msgspec.to_builtins(fake.settings())
-    raw.update(data_dir=str(tmp_path / "data"), **sections)
-    settings = msgspec.convert(raw, type(fake.settings()))
-    async with open_service(
-        settings,
-        environ={"CLOUDFLARE_API_TOKEN": fake.token},
-        cloudflare_transport=fake.transport,
-        answer_embedder=FakeEmbedder(),  # the extractive fallback, instead of ONNX
-    ) as service:
-        yield service
+    return write_server_docs(tmp_path / "docs")
 
 
 async def ask(service: RagService, question: str = QUESTION) -> list[AnswerEvent]:
