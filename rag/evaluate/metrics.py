@@ -71,11 +71,7 @@ def token_f1(prediction: str, reference: str) -> float:
     predicted, expected = tokens(prediction), tokens(reference)
     if not predicted or not expected:
         return float(predicted == expected)
-    overlap = _common(predicted, expected)
-    if overlap == 0:
-        return 0.0
-    precision, recall = overlap / len(predicted), overlap / len(expected)
-    return 2 * precision * recall / (precision + recall)
+    return _f_measure(_common(predicted, expected), len(predicted), len(expected))
 
 
 def rouge_l(prediction: str, reference: str) -> float:
@@ -83,10 +79,14 @@ def rouge_l(prediction: str, reference: str) -> float:
     predicted, expected = tokens(prediction), tokens(reference)
     if not predicted or not expected:
         return float(predicted == expected)
-    lcs = _lcs(predicted, expected)
-    if lcs == 0:
+    return _f_measure(_lcs(predicted, expected), len(predicted), len(expected))
+
+
+def _f_measure(matched: int, predicted: int, expected: int) -> float:
+    """F1 of ``matched`` tokens out of ``predicted`` (precision) and ``expected`` (recall)."""
+    if matched == 0:
         return 0.0
-    precision, recall = lcs / len(predicted), lcs / len(expected)
+    precision, recall = matched / predicted, matched / expected
     return 2 * precision * recall / (precision + recall)
 
 
