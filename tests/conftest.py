@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import msgspec
 import pytest
 
 from rag.config import Settings
 from rag.service import RagService, open_service
+
+if TYPE_CHECKING:
+    from cf_fake import FakeCloudflare
+
+    from rag.backends.cloudflare.client import CloudflareClient
 
 ROOT = Path(__file__).resolve().parents[1]
 CORPUS = ROOT / "corpus"
@@ -32,3 +38,19 @@ async def service(settings: Settings) -> AsyncIterator[RagService]:
 
     async with open_service(settings, embedder=FakeEmbedder()) as svc:
         yield svc
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeCloudflare]:
+    """The in-process Cloudflare; a request its schemas reject fails the test at teardown."""
+    from cf_fake import FakeCloudflare
+
+    fake = FakeCloudflare()
+    yield fake
+    assert fake.violations() == []
+
+
+@pytest.fixture
+async def client(fake: FakeCloudflare) -> AsyncIterator[CloudflareClient]:
+    async with fake.client() as client:
+        yield client

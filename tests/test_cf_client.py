@@ -6,7 +6,7 @@ request it sends is validated against Cloudflare's schemas there.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from typing import Any
@@ -33,19 +33,6 @@ from rag.errors import (
 EMBED = "/ai/run/@cf/baai/bge-base-en-v1.5"
 CHAT = "/ai/run/@cf/meta/llama-3.1-8b-instruct-fast"
 CHAT_BODY = {"messages": [{"role": "user", "content": "hi there"}], "stream": True}
-
-
-@pytest.fixture
-def fake() -> Iterator[FakeCloudflare]:
-    fake = FakeCloudflare()
-    yield fake
-    assert fake.violations() == []
-
-
-@pytest.fixture
-async def client(fake: FakeCloudflare) -> AsyncIterator[CloudflareClient]:
-    async with fake.client() as client:
-        yield client
 
 
 def exact_client(

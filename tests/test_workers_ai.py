@@ -3,7 +3,6 @@ mapping, chat streaming in both chunk styles, usage, ``[DONE]`` and costs."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import httpx
@@ -36,19 +35,6 @@ from rag.errors import (
 
 EMBED = "bge-base-en-v1.5"
 CHAT = "llama-3.1-8b-instruct-fast"
-
-
-@pytest.fixture
-def fake() -> Iterator[FakeCloudflare]:
-    fake = FakeCloudflare()
-    yield fake
-    assert fake.violations() == []
-
-
-@pytest.fixture
-async def client(fake: FakeCloudflare) -> AsyncIterator[CloudflareClient]:
-    async with fake.client() as client:
-        yield client
 
 
 @pytest.fixture
