@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -19,6 +20,22 @@ if TYPE_CHECKING:
 
 ROOT = Path(__file__).resolve().parents[1]
 CORPUS = ROOT / "corpus"
+
+
+# The operator's shell may hold settings and secrets (RAG_DATABASE__URL, a real
+# CLOUDFLARE_API_TOKEN): none of them may reach a test, nor a `rag` it starts as a
+# subprocess. Tests that want a variable set it themselves.
+_OUTSIDE_ENV = ("RAG_", "CLOUDFLARE_", "OPENAI_", "OPENROUTER_")
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _clean_environment() -> Iterator[None]:
+    # Session-wide, so module- and session-scoped fixtures start clean as well.
+    with pytest.MonkeyPatch.context() as patch:
+        for name in list(os.environ):
+            if name.startswith(_OUTSIDE_ENV):
+                patch.delenv(name)
+        yield
 
 
 def make_settings(tmp_path: Path, **sections: dict[str, object]) -> Settings:
