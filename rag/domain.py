@@ -7,6 +7,8 @@ under a caller's feet.
 
 from __future__ import annotations
 
+from typing import Protocol
+
 import msgspec
 
 
@@ -39,6 +41,19 @@ class ChunkDraft(msgspec.Struct, frozen=True):
     page_start: int | None = None
     page_end: int | None = None
     heading_path: tuple[str, ...] = ()
+
+
+class Turn(Protocol):
+    """One earlier exchange of a conversation: what was asked and what was answered.
+
+    A Protocol, so the web layer's request struct and the CLI's own records both fit.
+    """
+
+    @property
+    def question(self) -> str: ...
+
+    @property
+    def answer(self) -> str: ...
 
 
 class Hit(msgspec.Struct, frozen=True):

@@ -8,8 +8,7 @@ from typing import Literal, Protocol
 import numpy as np
 import numpy.typing as npt
 
-from rag.answer.condense import Turn
-from rag.domain import AnswerEvent, Hit
+from rag.domain import AnswerEvent, Hit, Turn
 
 Vectors = npt.NDArray[np.float32]
 EmbedKind = Literal["query", "passage"]

@@ -38,16 +38,17 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from rag import __version__
 from rag.answer.cache import AnswerCache, cache_key, cacheable, key_parts, replay
 from rag.answer.chain import Closer, FallbackChain, budget_gate, chat_providers
-from rag.answer.condense import MODEL_MAX_TOKENS, Condenser, Turn, condense_with
+from rag.answer.condense import Condenser, condense_with
 from rag.answer.flow import answer_events
 from rag.config import Settings
 from rag.db.engine import create_engine, session_factory, upgrade
 from rag.db.tables import Chunk, Document
-from rag.domain import AnswerEvent, DoneEvent, Hit
+from rag.domain import AnswerEvent, DoneEvent, Hit, Turn
 from rag.errors import CloudflareError, ConfigError, InputError
 from rag.ingest import store
 from rag.ingest.runner import Ingestor, IngestReport, Progress
 from rag.ports import Embedder, KeywordSearch, Reranker
+from rag.prompts import CONDENSE_MAX_TOKENS
 from rag.retrieval.retriever import Retriever
 from rag.usage import BudgetExhausted, Ledger, projected_chat_neurons
 
@@ -223,7 +224,7 @@ class RagService:
         await self.ledger.refresh()
         chars = len(question) + sum(len(t.question) + len(t.answer) for t in history)
         model = self.settings.cloudflare.chat_model
-        projected = projected_chat_neurons(self.settings.prices, model, chars, MODEL_MAX_TOKENS)
+        projected = projected_chat_neurons(self.settings.prices, model, chars, CONDENSE_MAX_TOKENS)
         return self.ledger.over_budget(projected)
 
     async def search(self, query: str, k: int | None = None) -> list[Hit]:

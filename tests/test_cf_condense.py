@@ -16,11 +16,11 @@ from cf_fake import FakeCloudflare
 from cf_service import cloudflare_service, write_server_docs
 from sqlalchemy import select
 
-from rag.answer.condense import MODEL_MAX_TOKENS, accept_rewrite, condense, condense_with
-from rag.backends.cloudflare.chat import CONDENSE_ANSWER_CHARS, build_condense_messages
+from rag.answer.condense import accept_rewrite, condense, condense_with
 from rag.db.tables import UsageCall
 from rag.domain import AnswerEvent, DoneEvent
 from rag.errors import UpstreamUnavailable
+from rag.prompts import CONDENSE_ANSWER_CHARS, CONDENSE_MAX_TOKENS, build_condense_messages
 from rag.service import RagService
 
 LLAMA = "workers-ai:@cf/meta/llama-3.1-8b-instruct-fast"
@@ -89,7 +89,7 @@ async def test_the_model_rewrites_a_follow_up_and_retrieval_uses_it(
     assert spy.queries == [REWRITE]
     assert done.provider == LLAMA
     [body] = condense_calls(fake)
-    assert body["max_tokens"] == MODEL_MAX_TOKENS and body["temperature"] == 0
+    assert body["max_tokens"] == CONDENSE_MAX_TOKENS and body["temperature"] == 0
     user = body["messages"][-1]["content"]
     assert PORT.question in user and PORT.answer in user and FOLLOW_UP in user
     # Its cost is the answer's: in the done event and in the ledger, as a chat call.

@@ -10,9 +10,10 @@ import pytest
 from conftest import make_settings
 from fakes import FakeEmbedder
 
-from rag.answer.condense import condense, content_words, needs_context
+from rag.answer.condense import condense, needs_context
 from rag.domain import DoneEvent
 from rag.service import RagService, open_service
+from rag.text import content_words
 
 
 class T(NamedTuple):

@@ -7,9 +7,9 @@ import re
 import pytest
 from fakes import FakeEmbedder
 
-from rag.answer.sentences import split_sentences
 from rag.backends.local.extractive import ExtractiveAnswerer
 from rag.domain import Hit
+from rag.text import split_sentences
 
 MARKER = re.compile(r" \[(\d+)\]")
 

@@ -9,7 +9,7 @@ from conftest import make_settings
 from fakes import FakeEmbedder
 
 from rag.domain import DoneEvent, SourcesEvent
-from rag.retrieval.gate import content_words, term_coverage
+from rag.retrieval.gate import question_terms, term_coverage
 from rag.service import open_service
 
 
@@ -28,8 +28,8 @@ def test_term_coverage(question: str, texts: list[str], expected: float) -> None
     assert term_coverage(question, texts) == pytest.approx(expected)
 
 
-def test_content_words_drop_stop_words_and_single_letters() -> None:
-    assert content_words("How do I set a PDF password in the config?") == [
+def test_question_terms_drop_stop_words_and_single_letters() -> None:
+    assert question_terms("How do I set a PDF password in the config?") == [
         "set",
         "pdf",
         "password",

@@ -16,11 +16,9 @@ from rag.backends.cloudflare.chat import SSEState
 from rag.backends.cloudflare.client import CloudflareClient
 from rag.backends.cloudflare.neurons import CallCost, PriceTable
 from rag.backends.cloudflare.workers_ai import (
-    PROMPT_VERSION,
     WorkersAIChat,
     WorkersAIEmbedder,
     WorkersAIReranker,
-    build_messages,
     sigmoid,
 )
 from rag.config import Settings
@@ -32,6 +30,7 @@ from rag.errors import (
     ModelNotFound,
     StreamTruncated,
 )
+from rag.prompts import PROMPT_VERSION, build_messages
 
 EMBED = "bge-base-en-v1.5"
 CHAT = "llama-3.1-8b-instruct-fast"

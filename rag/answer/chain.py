@@ -21,6 +21,7 @@ from rag.config import Settings
 from rag.domain import Hit
 from rag.errors import ConfigError, ModelError, RagError
 from rag.ports import ChatModel, Embedder
+from rag.prompts import build_messages
 from rag.usage import Ledger, projected_chat_neurons
 
 log = logging.getLogger(__name__)
@@ -167,7 +168,6 @@ def chat_providers(
             prices = PriceTable(settings.prices)
             providers.append(WorkersAIChat(client, settings.cloudflare, prices, ledger))
         elif name == "openai":
-            from rag.backends.cloudflare.workers_ai import build_messages
             from rag.backends.openai import OpenAIChat
 
             chat = OpenAIChat(

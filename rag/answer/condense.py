@@ -39,7 +39,9 @@ import re
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Final, Protocol, runtime_checkable
 
+from rag.domain import Turn
 from rag.errors import ModelError
+from rag.text import content_words, words
 
 log = logging.getLogger(__name__)
 
@@ -52,18 +54,11 @@ MAX_TERMS: Final = 8
 SHORT_QUESTION: Final = 4
 """A question with a back reference and at most this many content words is a follow-up."""
 
-MODEL_MAX_TOKENS: Final = 64
-"""Output ceiling of a model rewrite: one question, never an answer."""
-
 MAX_REWRITE_CHARS: Final = 300
 """A model rewrite longer than this is not a question any more (also: 3x the turn's text)."""
 
 _QUOTES: Final = "\"'`\u201c\u201d\u2018\u2019\u00ab\u00bb"
 _LABEL = re.compile(r"^(?:standalone|rewritten)?\s*question\s*:\s*", re.IGNORECASE)
-
-# A letter or digit, then word characters and the joiners of identifiers and contractions
-# (``RAG_RETRIEVAL__TOP_K``, ``v1.2``, ``/v1/ask``, ``don't``), ending on a word character.
-_WORD = re.compile(r"[^\W_](?:[\w.\-/']*\w)?")
 
 
 def _wordset(text: str) -> frozenset[str]:
@@ -92,45 +87,6 @@ REFERENCES: Final = _wordset(
     "it its it's itself they them their theirs this that these those there here "
     "he she him her one ones such same former latter above previous"
 )
-
-STOP_WORDS: Final = _wordset(
-    """
-    a about above after again against all also am an and any are aren't as at be because
-    been before being below between both but by can can't cannot could couldn't did didn't
-    do does doesn't doing don't down during each else even ever every few for from further
-    get gets getting got had hadn't has hasn't have haven't having he her here hers herself
-    him himself his how however i i'd i'm i've if in into is isn't it it's its itself just
-    let let's like may me might mine more most much must my myself need needs no nor not
-    now of off on once one ones only or other ought our ours ourselves out over own please
-    rather really same say says shall she should shouldn't so some still such than that
-    that's the their theirs them themselves then there there's these they they're this
-    those though through thus to too under until up upon us very via was wasn't way we
-    we're were weren't what what's whatever when where where's whether which while who
-    who's whom whose why will with within without won't would wouldn't yes yet you you're
-    your yours yourself yourselves tell show explain mean means meant thing things
-    something anything okay ok thanks thank hi hello hey
-    """
-)
-
-
-class Turn(Protocol):
-    """One earlier exchange: what was asked and what was answered."""
-
-    @property
-    def question(self) -> str: ...
-
-    @property
-    def answer(self) -> str: ...
-
-
-def words(text: str) -> list[str]:
-    """Words and identifiers (``RAG_RETRIEVAL__TOP_K``, ``v1.2``, ``/v1/ask``) in order."""
-    return _WORD.findall(text.replace("\u2019", "'"))
-
-
-def content_words(text: str) -> list[str]:
-    """The words of ``text`` that carry its topic: stop words and single letters dropped."""
-    return [w for w in words(text) if (len(w) > 1 or w.isdigit()) and w.lower() not in STOP_WORDS]
 
 
 def is_identifier(word: str) -> bool:

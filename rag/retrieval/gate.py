@@ -11,27 +11,23 @@ questions while keeping 91% / 94% of the answerable ones; cosine >= 0.35 alone r
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 
-from rag.backends.local.keyword import STOP_WORDS as KEYWORD_STOP_WORDS
+from rag.text import STOP_WORDS, word_pieces
 
-WORD = re.compile(r"[^\W_]+", re.UNICODE)
 STEM = 5
 """Words match on their first five letters: a cheap stemmer ("configure", "configuration")."""
 
-# The keyword search's stop words, plus verbs that say how, not what, a question asks.
-STOP_WORDS = KEYWORD_STOP_WORDS | frozenset(("use", "using", "get", "got", "yes", "also", "whose"))
 
-
-def content_words(text: str) -> list[str]:
-    return [w for w in WORD.findall(text.lower()) if w not in STOP_WORDS and len(w) > 1]
+def question_terms(text: str) -> list[str]:
+    """The pieces of ``text``'s words that must occur in the sources (``rag.text``)."""
+    return [w for w in word_pieces(text) if w not in STOP_WORDS and len(w) > 1]
 
 
 def term_coverage(question: str, texts: Iterable[str]) -> float:
     """Share of the question's content words that occur (by 5-letter stem) in ``texts``."""
-    wanted = content_words(question)
+    wanted = question_terms(question)
     if not wanted:
         return 1.0  # nothing to check: leave the decision to the cosine
-    stems = {w[:STEM] for text in texts for w in WORD.findall(text.lower())}
+    stems = {w[:STEM] for text in texts for w in word_pieces(text)}
     return sum(1 for w in wanted if w[:STEM] in stems) / len(wanted)

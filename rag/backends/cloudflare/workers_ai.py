@@ -16,7 +16,7 @@ from typing import Any
 import msgspec
 import numpy as np
 
-from rag.backends.cloudflare.chat import PROMPT_VERSION, WorkersAIChat, build_messages
+from rag.backends.cloudflare.chat import WorkersAIChat
 from rag.backends.cloudflare.client import CloudflareClient
 from rag.backends.cloudflare.neurons import CallKind, CostSink, PriceTable
 from rag.backends.local.tokenizer import WordPieceTokenizer
@@ -27,14 +27,7 @@ from rag.ports import EmbedKind, Tokenizer, Vectors
 
 MAX_TEXTS_PER_CALL = 100
 BGE_MAX_TOKENS = 512
-__all__ = [
-    "PROMPT_VERSION",
-    "WorkersAIChat",
-    "WorkersAIEmbedder",
-    "WorkersAIReranker",
-    "bge_tokenizer",
-    "build_messages",
-]
+__all__ = ["WorkersAIChat", "WorkersAIEmbedder", "WorkersAIReranker", "bge_tokenizer"]
 KNOWN_DIMENSIONS = {
     "@cf/baai/bge-small-en-v1.5": 384,
     "@cf/baai/bge-base-en-v1.5": 768,

@@ -8,19 +8,15 @@ of milliseconds on the local embedder.
 from __future__ import annotations
 
 import asyncio
-import re
 from collections.abc import AsyncIterator, Sequence
 from typing import NamedTuple
 
 import numpy as np
 import numpy.typing as npt
 
-from rag.answer.sentences import UnitKind, split_sentences
-from rag.backends.local.keyword import STOP_WORDS
 from rag.domain import Hit
 from rag.ports import Embedder, Vectors
-
-_WORD = re.compile(r"\w+")
+from rag.text import STOP_WORDS, UnitKind, split_sentences, word_pieces
 
 
 class _Candidate(NamedTuple):
@@ -131,12 +127,12 @@ def _answers(candidate: _Candidate, question: str) -> bool:
     # Only a whole question repeated is an echo; a keyword query ("3036") is in its answer.
     if len(asked.split()) >= 3 and asked in " ".join(text.lower().split()):
         return False
-    words = len(_WORD.findall(text))
+    words = len(word_pieces(text))
     return words >= 3 and not (words <= 8 and text[-1:].isalnum() and candidate.kind != "code")
 
 
 def _terms(text: str) -> set[str]:
-    return {w for w in _WORD.findall(text.lower()) if w not in STOP_WORDS}
+    return {w for w in word_pieces(text) if w not in STOP_WORDS}
 
 
 def _overlap(question: str, candidates: list[_Candidate]) -> npt.NDArray[np.float32]:

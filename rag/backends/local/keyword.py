@@ -2,31 +2,16 @@
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
 from rag.errors import ConfigError
+from rag.text import FUNCTION_WORDS, search_terms
 
-# A term is a run of word characters, joined by the punctuation of identifiers, file
-# names and versions (config.toml, top_k, E-1234, v1.5). Quoted, FTS5 reads such a term
-# as a phrase of its parts in order, which is what an exact identifier should match.
-_TERM = re.compile(r"\w+(?:[.\-_/:@]\w+)*")
 MAX_TERMS = 32
 
-# Common English function words: OR-ed in, they would match nearly every chunk and
-# drown the rare terms BM25 is good at.
-_STOP_WORDS = """a about above after again against all am an and any are as at be because been
-before being below between both but by can could did do does doing down during each few for
-from further had has have having he her here hers herself him himself his how i if in into is
-it its itself just me more most my myself no nor not now of off on once only or other our ours
-ourselves out over own same she should so some such than that the their theirs them
-themselves then there these they this those through to too under until up very was we were
-what when where which while who whom why will with would you your yours yourself yourselves
-tell explain describe please"""
-STOP_WORDS = frozenset(_STOP_WORDS.split())
 
 _SEARCH = text(
     "SELECT c.id, -bm25(chunks_fts) AS score FROM chunks_fts "
@@ -43,9 +28,8 @@ def match_expression(query: str) -> str:
     nothing searchable is left.
     """
     terms: dict[str, None] = {}
-    for match in _TERM.finditer(query.lower()):
-        term = match.group()
-        if term not in STOP_WORDS:
+    for term in search_terms(query):
+        if term not in FUNCTION_WORDS:
             terms.setdefault(term, None)
         if len(terms) == MAX_TERMS:
             break
