@@ -24,6 +24,7 @@ from rag.errors import DocumentError
 from rag.ingest.chunker import chunk_document
 from rag.ingest.discover import discover
 from rag.ingest.loaders import load
+from rag.registry import Overrides
 from rag.service import open_service
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -53,7 +54,7 @@ async def raw_seconds(embedder: OnnxEmbedder, texts: list[str], batch: int) -> f
 async def pipeline_seconds(folder: Path, embedder: OnnxEmbedder) -> tuple[float, int]:
     with tempfile.TemporaryDirectory() as tmp:
         settings = msgspec.convert({"data_dir": tmp}, Settings)
-        async with open_service(settings, embedder=embedder) as service:
+        async with open_service(settings, Overrides(embedder=embedder)) as service:
             began = time.perf_counter()
             report = await service.ingest([folder])
             return time.perf_counter() - began, report.chunks

@@ -7,9 +7,18 @@ under a caller's feet.
 
 from __future__ import annotations
 
-from typing import Protocol
+import uuid
+from typing import Final, Protocol
 
 import msgspec
+
+MAX_TOP_K: Final = 50
+"""Most sources one answer or search may use: more never fit a prompt usefully."""
+
+
+def new_trace_id() -> str:
+    """One id per request, minted where the request enters (the web app, the CLI)."""
+    return uuid.uuid4().hex
 
 
 class Section(msgspec.Struct, frozen=True):

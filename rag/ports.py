@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Sequence
 from typing import Literal, Protocol
 
 import numpy as np
@@ -45,13 +45,21 @@ class Embedder(Protocol):
 class VectorIndex(Protocol):
     """The serving index. SQLite always keeps its own copy; this is what queries hit.
 
-    Optional, outside the Protocol: an index that sets ``durable_outbox = True`` and has
-    ``async flush() -> int`` and ``model_id`` (Vectorize) is not written per document by
-    ingestion. Its writes are queued in ``index_outbox`` in the same transaction as the
-    chunks, and ``flush`` sends them in batches (``rag.ingest.runner``); ``open_service``
-    flushes at start what a killed run left. Any other index (the in-memory numpy one,
-    rebuilt from SQLite at start) gets ``upsert``/``delete`` right after each commit.
+    Two ways to be fed (``rag.ingest.runner``). An index whose ``durable_outbox`` is true
+    (Vectorize) is not written per document: its writes are queued in ``index_outbox`` in
+    the same transaction as the chunks, and ``flush`` sends them in batches;
+    ``open_service`` flushes at start what a killed run left. Any other index (the
+    in-memory numpy one, rebuilt from SQLite at start) gets ``upsert``/``delete`` right
+    after each commit. Implementations subclass this Protocol, so the capabilities one
+    lacks fall back to the no-op defaults below.
     """
+
+    model_id: str | None
+    """The embedding model whose vectors this index serves (None: not bound to one)."""
+
+    @property
+    def durable_outbox(self) -> bool:
+        return False
 
     async def upsert(self, ids: Sequence[str], vectors: Vectors) -> None: ...
 
@@ -60,6 +68,18 @@ class VectorIndex(Protocol):
     async def query(self, vector: Vectors, k: int) -> list[tuple[str, float]]:
         """Up to ``k`` (chunk id, cosine) pairs, best first."""
         ...
+
+    async def flush(self) -> int:
+        """Send queued writes (durable outbox only); how many were sent."""
+        return 0
+
+    async def reload(self) -> None:
+        """Read the vectors again: another process changed them (in-memory indexes only)."""
+        return None
+
+    def loaded(self) -> int | None:
+        """Vectors held in this process, or None when the index is remote."""
+        return None
 
 
 class KeywordSearch(Protocol):
@@ -76,10 +96,27 @@ class Reranker(Protocol):
         ...
 
 
+class TextStream(Protocol):
+    """An answer in pieces. Closing it stops the upstream call at once: a client that
+    went away must not keep a model generating (async generators have ``aclose``)."""
+
+    def __aiter__(self) -> AsyncIterator[str]: ...
+
+    def __anext__(self) -> Awaitable[str]: ...
+
+    async def aclose(self) -> None: ...
+
+
 class ChatModel(Protocol):
     name: str
 
-    def stream(self, question: str, sources: Sequence[Hit]) -> AsyncIterator[str]:
+    @property
+    def prompt_version(self) -> str:
+        """What shapes this provider's answers (its prompt or selection rules): part of the
+        answer cache key and of every evaluation run's fingerprint."""
+        ...
+
+    def stream(self, question: str, sources: Sequence[Hit]) -> TextStream:
         """Answer text in pieces; ``[n]`` markers cite ``sources[n-1]``."""
         ...
 
@@ -88,16 +125,24 @@ class QAService(Protocol):
     """What the web app and the CLI need from the composition root (``rag.service``)."""
 
     def ask(
-        self, question: str, top_k: int | None = None, history: Sequence[Turn] | None = None
+        self,
+        question: str,
+        top_k: int | None = None,
+        history: Sequence[Turn] | None = None,
+        *,
+        trace_id: str | None = None,
     ) -> AsyncIterator[AnswerEvent]:
         """``sources``, then ``delta`` events, then ``done``; or a single ``error``.
 
         ``history`` holds the conversation's earlier turns, oldest first, so a follow-up
-        question is understood (``rag.answer.condense``). Raises ``InputError`` before
-        the first event for a question it cannot take.
+        question is understood (``rag.answer.condense``). ``trace_id`` is the request's,
+        minted where it entered (a new one when None). Raises ``InputError`` before the
+        first event for a question or ``top_k`` it cannot take: the one validation.
         """
         ...
 
-    async def search(self, query: str, k: int | None = None) -> list[Hit]: ...
+    async def search(self, query: str, k: int | None = None) -> list[Hit]:
+        """Ranked hits; raises ``InputError`` for a query or ``k`` it cannot take."""
+        ...
 
     async def health(self) -> dict[str, object]: ...

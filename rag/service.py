@@ -1,138 +1,52 @@
 """The one composition root: settings in, a working service out.
 
 The web app, the CLI and evaluation all build their pipeline here, so a backend chosen
-in config is the backend every user gets. ``build_components`` is the registry that
-maps ``backend`` and ``[chat] providers`` to implementations of the seams in ``rag.ports``.
+in config is the backend every user gets; ``rag.registry`` decides which implementation
+serves each role.
 
-Cloudflare choices, and why:
-
-* The extractive fallback answers with the local ONNX embedder (all-MiniLM-L6-v2, a hard
-  dependency, ~0.4 s to load), not Workers AI: it runs exactly when Workers AI failed or
-  the neuron budget is spent, so it must cost nothing and need no network.
-* Over budget, questions are still embedded and reranked on Workers AI (a few neurons a
-  question, in the ledger and the ``done`` event): without them there is no retrieval.
-  Generation, the expensive part, moves to the next provider; ingestion refuses to start.
-* A follow-up question is condensed by the Workers AI chat model (one small, unstreamed
-  call, in the answer's usage) when the local rule says it needs its earlier turns;
-  over budget, or when that call fails, the local rule condenses it instead.
-* Vectorize serves the dense search; SQLite keeps every vector (the ingest runner writes
-  them) and FTS5 still serves the keyword side.
+A follow-up question is condensed before the cache and retrieval: on Cloudflare by the
+Workers AI chat model (one small, unstreamed call, in the answer's usage) when the local
+rule says it needs its earlier turns; over budget, or when that call fails, the local
+rule condenses it instead (``rag.answer.condense``).
 """
 
 from __future__ import annotations
 
 import logging
 import time
-import uuid
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
 import msgspec
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from rag import __version__
 from rag.answer.cache import AnswerCache, cache_key, cacheable, key_parts, replay
-from rag.answer.chain import Closer, FallbackChain, budget_gate, chat_providers
 from rag.answer.condense import Condenser, condense_with
 from rag.answer.flow import answer_events
 from rag.config import Settings
 from rag.db.engine import create_engine, session_factory, upgrade
 from rag.db.tables import Chunk, Document
-from rag.domain import AnswerEvent, DoneEvent, Hit, Turn
+from rag.domain import MAX_TOP_K, AnswerEvent, DoneEvent, Hit, Turn, new_trace_id
 from rag.errors import CloudflareError, ConfigError, InputError
 from rag.ingest import store
 from rag.ingest.runner import Ingestor, IngestReport, Progress
-from rag.ports import Embedder, KeywordSearch, Reranker
+from rag.ports import VectorIndex
 from rag.prompts import CONDENSE_MAX_TOKENS
+from rag.registry import Components, Overrides, build, cloudflare_client
 from rag.retrieval.retriever import Retriever
-from rag.usage import BudgetExhausted, Ledger, projected_chat_neurons
+from rag.usage import BudgetExhausted, projected_chat_neurons
 
 log = logging.getLogger(__name__)
-
-MAX_TOP_K = 50
-
-
-@dataclass
-class Components:
-    embedder: Embedder
-    keyword: KeywordSearch
-    reranker: Reranker
-    chat: FallbackChain
-    ledger: Ledger
-    min_relevance: float
-    """The evidence gate's threshold: its scale belongs to the reranker."""
-    client: Any = None
-    """The one ``CloudflareClient``, when a role runs on Workers AI or Vectorize."""
-    closers: list[Closer] = field(default_factory=list)
-
-
-def build_components(
-    settings: Settings,
-    sessions: Any,
-    embedder: Embedder | None,
-    *,
-    client: Any = None,
-    environ: Mapping[str, str] | None = None,
-    openai_transport: httpx.AsyncBaseTransport | None = None,
-    answer_embedder: Embedder | None = None,
-) -> Components:
-    """The registry: which implementation serves each role for ``settings.backend``."""
-    from rag.backends.local.keyword import Fts5KeywordSearch
-
-    ledger = Ledger(sessions, settings.prices, settings.budget)
-    closers: list[Closer] = []
-    if settings.backend == "cloudflare":
-        from rag.backends.cloudflare.neurons import PriceTable
-        from rag.backends.cloudflare.workers_ai import (
-            WorkersAIEmbedder,
-            WorkersAIReranker,
-            bge_tokenizer,
-        )
-
-        if client is None:
-            raise ConfigError("the cloudflare backend needs its CloudflareClient")
-        prices, cf = PriceTable(settings.prices), settings.cloudflare
-        tokenizer = bge_tokenizer()
-        chosen = embedder or WorkersAIEmbedder(client, cf, tokenizer, prices, ledger)
-        reranker: Reranker = WorkersAIReranker(client, cf, prices, tokenizer, ledger)
-        min_relevance = cf.min_rerank_score
-    else:
-        from rag.backends.local.embedder import OnnxEmbedder
-        from rag.retrieval.fusion import HybridReranker
-
-        chosen = embedder or OnnxEmbedder.from_settings(settings.local)
-        reranker = HybridReranker(
-            keyword_weight=settings.retrieval.keyword_weight,
-            identifier_weight=settings.retrieval.identifier_keyword_weight,
-        )
-        min_relevance = settings.retrieval.min_relevance
-        answer_embedder = answer_embedder or chosen
-    providers = chat_providers(
-        settings, client, ledger, answer_embedder, environ, openai_transport, closers
-    )
-    return Components(
-        embedder=chosen,
-        keyword=Fts5KeywordSearch(sessions),
-        reranker=reranker,
-        chat=FallbackChain(providers, budget_gate(settings, ledger)),
-        ledger=ledger,
-        min_relevance=min_relevance,
-        client=client,
-        closers=closers,
-    )
 
 
 class RagService:
     """Ask, search and ingest over one database and one set of models."""
 
-    def __init__(
-        self, settings: Settings, engine: AsyncEngine, components: Components, index: Any
-    ) -> None:
+    def __init__(self, settings: Settings, engine: AsyncEngine, components: Components) -> None:
         self.settings = settings
         self.engine = engine
         self.sessions = session_factory(engine)
@@ -141,11 +55,11 @@ class RagService:
         self.reranker = components.reranker
         self.ledger = components.ledger
         self.cache = AnswerCache(self.sessions, settings.cache)
-        self.index = index
+        self.index: VectorIndex = components.index
         self.retriever = Retriever(
             self.sessions,
             components.embedder,
-            index,
+            components.index,
             components.keyword,
             components.reranker,
             candidates=settings.retrieval.candidates,
@@ -166,12 +80,17 @@ class RagService:
             )
 
     async def ask(
-        self, question: str, top_k: int | None = None, history: Sequence[Turn] | None = None
+        self,
+        question: str,
+        top_k: int | None = None,
+        history: Sequence[Turn] | None = None,
+        *,
+        trace_id: str | None = None,
     ) -> AsyncIterator[AnswerEvent]:
         began = time.perf_counter()
         question = self.check_question(question)
         k = self._k(top_k)
-        trace_id = uuid.uuid4().hex
+        trace_id = trace_id or new_trace_id()
         with self.ledger.meter("ask", trace_id) as meter:
             try:
                 if history:
@@ -252,7 +171,7 @@ class RagService:
             "documents": documents,
             "chunks": chunks,
             # Vectorize counts its vectors itself (``rag vectorize info``).
-            "vectors_loaded": len(self.index) if hasattr(self.index, "__len__") else None,
+            "vectors_loaded": self.index.loaded(),
         }
 
     async def usage_report(self, days: int = 7) -> dict[str, Any]:
@@ -290,7 +209,7 @@ class RagService:
         SQLite commits first; the serving index follows, through the outbox when it keeps
         one (Vectorize), so a crash between the two loses nothing.
         """
-        durable = getattr(self.index, "durable_outbox", False)
+        durable = self.index.durable_outbox
         async with self.sessions() as session, session.begin():
             doc = await session.get(Document, doc_id)
             if doc is None:
@@ -337,44 +256,20 @@ class RagService:
         async with self.sessions() as session:
             current = await store.generation(session)
         if current != self._generation:
-            reload = getattr(self.index, "reload", None)  # Vectorize has nothing to reload
-            if self._generation != -1 and reload is not None:
-                await reload()
+            if self._generation != -1:
+                await self.index.reload()  # Vectorize has nothing to reload
             self._generation = current
         return current
 
 
-async def open_index(
-    settings: Settings, engine: AsyncEngine, embedder: Embedder, client: Any = None
-) -> Any:
-    """The serving index: Vectorize on Cloudflare, else numpy over the SQLite vectors."""
-    if settings.backend == "cloudflare":
-        from rag.backends.cloudflare.vectorize import VectorizeIndex
-
-        name = settings.cloudflare.index_name
-        return VectorizeIndex(
-            client,
-            name,
-            embedder.dimension,
-            session_factory(engine),
-            model_id=embedder.model_id,  # ingestion feeds it through the outbox
-        )
-    from rag.backends.local.vector_index import NumpyIndex
-
-    return await NumpyIndex.load(engine, embedder.model_id, embedder.dimension)
-
-
-async def drain_outbox(index: Any) -> None:
+async def drain_outbox(index: VectorIndex) -> None:
     """Send index writes a killed ingest left queued (``index_outbox``; Vectorize only).
 
     A Cloudflare outage must not stop the service from starting: the rows stay queued
     for the next ingest's flush or the next start, and the failure is logged.
     """
-    flush = getattr(index, "flush", None)
-    if flush is None:
-        return
     try:
-        sent = await flush()
+        sent = await index.flush()
     except CloudflareError as exc:
         if isinstance(exc, ConfigError):  # a refused token or unknown model: say so now
             raise
@@ -386,53 +281,27 @@ async def drain_outbox(index: Any) -> None:
 
 @asynccontextmanager
 async def open_service(
-    settings: Settings,
-    *,
-    embedder: Embedder | None = None,
-    migrate: bool = True,
-    environ: Mapping[str, str] | None = None,
-    cloudflare_transport: httpx.AsyncBaseTransport | None = None,
-    openai_transport: httpx.AsyncBaseTransport | None = None,
-    answer_embedder: Embedder | None = None,
+    settings: Settings, overrides: Overrides | None = None, *, migrate: bool = True
 ) -> AsyncIterator[RagService]:
-    """Migrate the database, load models and the index; dispose of them on exit.
-
-    The transports and ``environ`` exist for tests (an in-process fake Cloudflare or
-    OpenAI endpoint); ``answer_embedder`` replaces the extractive answerer's embedder.
-    """
-    client = None
-    if settings.backend == "cloudflare" or "workers-ai" in settings.chat.providers:
-        from rag.backends.cloudflare.client import CloudflareClient
-
-        # Before anything else: missing credentials fail at once, naming what to set.
-        client = CloudflareClient.from_settings(settings, environ, cloudflare_transport)
+    """Migrate the database, load models and the index; dispose of them on exit."""
+    overrides = overrides or Overrides()
+    # Before anything else: missing credentials fail at once, naming what to set.
+    client = cloudflare_client(settings, overrides)
     components: Components | None = None
     engine = None
     try:
         if migrate:
             await upgrade(settings.database_url)
         engine = create_engine(settings.database_url)
-        sessions = session_factory(engine)
-        components = build_components(
-            settings,
-            sessions,
-            embedder,
-            client=client,
-            environ=environ,
-            openai_transport=openai_transport,
-            answer_embedder=answer_embedder,
-        )
-        index = await open_index(settings, engine, components.embedder, client)
-        await drain_outbox(index)
-        service = RagService(settings, engine, components, index)
+        components = await build(settings, engine, client, overrides)
+        await drain_outbox(components.index)
+        service = RagService(settings, engine, components)
         async with service.sessions() as session:
             service._generation = await store.generation(session)
         yield service
     finally:
         if components is not None:
-            await components.ledger.close()
-            for close in components.closers:
-                await close()
+            await components.aclose()
         if client is not None:
             await client.aclose()
         if engine is not None:

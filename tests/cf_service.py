@@ -11,6 +11,7 @@ import msgspec
 from cf_fake import FakeCloudflare
 from fakes import FakeEmbedder
 
+from rag.registry import Overrides
 from rag.service import RagService, open_service
 
 
@@ -35,10 +36,10 @@ async def cloudflare_service(
     raw = msgspec.to_builtins(fake.settings())
     raw.update(data_dir=str(tmp_path / "data"), **sections)
     settings = msgspec.convert(raw, type(fake.settings()))
-    async with open_service(
-        settings,
+    overrides = Overrides(
         environ={"CLOUDFLARE_API_TOKEN": fake.token},
         cloudflare_transport=fake.transport,
         answer_embedder=FakeEmbedder(),  # the extractive fallback, instead of ONNX
-    ) as service:
+    )
+    async with open_service(settings, overrides) as service:
         yield service

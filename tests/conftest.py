@@ -11,6 +11,7 @@ import msgspec
 import pytest
 
 from rag.config import Settings
+from rag.registry import Overrides
 from rag.service import RagService, open_service
 
 if TYPE_CHECKING:
@@ -53,7 +54,7 @@ def settings(tmp_path: Path) -> Settings:
 async def service(settings: Settings) -> AsyncIterator[RagService]:
     from fakes import FakeEmbedder
 
-    async with open_service(settings, embedder=FakeEmbedder()) as svc:
+    async with open_service(settings, Overrides(embedder=FakeEmbedder())) as svc:
         yield svc
 
 

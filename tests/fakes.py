@@ -1,13 +1,16 @@
-"""Test doubles: a deterministic embedder that needs no model file."""
+"""Test doubles shared by the suite: a deterministic embedder that needs no model file,
+and a chat model that plays a script."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import re
-from collections.abc import Sequence
+from collections.abc import AsyncGenerator, Sequence
 
 import numpy as np
 
+from rag.domain import Hit
 from rag.ports import EmbedKind, Vectors
 
 _TOKEN = re.compile(r"\w+|[^\w\s]")
@@ -55,3 +58,41 @@ class FakeEmbedder:
             else:
                 out[row, 0] = 1.0  # no words: still a unit vector, as a real model gives
         return out
+
+
+class Pause:
+    """A script step: the model thinks for a while before its next piece."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+
+
+class ScriptedChat:
+    """A ``ChatModel`` that plays its script: strings are yielded, exceptions raised.
+
+    It records each call (question, source ids), whether it played to the end
+    (``finished``) and whether its stream was closed (``closed``).
+    """
+
+    prompt_version = "scripted-1"
+
+    def __init__(self, *script: str | Exception | Pause, name: str = "scripted") -> None:
+        self.name = name
+        self.script = script
+        self.calls: list[tuple[str, list[str]]] = []
+        self.finished = False
+        self.closed = False
+
+    async def stream(self, question: str, sources: Sequence[Hit]) -> AsyncGenerator[str, None]:
+        self.calls.append((question, [s.chunk_id for s in sources]))
+        try:
+            for step in self.script:
+                if isinstance(step, Exception):
+                    raise step
+                if isinstance(step, Pause):
+                    await asyncio.sleep(step.seconds)
+                    continue
+                yield step
+            self.finished = True
+        finally:
+            self.closed = True

@@ -12,6 +12,7 @@ from conftest import make_settings
 from fakes import FakeEmbedder
 
 from rag.ports import EmbedKind, Vectors
+from rag.registry import Overrides
 from rag.service import open_service
 
 
@@ -24,7 +25,7 @@ class SlowEmbedder(FakeEmbedder):
 async def main(tmp: Path, folder: Path) -> None:
     # Small batches: writes interleave with (slow) embedding calls, so a kill can land anywhere.
     settings = make_settings(tmp, ingest={"batch_size": 4})
-    async with open_service(settings, embedder=SlowEmbedder()) as service:
+    async with open_service(settings, Overrides(embedder=SlowEmbedder())) as service:
         await service.ingest([folder])
 
 

@@ -6,12 +6,13 @@ raises where told, so every path of the flow runs without a model or a database.
 
 from __future__ import annotations
 
-import asyncio
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 
 import pytest
+from fakes import Pause, ScriptedChat
 
+from rag.answer.chain import FallbackChain
 from rag.answer.citations import extract_citations
 from rag.answer.flow import NOT_COVERED, answer_events, numbered_sources
 from rag.domain import (
@@ -23,6 +24,7 @@ from rag.domain import (
     Hit,
     SourcesEvent,
     Usage,
+    new_trace_id,
 )
 from rag.errors import ModelError, RagError
 from rag.retrieval.retriever import Retrieval
@@ -47,35 +49,6 @@ def hit(n: int, text: str, page: int | None = None) -> Hit:
 HITS = [hit(1, ALPHA), hit(2, GAMMA, page=4)]
 
 
-class Pause:
-    """A script step: the model thinks for a while before its next piece."""
-
-    def __init__(self, seconds: float) -> None:
-        self.seconds = seconds
-
-
-class ScriptedChat:
-    """A ``ChatModel`` that plays its script: strings are yielded, exceptions raised."""
-
-    name = "scripted"
-
-    def __init__(self, *script: str | Exception | Pause) -> None:
-        self.script = script
-        self.calls: list[tuple[str, list[str]]] = []
-        self.finished = False
-
-    async def stream(self, question: str, sources: Sequence[Hit]) -> AsyncIterator[str]:
-        self.calls.append((question, [s.chunk_id for s in sources]))
-        for step in self.script:
-            if isinstance(step, Exception):
-                raise step
-            if isinstance(step, Pause):
-                await asyncio.sleep(step.seconds)
-                continue
-            yield step
-        self.finished = True
-
-
 def retrieval(
     hits: Sequence[Hit] = HITS, *, grounded: bool = True, seconds: float = 0.0123
 ) -> Retrieval:
@@ -89,7 +62,10 @@ async def run(
     chat: ScriptedChat, found: Retrieval | None = None, began: float | None = None
 ) -> list[AnswerEvent]:
     start = time.perf_counter() if began is None else began
-    return [e async for e in answer_events("What is alpha?", found or retrieval(), chat, start)]
+    found = found or retrieval()
+    chain = FallbackChain([chat])
+    events = answer_events("What is alpha?", found, chain, start, trace_id=new_trace_id())
+    return [e async for e in events]
 
 
 def done_of(events: list[AnswerEvent]) -> DoneEvent:
@@ -229,7 +205,12 @@ async def test_rag_error_mid_stream_is_an_error_event_and_no_done() -> None:
 async def test_rag_error_before_the_first_piece_is_an_error_event() -> None:
     events = await run(ScriptedChat(RagError("budget spent")))
     assert [type(e) for e in events] == [SourcesEvent, ErrorEvent]
-    assert events[-1] == ErrorEvent(code="internal", message="budget spent", retryable=False)
+    # Every answer runs through the fallback chain, which names the provider that failed.
+    assert events[-1] == ErrorEvent(
+        code="no_provider",
+        message="no chat provider could answer: scripted: failed: budget spent",
+        retryable=False,
+    )
 
 
 async def test_other_exceptions_are_left_to_the_caller() -> None:

@@ -19,6 +19,7 @@ from litestar.testing import AsyncTestClient
 
 from rag.config import AuthSettings, ServerSettings, Settings
 from rag.keys import KeyStore
+from rag.registry import Overrides
 from rag.service import open_service
 from rag.web import create_app
 from rag.web.auth import access_warning, auth_required, is_loopback
@@ -44,7 +45,7 @@ async def open_keyed(tmp_path: Path, **sections: Any) -> AsyncIterator[Keyed]:
     sections.setdefault("auth", {"required": True, "rate_limit_per_minute": 0})
     sections.setdefault("uploads", {"folder": str(tmp_path / "uploads")})
     settings = make_settings(tmp_path, **sections)
-    async with open_service(settings, embedder=FakeEmbedder()) as service:
+    async with open_service(settings, Overrides(embedder=FakeEmbedder())) as service:
         keys = KeyStore(service.sessions)
         info, key = await keys.create("tests")
         app = create_app(settings, service=service)

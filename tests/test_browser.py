@@ -40,6 +40,7 @@ from rag.domain import (
     Usage,
 )
 from rag.keys import KeyStore
+from rag.registry import Overrides
 from rag.service import open_service
 from rag.web.app import create_app
 
@@ -160,7 +161,7 @@ def real_app(tmp: Path, key: list[str] | None = None, **sections: dict[str, obje
 
     @asynccontextmanager
     async def open_app() -> AsyncIterator[Litestar]:
-        async with open_service(settings, embedder=FakeEmbedder()) as service:
+        async with open_service(settings, Overrides(embedder=FakeEmbedder())) as service:
             report = await service.ingest([docs])
             assert report.failed == 0, report
             if key is not None:
@@ -379,7 +380,12 @@ class ScriptedService:
         self.calls: list[tuple[str, list[tuple[str, str]]]] = []
 
     def ask(
-        self, question: str, top_k: int | None = None, history: Any = None
+        self,
+        question: str,
+        top_k: int | None = None,
+        history: Any = None,
+        *,
+        trace_id: str | None = None,
     ) -> AsyncIterator[AnswerEvent]:
         self.calls.append((question, [(t.question, t.answer) for t in history or ()]))
         return self._play(self.scripts[len(self.calls) - 1])

@@ -9,10 +9,12 @@ from typing import Any
 
 import pytest
 from conftest import make_settings
-from fakes import FakeEmbedder
+from fakes import FakeEmbedder, ScriptedChat
 
-from rag.answer.cache import AnswerCache, cache_key, cacheable, normalise
-from rag.config import CacheSettings
+from rag.answer.cache import AnswerCache, cache_key, cacheable, key_parts, normalise
+from rag.answer.chain import FallbackChain
+from rag.backends.openai import OpenAIChat
+from rag.config import CacheSettings, OpenAISettings, Settings
 from rag.db.engine import create_engine, session_factory, upgrade
 from rag.domain import (
     AnswerEvent,
@@ -23,6 +25,8 @@ from rag.domain import (
     SourcesEvent,
     Usage,
 )
+from rag.prompts import PROMPT_VERSION
+from rag.registry import Overrides
 from rag.service import RagService, open_service
 
 KEY: dict[str, Any] = {
@@ -129,7 +133,7 @@ async def test_a_hit_replays_the_answer_cached_and_free_until_an_ingest(tmp_path
     page = docs / "server.md"
     page.write_text("# Server\n\nThe server listens on port 8000. Change the port with --port.\n")
     embedder = FakeEmbedder()
-    async with open_service(make_settings(tmp_path), embedder=embedder) as service:
+    async with open_service(make_settings(tmp_path), Overrides(embedder=embedder)) as service:
         await service.ingest([docs])
         first = await ask(service, "How do I change the port?")
         calls = len(embedder.calls)
@@ -156,9 +160,32 @@ async def test_not_covered_answers_are_not_cached(tmp_path: Path) -> None:
     docs = tmp_path / "docs"
     docs.mkdir()
     (docs / "a.md").write_text("# A\n\nAlpha is the first letter of the Greek alphabet.\n")
-    async with open_service(make_settings(tmp_path), embedder=FakeEmbedder()) as service:
+    async with open_service(make_settings(tmp_path), Overrides(embedder=FakeEmbedder())) as service:
         await service.ingest([docs])
         for _ in range(2):
             refused = (await ask(service, "Which football club won in 1998?"))[-1]
             assert isinstance(refused, DoneEvent) and not refused.grounded and not refused.cached
         assert await service.cache.size() == 0
+
+
+def _prompt_part(*providers: ScriptedChat | OpenAIChat) -> str:
+    return key_parts(Settings(), "m", FallbackChain(providers), 0.25)["prompt_version"]
+
+
+async def test_a_new_prompt_version_of_any_provider_changes_the_key() -> None:
+    # Every provider in the chain may answer, so each one's version is in the key.
+    old = ScriptedChat(name="a")
+    new = ScriptedChat(name="a")
+    new.prompt_version = "scripted-2"
+    assert _prompt_part(old, ScriptedChat(name="b")) != _prompt_part(new, ScriptedChat(name="b"))
+    assert _prompt_part(ScriptedChat(name="b"), old) != _prompt_part(ScriptedChat(name="b"), new)
+
+
+async def test_openai_answers_carry_the_shared_prompt_version() -> None:
+    # It had none, so bumping PROMPT_VERSION never expired cached OpenAI answers.
+    chat = OpenAIChat(OpenAISettings(base_url="http://127.0.0.1:9/v1", model="m"), environ={})
+    try:
+        assert chat.prompt_version == PROMPT_VERSION
+        assert PROMPT_VERSION in _prompt_part(chat)
+    finally:
+        await chat.aclose()

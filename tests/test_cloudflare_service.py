@@ -19,6 +19,7 @@ from sqlalchemy import select
 from rag.db.tables import UsageCall
 from rag.domain import AnswerEvent, DeltaEvent, DoneEvent, ErrorEvent, SourcesEvent
 from rag.errors import ConfigError
+from rag.registry import Overrides
 from rag.service import RagService, open_service
 from rag.usage import BudgetExhausted
 from rag.web import create_app
@@ -132,7 +133,7 @@ async def test_no_token_fails_before_touching_the_database(tmp_path: Path) -> No
     fake = FakeCloudflare()
     settings = msgspec.structs.replace(fake.settings(), data_dir=str(tmp_path / "data"))
     with pytest.raises(ConfigError, match="CLOUDFLARE_API_TOKEN"):
-        async with open_service(settings, environ={}):
+        async with open_service(settings, Overrides(environ={})):
             pass
     assert not (tmp_path / "data").exists()
 

@@ -12,6 +12,7 @@ from fakes import FakeEmbedder
 
 from rag.answer.condense import condense, needs_context
 from rag.domain import DoneEvent
+from rag.registry import Overrides
 from rag.service import RagService, open_service
 from rag.text import content_words
 
@@ -88,7 +89,7 @@ def test_needs_context_examples() -> None:
 async def service(tmp_path: Path) -> AsyncIterator[RagService]:
     # The evidence gate is not what this is about: the fake embedder's cosines are low.
     settings = make_settings(tmp_path, retrieval={"min_relevance": 0.0, "min_term_coverage": 0.0})
-    async with open_service(settings, embedder=FakeEmbedder()) as svc:
+    async with open_service(settings, Overrides(embedder=FakeEmbedder())) as svc:
         yield svc
 
 

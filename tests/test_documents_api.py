@@ -20,6 +20,7 @@ from litestar.testing import AsyncTestClient
 from rag.config import UploadSettings
 from rag.ingest import store
 from rag.ports import EmbedKind, Vectors
+from rag.registry import Overrides
 from rag.service import RagService, open_service
 from rag.web import create_app
 
@@ -45,7 +46,7 @@ async def open_api(tmp_path: Path, embedder: Any = None, **sections: Any) -> Asy
     sections.setdefault("uploads", {"folder": str(uploads), "max_mb": 0.05})
     settings = make_settings(tmp_path, **sections)
     async with (
-        open_service(settings, embedder=embedder or FakeEmbedder()) as service,
+        open_service(settings, Overrides(embedder=embedder or FakeEmbedder())) as service,
         AsyncTestClient(app=create_app(settings, service=service)) as client,
     ):
         yield Api(client, service, uploads, tmp_path)
@@ -303,9 +304,11 @@ async def test_delete_reaches_vectorize_on_the_cloudflare_backend(tmp_path: Path
     async with (
         open_service(
             settings,
-            environ={"CLOUDFLARE_API_TOKEN": fake.token},
-            cloudflare_transport=fake.transport,
-            answer_embedder=FakeEmbedder(),
+            Overrides(
+                environ={"CLOUDFLARE_API_TOKEN": fake.token},
+                cloudflare_transport=fake.transport,
+                answer_embedder=FakeEmbedder(),
+            ),
         ) as service,
         AsyncTestClient(app=create_app(settings, service=service)) as client,
     ):

@@ -27,6 +27,7 @@ from sqlalchemy import func, select
 
 from rag.answer.flow import NOT_COVERED
 from rag.db.tables import Chunk
+from rag.registry import Overrides
 from rag.service import RagService, open_service
 from rag.web.app import create_app
 
@@ -108,7 +109,7 @@ def write_docs(folder: Path) -> Path:
 @asynccontextmanager
 async def open_harness(tmp_path: Path, **retrieval: object) -> AsyncIterator[Harness]:
     settings = make_settings(tmp_path, retrieval={"min_relevance": 0.3, **retrieval})
-    async with open_service(settings, embedder=FakeEmbedder()) as service:
+    async with open_service(settings, Overrides(embedder=FakeEmbedder())) as service:
         report = await service.ingest([write_docs(tmp_path / "docs")])
         assert (report.new, report.failed, report.skipped) == (3, 0, 0)
         async with AsyncTestClient(app=create_app(settings, service=service)) as client:

@@ -9,6 +9,7 @@ from conftest import make_settings
 from fakes import FakeEmbedder
 
 from rag.domain import DoneEvent, SourcesEvent
+from rag.registry import Overrides
 from rag.retrieval.gate import question_terms, term_coverage
 from rag.service import open_service
 
@@ -44,7 +45,7 @@ async def test_uncovered_question_is_refused_without_citations(tmp_path: Path) -
         "# Server\n\nThe server listens on port 8000. Change the port with --port.\n"
     )
     settings = make_settings(tmp_path, retrieval={"min_relevance": 0.0, "min_term_coverage": 0.5})
-    async with open_service(settings, embedder=FakeEmbedder()) as service:
+    async with open_service(settings, Overrides(embedder=FakeEmbedder())) as service:
         await service.ingest([docs])
         covered = [e async for e in service.ask("How do I change the port?")]
         uncovered = [e async for e in service.ask("Does the server post to Slack channels?")]
@@ -65,7 +66,7 @@ async def test_a_bare_identifier_found_verbatim_opens_the_gate(tmp_path: Path) -
     )
     # A cosine bar no question can clear: only the identifier rule can open the gate.
     settings = make_settings(tmp_path, retrieval={"min_relevance": 1.1})
-    async with open_service(settings, embedder=FakeEmbedder()) as service:
+    async with open_service(settings, Overrides(embedder=FakeEmbedder())) as service:
         await service.ingest([docs])
         found = [e async for e in service.ask("3036")]
         missing = [e async for e in service.ask("9999")]

@@ -18,6 +18,7 @@ from rag.ingest.batching import Prepared, Ready, Window
 from rag.ingest.discover import Found
 from rag.ingest.runner import Progress
 from rag.ports import EmbedKind, Vectors
+from rag.registry import Overrides
 from rag.service import open_service
 
 
@@ -79,7 +80,7 @@ async def test_forty_one_paragraph_files_make_few_embedding_calls(
     embedder = FakeEmbedder()
     settings = make_settings(tmp_path, ingest={"batch_size": batch_size})
     progress = Recorder()
-    async with open_service(settings, embedder=embedder) as service:
+    async with open_service(settings, Overrides(embedder=embedder)) as service:
         embedder.calls.clear()
         report = await service.ingest([folder], progress)
         assert len(service.index) == 40
@@ -101,7 +102,7 @@ async def test_a_text_two_files_share_is_embedded_once(tmp_path: Path) -> None:
     (folder / "b.md").write_text(shared, encoding="utf-8")
     (folder / "c.md").write_text("Something else entirely: the cafeteria menu.", encoding="utf-8")
     embedder = FakeEmbedder()
-    async with open_service(make_settings(tmp_path), embedder=embedder) as service:
+    async with open_service(make_settings(tmp_path), Overrides(embedder=embedder)) as service:
         embedder.calls.clear()
         report = await service.ingest([folder])
         assert len(service.index) == 3
@@ -116,7 +117,7 @@ async def test_counts_stay_exact_across_runs_and_outcomes(tmp_path: Path) -> Non
     paragraphs(folder, 6, parts=3)
     embedder = FakeEmbedder()
     settings = make_settings(tmp_path, ingest={"batch_size": 4})
-    async with open_service(settings, embedder=embedder) as service:
+    async with open_service(settings, Overrides(embedder=embedder)) as service:
         first = await service.ingest([folder])
         assert first.embedded == first.chunks == sum(size for size, _ in embedder.calls)
 
@@ -156,7 +157,7 @@ async def test_an_embedding_failure_keeps_what_was_written_and_the_rerun_complet
 
     # Call 1 embeds n000's 3 texts and one of n001's; call 2 fails: n000 alone is written,
     # n001's vector computed but not written is simply redone by the next run.
-    async with open_service(settings, embedder=FailingEmbedder(fail_on=2)) as service:
+    async with open_service(settings, Overrides(embedder=FailingEmbedder(fail_on=2))) as service:
         with pytest.raises(RuntimeError, match="service down"):
             await service.ingest([folder])
     partial = snapshot(failed_dir / "data" / "rag.db")
@@ -164,13 +165,15 @@ async def test_an_embedding_failure_keeps_what_was_written_and_the_rerun_complet
     assert len(partial["chunks"]) == len(partial["vectors"]) == partial["fts"] == 3  # type: ignore[arg-type]
 
     embedder = FakeEmbedder()
-    async with open_service(settings, embedder=embedder) as service:
+    async with open_service(settings, Overrides(embedder=embedder)) as service:
         resumed = await service.ingest([folder])
         assert len(service.index) == 18
     assert (resumed.unchanged, resumed.new, resumed.embedded) == (1, 5, 15)
     assert sum(size for size, _ in embedder.calls) == 15
 
-    async with open_service(make_settings(clean_dir), embedder=FakeEmbedder()) as service:
+    async with open_service(
+        make_settings(clean_dir), Overrides(embedder=FakeEmbedder())
+    ) as service:
         await service.ingest([folder])
     assert snapshot(failed_dir / "data" / "rag.db") == snapshot(clean_dir / "data" / "rag.db")
 

@@ -14,6 +14,7 @@ from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
 from rag.keys import KeyStore
+from rag.registry import Overrides
 from rag.service import RagService, open_service
 from rag.web import create_app
 from rag.web.limits import MAX_CLIENTS, RateLimiter, TooManyRequests
@@ -33,7 +34,7 @@ async def open_client(
 ) -> AsyncIterator[tuple[AsyncTestClient[Litestar], RagService]]:
     settings = make_settings(tmp_path, **sections)
     async with (
-        open_service(settings, embedder=FakeEmbedder()) as service,
+        open_service(settings, Overrides(embedder=FakeEmbedder())) as service,
         AsyncTestClient(app=create_app(settings, service=service)) as client,
     ):
         yield client, service

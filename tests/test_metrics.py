@@ -18,6 +18,7 @@ from litestar.testing import AsyncTestClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from rag.keys import KeyStore
+from rag.registry import Overrides
 from rag.service import RagService, open_service
 from rag.web import create_app
 from rag.web.access_log import configure_access_log
@@ -34,7 +35,7 @@ async def open_client(
     sections.setdefault("retrieval", {"min_relevance": 0.2})
     settings = make_settings(tmp_path, **sections)
     async with (
-        open_service(settings, embedder=FakeEmbedder()) as service,
+        open_service(settings, Overrides(embedder=FakeEmbedder())) as service,
         AsyncTestClient(app=create_app(settings, service=service)) as client,
     ):
         upload = await client.post("/v1/documents", files={"file": ("guide.md", DOC)})
@@ -130,7 +131,8 @@ async def test_log_line_is_json_with_the_done_events_trace_id(
     assert get_line["route"] == "/v1/ask" and get_line["duration_ms"] >= 0
     assert get_line["key_id"] is None and "question" not in get_line
     assert list_line["trace_id"] == listed.headers["x-trace-id"]
-    assert "x-trace-id" not in asked.headers  # the done event carries it instead
+    # One id per request, minted at the edge: the header, the log line and the done event.
+    assert asked.headers["x-trace-id"] == done_event(asked.text)["trace_id"]
     for record in caplog.records:
         assert "zebra" not in record.getMessage()
 
@@ -150,7 +152,7 @@ async def test_log_line_names_the_key_id_never_the_key(
 ) -> None:
     auth = {"required": True, "rate_limit_per_minute": 0}
     settings = make_settings(tmp_path, auth=auth, uploads={"folder": str(tmp_path / "u")})
-    async with open_service(settings, embedder=FakeEmbedder()) as service:
+    async with open_service(settings, Overrides(embedder=FakeEmbedder())) as service:
         info, key = await KeyStore(service.sessions).create("ops")
         async with AsyncTestClient(app=create_app(settings, service=service)) as client:
             with caplog.at_level(logging.INFO, logger="rag.access"):

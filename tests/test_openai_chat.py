@@ -50,7 +50,7 @@ async def chat_on(
     costs: list[CallCost] = []
     chat = OpenAIChat(
         settings,
-        messages,
+        prompt=messages,
         environ={"OPENAI_API_KEY": "sk-test"} if env is None else env,
         transport=fake.transport,
         on_cost=costs.append,
@@ -160,4 +160,4 @@ async def test_failures_map_to_typed_errors(
 
 def test_missing_base_url_or_model_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="base_url and model"):
-        OpenAIChat(OpenAISettings(model="m"), messages)
+        OpenAIChat(OpenAISettings(model="m"), prompt=messages)

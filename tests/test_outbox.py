@@ -22,6 +22,7 @@ from fakes import FakeEmbedder
 from rag.backends.cloudflare import vectorize
 from rag.backends.cloudflare.audit import audit
 from rag.ingest import runner
+from rag.registry import Overrides
 from rag.service import RagService, open_service
 
 MODEL = "fake-bow-32"
@@ -43,10 +44,12 @@ async def cloudflare(fake: FakeCloudflare, tmp_path: Path) -> AsyncIterator[RagS
     settings = msgspec.convert(raw, type(fake.settings()))
     async with open_service(
         settings,
-        embedder=FakeEmbedder(32, MODEL),
-        environ={"CLOUDFLARE_API_TOKEN": fake.token},
-        cloudflare_transport=fake.transport,
-        answer_embedder=FakeEmbedder(),
+        Overrides(
+            embedder=FakeEmbedder(32, MODEL),
+            environ={"CLOUDFLARE_API_TOKEN": fake.token},
+            cloudflare_transport=fake.transport,
+            answer_embedder=FakeEmbedder(),
+        ),
     ) as service:
         yield service
     assert fake.violations() == []
@@ -286,7 +289,7 @@ async def test_open_service_starts_when_the_drain_fails(
 async def test_the_local_backend_queues_nothing(tmp_path: Path) -> None:
     folder, db = tmp_path / "docs", tmp_path / "data" / "rag.db"
     write_docs(folder, 30)
-    async with open_service(make_settings(tmp_path), embedder=FakeEmbedder()) as service:
+    async with open_service(make_settings(tmp_path), Overrides(embedder=FakeEmbedder())) as service:
         await service.ingest([folder])
         write_docs(folder, 30, version=1)
         (folder / "n00000.md").unlink()

@@ -39,7 +39,12 @@ class RecordingService:
     calls: list[tuple[str, int | None, Any]] = field(default_factory=list)
 
     def ask(
-        self, question: str, top_k: int | None = None, history: Sequence[Any] | None = None
+        self,
+        question: str,
+        top_k: int | None = None,
+        history: Sequence[Any] | None = None,
+        *,
+        trace_id: str | None = None,
     ) -> AsyncIterator[AnswerEvent]:
         self.calls.append((question, top_k, history))
         return self._answer()

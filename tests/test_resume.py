@@ -14,6 +14,7 @@ import pytest
 from conftest import make_settings
 from fakes import FakeEmbedder
 
+from rag.registry import Overrides
 from rag.service import open_service
 
 HERE = Path(__file__).parent
@@ -78,14 +79,18 @@ async def test_sigkill_then_rerun_equals_a_clean_run(tmp_path: Path, kill_after:
     interrupted = documents_written(db_path)
     assert interrupted < 16
 
-    async with open_service(make_settings(victim_dir), embedder=FakeEmbedder()) as service:
+    async with open_service(
+        make_settings(victim_dir), Overrides(embedder=FakeEmbedder())
+    ) as service:
         resumed = await service.ingest([folder])
         loaded = len(service.index)
     assert resumed.new + resumed.unchanged + resumed.updated == 16
     assert resumed.unchanged >= kill_after
 
     clean_dir = tmp_path / "clean"
-    async with open_service(make_settings(clean_dir), embedder=FakeEmbedder()) as service:
+    async with open_service(
+        make_settings(clean_dir), Overrides(embedder=FakeEmbedder())
+    ) as service:
         await service.ingest([folder])
     resumed_state = snapshot(db_path)
     assert resumed_state == snapshot(clean_dir / "data" / "rag.db")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import contextmanager
 
 import httpx
@@ -17,7 +17,7 @@ import uvicorn
 from litestar import Litestar
 
 from rag.config import ServerSettings, Settings
-from rag.domain import AnswerEvent, DeltaEvent, Hit, SourcesEvent
+from rag.domain import AnswerEvent, DeltaEvent, Hit, SourcesEvent, Turn
 from rag.web import create_app
 
 WAIT_S = 5.0
@@ -31,7 +31,14 @@ class EndlessService:
         self.produced = 0
         self.closed = threading.Event()
 
-    def ask(self, question: str, top_k: int | None = None) -> AsyncIterator[AnswerEvent]:
+    def ask(
+        self,
+        question: str,
+        top_k: int | None = None,
+        history: Sequence[Turn] | None = None,
+        *,
+        trace_id: str | None = None,
+    ) -> AsyncIterator[AnswerEvent]:
         return self._answer()
 
     async def _answer(self) -> AsyncIterator[AnswerEvent]:

@@ -31,6 +31,7 @@ from rag.domain import (
     Latency,
     Source,
     SourcesEvent,
+    Turn,
     Usage,
 )
 from rag.errors import InputError, ModelError
@@ -79,9 +80,18 @@ class FakeService:
     calls: list[tuple[str, str, int | None]] = field(default_factory=list)
     completed: bool = False
     closed: bool = False
+    trace_ids: list[str | None] = field(default_factory=list)
 
-    def ask(self, question: str, top_k: int | None = None) -> AsyncIterator[AnswerEvent]:
+    def ask(
+        self,
+        question: str,
+        top_k: int | None = None,
+        history: Sequence[Turn] | None = None,
+        *,
+        trace_id: str | None = None,
+    ) -> AsyncIterator[AnswerEvent]:
         self.calls.append(("ask", question, top_k))
+        self.trace_ids.append(trace_id)
         return self._play()
 
     async def _play(self) -> AsyncIterator[AnswerEvent]:

@@ -76,7 +76,7 @@ def key_parts(
     # evidence gate or the answer length must not replay answers made under the old ones.
     shape = msgspec.json.encode(
         [
-            [getattr(p, "prompt_version", p.name) for p in chat.providers],
+            [p.prompt_version for p in chat.providers],
             settings.retrieval,
             settings.answer,
             min_relevance,

@@ -11,17 +11,12 @@ the ones before were passed over, so concurrent answers never share that state.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
-from typing import Any
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 
-import httpx
-
-from rag.answer.flow import close_stream
 from rag.config import Settings
 from rag.domain import Hit
-from rag.errors import ConfigError, ModelError, RagError
-from rag.ports import ChatModel, Embedder
-from rag.prompts import build_messages
+from rag.errors import ModelError, RagError
+from rag.ports import ChatModel
 from rag.usage import Ledger, projected_chat_neurons
 
 log = logging.getLogger(__name__)
@@ -44,6 +39,11 @@ class FallbackChain:
         self.providers = tuple(providers)
         self.gate = gate
         self.name = " > ".join(p.name for p in self.providers)
+
+    @property
+    def prompt_version(self) -> str:
+        """Every provider's version, in order: any of them may answer."""
+        return " > ".join(p.prompt_version for p in self.providers)
 
     @property
     def preferred(self) -> str:
@@ -97,7 +97,7 @@ class ChainStream:
                             piece, held = held + piece, ""
                         yield piece
                 finally:
-                    await close_stream(pieces)
+                    await pieces.aclose()
             except RagError as exc:
                 if started:
                     raise
@@ -121,70 +121,6 @@ class ChainStream:
         note = f"{provider.name}: {why}"
         self.passed_over.append(note)
         log.warning("chat provider passed over: %s", note)
-
-
-# Assembling the chain from settings (the registry in rag.service calls these).
-
-
-def provider_names(settings: Settings) -> tuple[str, ...]:
-    """``[chat] providers``, or the backend's chain: Workers AI first on Cloudflare, an
-    OpenAI-compatible endpoint next when one is configured, the extractive answerer last."""
-    if settings.chat.providers:
-        return settings.chat.providers
-    openai = ("openai",) if settings.openai.base_url and settings.openai.model else ()
-    first = ("workers-ai",) if settings.backend == "cloudflare" else ()
-    return (*first, *openai, "extractive")
-
-
-def chat_providers(
-    settings: Settings,
-    client: Any,
-    ledger: Ledger,
-    answer_embedder: Embedder | None,
-    environ: Mapping[str, str] | None,
-    openai_transport: httpx.AsyncBaseTransport | None,
-    closers: list[Closer],
-) -> list[ChatModel]:
-    providers: list[ChatModel] = []
-    for name in provider_names(settings):
-        if name == "extractive":
-            from rag.backends.local.embedder import OnnxEmbedder
-            from rag.backends.local.extractive import ExtractiveAnswerer
-
-            answer_embedder = answer_embedder or OnnxEmbedder.from_settings(settings.local)
-            providers.append(
-                ExtractiveAnswerer(
-                    answer_embedder,
-                    max_sentences=settings.answer.max_sentences,
-                    max_sources=settings.answer.max_sources,
-                )
-            )
-        elif name == "workers-ai":
-            from rag.backends.cloudflare.neurons import PriceTable
-            from rag.backends.cloudflare.workers_ai import WorkersAIChat
-
-            if client is None:
-                raise ConfigError('chat provider "workers-ai" needs backend = "cloudflare"')
-            prices = PriceTable(settings.prices)
-            providers.append(WorkersAIChat(client, settings.cloudflare, prices, ledger))
-        elif name == "openai":
-            from rag.backends.openai import OpenAIChat
-
-            chat = OpenAIChat(
-                settings.openai,
-                build_messages,
-                environ=environ,
-                transport=openai_transport,
-                on_cost=ledger,
-            )
-            closers.append(chat.aclose)
-            providers.append(chat)
-        else:
-            raise ConfigError(
-                f"unknown chat provider {name!r} in [chat] providers: "
-                'use "workers-ai", "openai" or "extractive"'
-            )
-    return providers
 
 
 def budget_gate(settings: Settings, ledger: Ledger) -> Gate:

@@ -5,18 +5,18 @@ The contract (DESIGN.md, streaming): sources are announced before any text; the
 provider, usage and latency. Retrieval has finished before the first event, so the
 stream holds no database session while the model talks.
 
-The provider reported is the one that answered: a fallback chain's stream says which
-(``answered_by``); a plain model is its own name. ``usage`` is read when the answer is
-complete, so it sums every call the answer made (embed, rerank, chat).
+The provider reported is the one that answered: the fallback chain's stream says which
+(``answered_by``). ``usage`` is read when the answer is complete, so it sums every call
+the answer made (embed, rerank, chat).
 """
 
 from __future__ import annotations
 
 import logging
 import time
-import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 
+from rag.answer.chain import ChainStream, FallbackChain
 from rag.answer.citations import extract_citations
 from rag.domain import (
     AnswerEvent,
@@ -30,7 +30,6 @@ from rag.domain import (
     Usage,
 )
 from rag.errors import RagError
-from rag.ports import ChatModel
 from rag.retrieval.retriever import Retrieval
 
 log = logging.getLogger(__name__)
@@ -60,14 +59,14 @@ def numbered_sources(hits: Sequence[Hit]) -> tuple[Source, ...]:
 async def answer_events(
     question: str,
     retrieval: Retrieval,
-    chat: ChatModel,
+    chat: FallbackChain,
     began: float,
     *,
-    trace_id: str | None = None,
+    trace_id: str,
     usage: Callable[[], Usage] = Usage,
 ) -> AsyncIterator[AnswerEvent]:
-    """Stream one answer; ``began`` is when the request arrived (perf_counter)."""
-    trace_id = trace_id or uuid.uuid4().hex
+    """Stream one answer; ``began`` is when the request arrived (perf_counter), and
+    ``trace_id`` the request's own (minted at the edge: rag.web, or the service)."""
     latency = Latency(retrieve=_ms(retrieval.seconds))
     if not retrieval.grounded:
         yield SourcesEvent(())
@@ -99,12 +98,12 @@ async def answer_events(
                 pieces.append(piece)
                 yield DeltaEvent(piece)
         finally:
-            await close_stream(stream)
+            await stream.aclose()
     except RagError as exc:
         _note_fallbacks(trace_id, stream, "")
         yield ErrorEvent(code=exc.code, message=exc.message, retryable=exc.retryable)
         return
-    provider = getattr(stream, "answered_by", "") or chat.name
+    provider = stream.answered_by or chat.name
     _note_fallbacks(trace_id, stream, provider)
     answer = "".join(pieces).strip()
     if not answer:
@@ -126,16 +125,9 @@ async def answer_events(
     )
 
 
-async def close_stream(stream: object) -> None:
-    """Close a model stream now: a client that went away must stop the upstream call."""
-    aclose = getattr(stream, "aclose", None)
-    if aclose is not None:
-        await aclose()
-
-
-def _note_fallbacks(trace_id: str, stream: object, provider: str) -> None:
+def _note_fallbacks(trace_id: str, stream: ChainStream, provider: str) -> None:
     """Log, with the trace id, every provider the chain passed over and why."""
-    passed_over = getattr(stream, "passed_over", None)
+    passed_over = stream.passed_over
     if passed_over:
         log.warning(
             "trace %s: passed over %s; answered by %s",

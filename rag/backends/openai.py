@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
 from typing import Any
 
 import httpx
@@ -31,8 +31,8 @@ from rag.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
+from rag.prompts import PROMPT_VERSION, PromptBuilder, build_messages
 
-Messages = Callable[[str, Sequence[Hit]], list[dict[str, str]]]
 CostSink = Callable[[CallCost], None]
 
 
@@ -42,8 +42,8 @@ class OpenAIChat:
     def __init__(
         self,
         settings: OpenAISettings,
-        build_messages: Messages,
         *,
+        prompt: PromptBuilder = build_messages,
         environ: Mapping[str, str] | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
         on_cost: CostSink | None = None,
@@ -57,7 +57,9 @@ class OpenAIChat:
         self.settings = settings
         self.model = settings.model
         self.name = f"openai:{settings.model}"
-        self.build_messages = build_messages
+        # The same prompt as Workers AI, so a fallback answers under the same rules.
+        self.build_messages = prompt
+        self.prompt_version = PROMPT_VERSION
         self.on_cost = on_cost
         headers = {"Accept": "text/event-stream"}
         # No key is fine for local servers (Ollama, llama.cpp); a hosted one says 401.
@@ -74,7 +76,7 @@ class OpenAIChat:
     async def aclose(self) -> None:
         await self._http.aclose()
 
-    async def stream(self, question: str, sources: Sequence[Hit]) -> AsyncIterator[str]:
+    async def stream(self, question: str, sources: Sequence[Hit]) -> AsyncGenerator[str, None]:
         """Answer pieces as they arrive; raises ``StreamTruncated`` if ``[DONE]`` never comes."""
         messages = self.build_messages(question, sources)
         body: dict[str, Any] = {

@@ -1,55 +1,45 @@
 """One question through the real answer flow, recorded for scoring.
 
-The service's retriever is swapped for a ``RecordingRetriever`` that keeps what the
-answer flow retrieved (every candidate with its dense and keyword ranks, and the gate's
-verdict), so each question is retrieved once, by the same code users get, and the
-ranking metrics describe the very retrieval the answer was built on.
+A ``RetrievalRecorder`` observes the service's retriever (``Retriever.observers``) and
+keeps what the answer flow retrieved (every candidate with its dense and keyword ranks,
+and the gate's verdict), so each question is retrieved once, by the same code users get,
+and the ranking metrics describe the very retrieval the answer was built on.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 from rag.domain import DoneEvent, ErrorEvent, Hit, Source, SourcesEvent
 from rag.errors import RagError
 from rag.evaluate import metrics
 from rag.evaluate.datasets import Question
 from rag.evaluate.results import Candidate, QuestionResult, Ranked
-from rag.retrieval.retriever import Retrieval, Retriever
+from rag.retrieval.retriever import Retrieval
 from rag.service import RagService
 
 
-class RecordingRetriever(Retriever):
-    """The service's retriever, remembering its last candidates and retrieval."""
+class RetrievalRecorder:
+    """The last retrieval a service made, with its candidates; attach with ``observe``."""
 
-    last_candidates: list[Hit]
-    last_retrieval: Retrieval | None
+    def __init__(self) -> None:
+        self.last_candidates: list[Hit] = []
+        self.last_retrieval: Retrieval | None = None
 
-    @classmethod
-    def around(cls, retriever: Retriever) -> RecordingRetriever:
-        # Copy the configured instance rather than re-run __init__: its parameters are
-        # the composition root's business and change as the retriever grows.
-        recorder = cls.__new__(cls)
-        recorder.__dict__.update(vars(retriever))
-        recorder.reset()
-        return recorder
+    def observe(self, service: RagService) -> None:
+        service.retriever.observers.append(self)
+
+    def __call__(self, candidates: list[Hit], retrieval: Retrieval) -> None:
+        self.last_candidates = candidates
+        self.last_retrieval = retrieval
 
     def reset(self) -> None:
         self.last_candidates = []
         self.last_retrieval = None
 
-    async def candidates_for(self, query: str) -> list[Hit]:
-        self.last_candidates = await super().candidates_for(query)
-        return self.last_candidates
-
-    async def retrieve(self, query: str, k: int) -> Retrieval:
-        self.last_retrieval = await super().retrieve(query, k)
-        return self.last_retrieval
-
 
 async def evaluate_question(
-    service: RagService, recorder: RecordingRetriever, question: Question, *, answer: bool
+    service: RagService, recorder: RetrievalRecorder, question: Question, *, answer: bool
 ) -> QuestionResult:
     """Ask (or, with ``answer`` False, only retrieve) and record what happened."""
     result = QuestionResult(
@@ -85,7 +75,7 @@ async def evaluate_question(
 
 
 async def _record_retrieval(
-    service: RagService, recorder: RecordingRetriever, query: str, result: QuestionResult
+    service: RagService, recorder: RetrievalRecorder, query: str, result: QuestionResult
 ) -> None:
     candidates = recorder.last_candidates
     retrieval = recorder.last_retrieval
@@ -101,8 +91,7 @@ async def _record_retrieval(
     ]
     result.reranked = [Ranked(h.chunk_id, h.score, h.relevance) for h in full]
     result.best_relevance = retrieval.best_relevance
-    coverage: Any = getattr(retrieval, "coverage", None)
-    result.coverage = float(coverage) if coverage is not None else None
+    result.coverage = retrieval.coverage
 
 
 def _record_answer(

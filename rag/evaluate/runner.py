@@ -28,17 +28,16 @@ from rag.db.tables import Document
 from rag.errors import InputError
 from rag.evaluate.cache import CachingEmbedder, QueryVectorCache
 from rag.evaluate.datasets import Dataset, beir_workdir, load_dataset
-from rag.evaluate.question import RecordingRetriever, evaluate_question
+from rag.evaluate.question import RetrievalRecorder, evaluate_question
 from rag.evaluate.results import QuestionResult, RunRecord
 from rag.evaluate.store import new_run_id
 from rag.evaluate.summary import summarise
 from rag.ingest.runner import Progress
 from rag.ports import Embedder
+from rag.registry import Overrides
 from rag.service import RagService, open_service
 
 ROOT = Path(__file__).resolve().parents[2]
-LOCAL_PROMPT_VERSION = "extractive-1"
-"""The extractive answerer has no prompt; its selection rules are versioned instead."""
 
 
 @dataclass(frozen=True)
@@ -127,15 +126,21 @@ async def run(
     workdir = data_dir / "corpora" / corpus_key(dataset.corpus, settings, embedder)
     local = eval_settings(settings, workdir, options.top_k)
     warnings: list[str] = []
-    async with open_service(local, embedder=embedder) as service:
+    cache = QueryVectorCache(workdir / "query_vectors.npz")
+    caching: list[CachingEmbedder] = []
+
+    def cache_queries(inner: Embedder) -> Embedder:
+        caching.append(CachingEmbedder(inner, cache, read=not options.fresh_embeddings))
+        return caching[-1]
+
+    overrides = Overrides(embedder=embedder, wrap_embedder=cache_queries)
+    async with open_service(local, overrides) as service:
         report = await service.ingest([dataset.corpus], ingest_progress)
         warnings += [f"{p['path']}: {p['status']}: {p['reason']}" for p in report.problems]
         warnings += await _unindexed_sources(service, dataset)
-        cache = QueryVectorCache(workdir / "query_vectors.npz")
-        cached = CachingEmbedder(service.embedder, cache, read=not options.fresh_embeddings)
-        recorder = RecordingRetriever.around(service.retriever)
-        recorder.embedder = cached
-        service.retriever = recorder
+        (cached,) = caching
+        recorder = RetrievalRecorder()
+        recorder.observe(service)
         start(len(questions))
         results = []
         try:
@@ -146,7 +151,7 @@ async def run(
             cache.save()
         config = fingerprint(local, service, dataset, options)
         config["query_vectors"] = {"cached": cached.hits, "embedded": cached.misses}
-        coverage_gate = float(getattr(recorder, "min_coverage", 0.0))
+        coverage_gate = service.retriever.min_coverage
     now = datetime.now(UTC)
     record = RunRecord(
         run_id=new_run_id(now),
@@ -166,16 +171,13 @@ def fingerprint(
     """What produced a run: compare two runs' fingerprints to see what changed."""
     key, value = gate_setting(settings)
     chat = service.chat
-    prompt = getattr(chat, "prompt_version", None)
-    if prompt is None and chat.name == "extractive":
-        prompt = LOCAL_PROMPT_VERSION
     return {
         "backend": settings.backend,
         "embedder": service.embedder.model_id,
         "reranker": service.reranker.name,
         "answerer": chat.name,
         "chat_model": settings.cloudflare.chat_model if settings.backend == "cloudflare" else None,
-        "prompt_version": prompt,
+        "prompt_version": chat.prompt_version,
         "chunk_tokens": settings.ingest.chunk_tokens,
         "overlap_tokens": settings.ingest.overlap_tokens,
         "top_k": settings.retrieval.top_k,

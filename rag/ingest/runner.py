@@ -127,11 +127,10 @@ class Ingestor:
         ) + _limits_tag(settings)
         self.outbox: str | None = None
         """The model id index writes are queued under, or None: the index is written directly."""
-        if getattr(index, "durable_outbox", False) and callable(getattr(index, "flush", None)):
-            served = getattr(index, "model_id", None)
-            if served != embedder.model_id:
+        if index.durable_outbox:
+            if index.model_id != embedder.model_id:
                 raise IndexMismatch(
-                    f"the index serves vectors of {served!r}, but ingestion embeds with "
+                    f"the index serves vectors of {index.model_id!r}, but ingestion embeds with "
                     f"{embedder.model_id!r}"
                 )
             self.outbox = embedder.model_id
@@ -327,7 +326,7 @@ class Ingestor:
         """Send what the outbox holds (leftovers of a killed run included)."""
         if self.outbox is None:
             return
-        await self.index.flush()  # type: ignore[attr-defined]  # checked in __init__
+        await self.index.flush()
         self._upserts = self._deletes = 0
 
 

@@ -7,7 +7,7 @@ never holds a database session.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,6 +30,10 @@ class Retrieval:
     coverage: float
     """Share of the question's content words found in the top sources (rag.retrieval.gate)."""
     seconds: float
+
+
+RetrievalObserver = Callable[[list[Hit], Retrieval], None]
+"""Sees every retrieval with all its candidates before reranking (evaluation records them)."""
 
 
 class Retriever:
@@ -55,6 +59,7 @@ class Retriever:
         self.min_relevance = min_relevance
         self.min_coverage = min_coverage
         self.coverage_sources = coverage_sources
+        self.observers: list[RetrievalObserver] = []
 
     async def candidates_for(self, query: str) -> list[Hit]:
         """Dense and keyword candidates, each with both scores where the chunk has them."""
@@ -106,7 +111,10 @@ class Retriever:
             # A bare identifier ("3036", "pdf_timeout_s") embeds to a meaningless vector;
             # the top sources containing every word of the question is the evidence then.
             grounded = coverage == 1.0 and has_identifier(query)
-        return Retrieval(hits, grounded, best, coverage, time.perf_counter() - began)
+        retrieval = Retrieval(hits, grounded, best, coverage, time.perf_counter() - began)
+        for observe in self.observers:
+            observe(candidates, retrieval)
+        return retrieval
 
     async def _rows(self, ids: Sequence[str]) -> dict[str, tuple[Chunk, Document]]:
         if not ids:

@@ -7,9 +7,9 @@ object: time, method, path (never the query string, which may carry ``?key=``), 
 template, status, duration, trace id, the API key's id (never the key) and the client
 address. The question is added only with ``[web] log_questions = true``.
 
-The trace id: a fresh one per request, replaced by the answer's own as its ``done``
-event streams past (``rag.web.sse.answer_observer``), so the log line and the ``done``
-event of an answer carry the same id. Other responses carry theirs as ``X-Trace-Id``.
+The trace id: minted here, once per request, and handed down to the answer
+(``request_trace_id``), so the log line, the ``X-Trace-Id`` header, the service's own
+log lines and the ``done`` event of an answer all carry the same id.
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ import json
 import logging
 import sys
 import time
-import uuid
 from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -28,7 +27,7 @@ from urllib.parse import parse_qs
 from litestar.enums import ScopeType
 from litestar.types import ASGIApp, HTTPScope, Message, Receive, ReceiveMessage, Scope, Send
 
-from rag.domain import AnswerEvent, DoneEvent
+from rag.domain import new_trace_id
 from rag.web.sse import answer_observer
 
 log = logging.getLogger("rag.access")
@@ -70,6 +69,12 @@ current_request: ContextVar[RequestRecord | None] = ContextVar("rag_request", de
 """The request being served (the auth guard fills in the key id)."""
 
 
+def request_trace_id() -> str:
+    """The trace id of the request being served (a fresh one outside ``RequestObserver``)."""
+    record = current_request.get()
+    return record.trace_id if record is not None else new_trace_id()
+
+
 class RequestObserver:
     def __init__(self, app: ASGIApp, metrics: Any, log_questions: bool) -> None:
         self.app = app
@@ -86,7 +91,7 @@ class RequestObserver:
         record = RequestRecord(
             method=http["method"],
             path=http["path"],
-            trace_id=uuid.uuid4().hex,
+            trace_id=new_trace_id(),
             client=client[0] if client else None,
         )
         body = bytearray()
@@ -104,19 +109,12 @@ class RequestObserver:
         async def observed_send(message: Message) -> None:
             if message["type"] == "http.response.start":
                 record.status = message["status"]
-                headers = list(message.get("headers", []))
-                if not _is_event_stream(headers):
-                    headers.append((b"x-trace-id", record.trace_id.encode()))
-                    message = {**message, "headers": headers}
+                headers = [*message.get("headers", []), (b"x-trace-id", record.trace_id.encode())]
+                message = {**message, "headers": headers}
             await send(message)
 
-        def observe_event(event: AnswerEvent) -> None:
-            if isinstance(event, DoneEvent):
-                record.trace_id = event.trace_id
-            self.metrics.observe_answer(event)
-
         request_token = current_request.set(record)
-        observer_token = answer_observer.set(observe_event)
+        observer_token = answer_observer.set(self.metrics.observe_answer)
         try:
             await self.app(scope, observed_receive if capture else receive, observed_send)
         finally:
@@ -129,13 +127,6 @@ class RequestObserver:
             self.metrics.observe_request(route, record.method, record.status, seconds)
             fields = record.fields(route, seconds)
             log.info(json.dumps(fields, ensure_ascii=False), extra={"access": fields})
-
-
-def _is_event_stream(headers: list[Any]) -> bool:
-    return any(
-        name.lower() == b"content-type" and value.startswith(b"text/event-stream")
-        for name, value in headers
-    )
 
 
 def _query_question(query: bytes) -> str | None:

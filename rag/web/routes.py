@@ -15,6 +15,7 @@ from litestar.params import Body, QueryParameter, RawBody, SkipValidation
 from rag.config import Settings
 from rag.errors import InputError, NotFound
 from rag.ports import QAService
+from rag.web.access_log import request_trace_id
 from rag.web.schemas import (
     HISTORY_PARAM_MAX_CHARS,
     HISTORY_TURNS_MAX,
@@ -46,7 +47,7 @@ DEPENDENCIES = {
 
 
 def checked_text(value: str, field: str, settings: Settings) -> str:
-    """The text stripped, or an ``InputError`` naming the field and the problem."""
+    """The text stripped, or an ``InputError`` naming the request's own field."""
     text = value.strip()
     if not text:
         raise InputError(f"{field} must not be empty")
@@ -62,11 +63,11 @@ async def _answer_stream(
     question: str,
     field: str,
     top_k: int | None,
-    history: Sequence[HistoryTurn] | None = None,
+    history: Sequence[HistoryTurn] | None,
 ) -> SSEStream:
     text = checked_text(question, field, settings)
-    # History only when there is some: a first question stays a plain ``ask(q, k)``.
-    answer = service.ask(text, top_k, history) if history else service.ask(text, top_k)
+    # An empty history is no history: the same call, and the same cache entry, as none.
+    answer = service.ask(text, top_k, history or None, trace_id=request_trace_id())
     events = EventStream(answer, settings.server.heartbeat_s)
     await events.start()
     return SSEStream(events)

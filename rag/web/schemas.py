@@ -11,13 +11,12 @@ from typing import Annotated, TypeVar
 
 import msgspec
 
-from rag.domain import Hit
+from rag.domain import MAX_TOP_K, Hit
 from rag.errors import InputError
 
 T = TypeVar("T")
 
-TOP_K_MAX = 50
-"""Upper bound for ``top_k``/``k``: more sources than this never fit a prompt usefully."""
+TOP_K_MAX = MAX_TOP_K
 
 SNIPPET_CHARS = 300
 

@@ -15,7 +15,7 @@ at temperature 0 with a small token ceiling, costed like an answer (kind ``chat`
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from contextlib import aclosing
 from typing import Any
 
@@ -140,7 +140,7 @@ class WorkersAIChat:
         self._tokenizer = tokenizer
         self._path = f"/ai/run/{self.model}"
 
-    async def stream(self, question: str, sources: Sequence[Hit]) -> AsyncIterator[str]:
+    async def stream(self, question: str, sources: Sequence[Hit]) -> AsyncGenerator[str, None]:
         """Answer text in pieces as the model writes it; ``[n]`` cites ``sources[n-1]``."""
         messages = self._prompt(question, sources)
         body = {

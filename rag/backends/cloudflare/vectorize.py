@@ -31,7 +31,7 @@ from rag.backends.cloudflare.client import CloudflareClient
 from rag.backends.cloudflare.vectorize_mutations import MutationLog, Progress
 from rag.db.tables import IndexOutbox
 from rag.errors import CloudflareError, IndexMismatch, InputError, NotFound
-from rag.ports import Vectors
+from rag.ports import VectorIndex, Vectors
 
 Metric = Literal["cosine", "euclidean", "dot-product"]
 ReturnMetadata = Literal["none", "indexed", "all"]
@@ -90,7 +90,7 @@ class VectorPage:
     total: int
 
 
-class VectorizeIndex:
+class VectorizeIndex(VectorIndex):
     """One Vectorize index, the vectors of one embedding model, mirrored from SQLite."""
 
     def __init__(
@@ -117,9 +117,12 @@ class VectorizeIndex:
         self.mutations = MutationLog(sessions, name)
         self.model_id = model_id
         """The embedding model whose vectors this index serves; needed to drain the outbox."""
-        self.durable_outbox = model_id is not None
-        """Ingestion queues its writes in ``index_outbox`` for ``flush`` (see the module doc)."""
         self._flushing = asyncio.Lock()
+
+    @property
+    def durable_outbox(self) -> bool:
+        """Ingestion queues its writes in ``index_outbox`` for ``flush`` (see the module doc)."""
+        return self.model_id is not None
 
     # Index lifecycle.
 

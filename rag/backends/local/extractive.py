@@ -8,7 +8,7 @@ of milliseconds on the local embedder.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from typing import NamedTuple
 
 import numpy as np
@@ -30,6 +30,8 @@ class ExtractiveAnswerer:
     """A ``ChatModel`` that streams the best source sentences verbatim, each cited."""
 
     name = "extractive"
+    prompt_version = "extractive-2"
+    """No prompt: the selection rules are versioned instead. 2: one stop-word list (rag.text)."""
 
     def __init__(
         self,
@@ -54,7 +56,7 @@ class ExtractiveAnswerer:
         self.duplicate_cosine = duplicate_cosine
         """Above this cosine to a chosen sentence, a sentence repeats it (chunks overlap)."""
 
-    async def stream(self, question: str, sources: Sequence[Hit]) -> AsyncIterator[str]:
+    async def stream(self, question: str, sources: Sequence[Hit]) -> AsyncGenerator[str, None]:
         """Sentences in (source rank, position) order, each followed by `` [n]``."""
         candidates = [c for c in self._candidates(sources) if _answers(c, question)]
         if not candidates or not question.strip() or self.max_sentences < 1:

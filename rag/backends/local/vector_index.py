@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from rag.db.engine import sqlite_path
 from rag.errors import IndexMismatch
-from rag.ports import Vectors
+from rag.ports import VectorIndex, Vectors
 
 _COUNTS = "SELECT dimension, count(*) FROM vectors WHERE model_id = ? GROUP BY dimension"
 _ROWS = "SELECT chunk_id, vector FROM vectors WHERE model_id = ?"
@@ -31,14 +31,14 @@ _MIN_CAPACITY = 1024
 _FETCH_ROWS = 8192
 
 
-class NumpyIndex:
+class NumpyIndex(VectorIndex):
     """A ``VectorIndex`` for one model id; ties rank by chunk id, so results are deterministic."""
 
     def __init__(self, dimension: int, model_id: str = "", capacity: int = 0) -> None:
         if dimension < 1:
             raise ValueError("dimension must be positive")
         self.dimension = dimension
-        self.model_id = model_id
+        self.model_id: str = model_id
         self._matrix = np.empty((max(capacity, _MIN_CAPACITY), dimension), dtype=np.float32)
         self._count = 0
         self._ids: list[str] = []
@@ -120,6 +120,9 @@ class NumpyIndex:
         self._count = end
 
     def __len__(self) -> int:
+        return self._count
+
+    def loaded(self) -> int:
         return self._count
 
     def __contains__(self, chunk_id: object) -> bool:

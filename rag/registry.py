@@ -1,0 +1,213 @@
+"""The registry: which implementation serves each role of ``rag.ports``, chosen from config.
+
+``build`` is the only place that maps ``backend`` and ``[chat] providers`` to classes;
+``rag.service.open_service`` calls it once. Everything a caller may replace (a test's
+fake embedder or in-process Cloudflare, evaluation's caching embedder) goes through
+one ``Overrides`` object rather than keyword parameters threaded through signatures.
+
+Cloudflare choices, and why:
+
+* The extractive fallback answers with the local ONNX embedder (all-MiniLM-L6-v2, a hard
+  dependency, ~0.4 s to load), not Workers AI: it runs exactly when Workers AI failed or
+  the neuron budget is spent, so it must cost nothing and need no network.
+* Over budget, questions are still embedded and reranked on Workers AI (a few neurons a
+  question, in the ledger and the ``done`` event): without them there is no retrieval.
+  Generation, the expensive part, moves to the next provider; ingestion refuses to start.
+* Vectorize serves the dense search; SQLite keeps every vector (the ingest runner writes
+  them) and FTS5 still serves the keyword side.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import httpx
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from rag.answer.chain import FallbackChain, budget_gate
+from rag.config import Settings
+from rag.db.engine import session_factory
+from rag.errors import ConfigError
+from rag.ports import ChatModel, Embedder, KeywordSearch, Reranker, VectorIndex
+from rag.usage import Ledger
+
+if TYPE_CHECKING:
+    from rag.backends.cloudflare.client import CloudflareClient
+
+Closer = Callable[[], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class Overrides:
+    """What a caller supplies instead of what the settings would build."""
+
+    embedder: Embedder | None = None
+    """Replaces the configured embedder (ingestion and queries)."""
+    answer_embedder: Embedder | None = None
+    """Replaces the extractive answerer's embedder (the local model by default)."""
+    wrap_embedder: Callable[[Embedder], Embedder] | None = None
+    """Decorates whichever embedder was chosen (evaluation caches query vectors)."""
+    environ: Mapping[str, str] | None = None
+    """Where secrets are read (``os.environ`` by default)."""
+    cloudflare_transport: httpx.AsyncBaseTransport | None = None
+    openai_transport: httpx.AsyncBaseTransport | None = None
+
+
+@dataclass
+class Components:
+    """One implementation per role, built for one service's life; ``aclose`` when done."""
+
+    embedder: Embedder
+    keyword: KeywordSearch
+    reranker: Reranker
+    chat: FallbackChain
+    ledger: Ledger
+    index: VectorIndex
+    min_relevance: float
+    """The evidence gate's threshold: its scale belongs to the reranker."""
+    client: CloudflareClient | None = None
+    """The one ``CloudflareClient``, when a role runs on Workers AI or Vectorize."""
+    closers: list[Closer] = field(default_factory=list)
+
+    async def aclose(self) -> None:
+        await self.ledger.close()
+        for close in self.closers:
+            await close()
+
+
+def cloudflare_client(settings: Settings, overrides: Overrides) -> CloudflareClient | None:
+    """The client, when any role runs on Cloudflare; missing credentials fail here, at once."""
+    if settings.backend != "cloudflare" and "workers-ai" not in settings.chat.providers:
+        return None
+    from rag.backends.cloudflare.client import CloudflareClient
+
+    return CloudflareClient.from_settings(
+        settings, overrides.environ, overrides.cloudflare_transport
+    )
+
+
+async def build(
+    settings: Settings,
+    engine: AsyncEngine,
+    client: CloudflareClient | None,
+    overrides: Overrides,
+) -> Components:
+    """Every role for ``settings.backend``; the index is loaded (numpy) or bound (Vectorize)."""
+    from rag.backends.local.keyword import Fts5KeywordSearch
+
+    sessions = session_factory(engine)
+    ledger = Ledger(sessions, settings.prices, settings.budget)
+    closers: list[Closer] = []
+    answer_embedder = overrides.answer_embedder
+    index: VectorIndex
+    if settings.backend == "cloudflare":
+        from rag.backends.cloudflare.neurons import PriceTable
+        from rag.backends.cloudflare.vectorize import VectorizeIndex
+        from rag.backends.cloudflare.workers_ai import (
+            WorkersAIEmbedder,
+            WorkersAIReranker,
+            bge_tokenizer,
+        )
+
+        if client is None:
+            raise ConfigError("the cloudflare backend needs its CloudflareClient")
+        prices, cf = PriceTable(settings.prices), settings.cloudflare
+        tokenizer = bge_tokenizer()
+        embedder = overrides.embedder or WorkersAIEmbedder(client, cf, tokenizer, prices, ledger)
+        reranker: Reranker = WorkersAIReranker(client, cf, prices, tokenizer, ledger)
+        min_relevance = cf.min_rerank_score
+        if overrides.wrap_embedder is not None:
+            embedder = overrides.wrap_embedder(embedder)
+        # Ingestion feeds Vectorize through the outbox, so the index knows its model.
+        index = VectorizeIndex(
+            client, cf.index_name, embedder.dimension, sessions, model_id=embedder.model_id
+        )
+    else:
+        from rag.backends.local.embedder import OnnxEmbedder
+        from rag.backends.local.vector_index import NumpyIndex
+        from rag.retrieval.fusion import HybridReranker
+
+        embedder = overrides.embedder or OnnxEmbedder.from_settings(settings.local)
+        reranker = HybridReranker(
+            keyword_weight=settings.retrieval.keyword_weight,
+            identifier_weight=settings.retrieval.identifier_keyword_weight,
+        )
+        min_relevance = settings.retrieval.min_relevance
+        # One model in memory: the extractive answerer shares the retrieval embedder.
+        answer_embedder = answer_embedder or embedder
+        if overrides.wrap_embedder is not None:
+            embedder = overrides.wrap_embedder(embedder)
+        index = await NumpyIndex.load(engine, embedder.model_id, embedder.dimension)
+    providers = _chat_providers(settings, client, ledger, answer_embedder, overrides, closers)
+    return Components(
+        embedder=embedder,
+        keyword=Fts5KeywordSearch(sessions),
+        reranker=reranker,
+        chat=FallbackChain(providers, budget_gate(settings, ledger)),
+        ledger=ledger,
+        index=index,
+        min_relevance=min_relevance,
+        client=client,
+        closers=closers,
+    )
+
+
+def provider_names(settings: Settings) -> tuple[str, ...]:
+    """``[chat] providers``, or the backend's chain: Workers AI first on Cloudflare, an
+    OpenAI-compatible endpoint next when one is configured, the extractive answerer last."""
+    if settings.chat.providers:
+        return settings.chat.providers
+    openai = ("openai",) if settings.openai.base_url and settings.openai.model else ()
+    first = ("workers-ai",) if settings.backend == "cloudflare" else ()
+    return (*first, *openai, "extractive")
+
+
+def _chat_providers(
+    settings: Settings,
+    client: CloudflareClient | None,
+    ledger: Ledger,
+    answer_embedder: Embedder | None,
+    overrides: Overrides,
+    closers: list[Closer],
+) -> list[ChatModel]:
+    providers: list[ChatModel] = []
+    for name in provider_names(settings):
+        if name == "extractive":
+            from rag.backends.local.embedder import OnnxEmbedder
+            from rag.backends.local.extractive import ExtractiveAnswerer
+
+            answer_embedder = answer_embedder or OnnxEmbedder.from_settings(settings.local)
+            providers.append(
+                ExtractiveAnswerer(
+                    answer_embedder,
+                    max_sentences=settings.answer.max_sentences,
+                    max_sources=settings.answer.max_sources,
+                )
+            )
+        elif name == "workers-ai":
+            from rag.backends.cloudflare.neurons import PriceTable
+            from rag.backends.cloudflare.workers_ai import WorkersAIChat
+
+            if client is None:
+                raise ConfigError('chat provider "workers-ai" needs backend = "cloudflare"')
+            prices = PriceTable(settings.prices)
+            providers.append(WorkersAIChat(client, settings.cloudflare, prices, ledger))
+        elif name == "openai":
+            from rag.backends.openai import OpenAIChat
+
+            chat = OpenAIChat(
+                settings.openai,
+                environ=overrides.environ,
+                transport=overrides.openai_transport,
+                on_cost=ledger,
+            )
+            closers.append(chat.aclose)
+            providers.append(chat)
+        else:
+            raise ConfigError(
+                f"unknown chat provider {name!r} in [chat] providers: "
+                'use "workers-ai", "openai" or "extractive"'
+            )
+    return providers
