@@ -11,7 +11,7 @@ from collections.abc import AsyncGenerator, Sequence
 import numpy as np
 
 from rag.domain import Hit
-from rag.ports import EmbedKind, Vectors
+from rag.ports import EmbedKind, Tokenizer, Vectors
 
 _TOKEN = re.compile(r"\w+|[^\w\s]")
 _WORD = re.compile(r"\w+")
@@ -38,7 +38,7 @@ class FakeEmbedder:
     def __init__(self, dimension: int = 256, model_id: str = "fake-bow-256") -> None:
         self.model_id = model_id
         self.dimension = dimension
-        self.tokenizer = FakeTokenizer()
+        self.tokenizer: Tokenizer = FakeTokenizer()
         self.calls: list[tuple[int, EmbedKind]] = []
 
     async def embed(self, texts: Sequence[str], kind: EmbedKind) -> Vectors:
