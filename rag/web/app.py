@@ -205,7 +205,9 @@ def _validation_message(exc: ValidationException) -> str:
                 problems.append("request body is missing: send a JSON object")
                 continue
             key = "request body"
-        problems.append(f"{key}: {message}" if key and key not in message else message)
+        # Always led by the key: Litestar's messages never name the field, while an
+        # enum message quotes the value, which may well contain the field's name.
+        problems.append(f"{key}: {message}" if key else message)
     return "; ".join(problems) or exc.detail
 
 
