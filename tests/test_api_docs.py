@@ -17,6 +17,7 @@ from rag.web import create_app
 
 CONTENT_TYPES = {
     "/static/docs.js": "text/javascript",
+    "/static/base.css": "text/css",
     "/static/docs.css": "text/css",
     "/static/favicon.svg": "image/svg+xml",
     "/schema/openapi.json": "application/vnd.oai.openapi+json",

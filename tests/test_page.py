@@ -73,7 +73,8 @@ async def test_page_is_html_with_only_local_assets(client: AsyncTestClient[Any])
     html = response.text
     assert not REMOTE.search(html), REMOTE.search(html)
     assets = asset_urls(html)
-    assert {"/static/app.js", "/static/app.css", "/static/favicon.svg"} <= set(assets)
+    expected = {"/static/app.js", "/static/base.css", "/static/app.css", "/static/favicon.svg"}
+    assert expected <= set(assets)
     for url in assets:
         assert url.startswith("/static/"), url
         asset = await client.get(url)

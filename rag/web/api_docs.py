@@ -38,6 +38,7 @@ _PAGE: Final = """<!doctype html>
   <meta name="color-scheme" content="light dark">
   <title>{title} · API</title>
   <link rel="icon" href="/static/favicon.svg" type="image/svg+xml">
+  <link rel="stylesheet" href="/static/base.css">
   <link rel="stylesheet" href="/static/docs.css">
   <script type="module" src="/static/docs.js"></script>
 </head>
