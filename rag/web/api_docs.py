@@ -4,11 +4,11 @@ Litestar's render plugins (ReDoc, Swagger UI, Elements, RapiDoc) load their code
 CDN, so offline ``/schema`` was a blank page. Packaging one of them was weighed and
 refused: ``swagger-ui-bundle`` 1.1.0, the PyPI package connexion relies on, ships
 Swagger UI 4.15.5, which will not render an OpenAPI 3.1 document ("does not specify a
-valid version field"), and Litestar writes 3.1.0; the PyPI packages with a Swagger UI 5
-either pull in Flask or Django or are one-off republishings. ``static/docs.js`` (a
-plain ES module, no build step) shows what a reader of this API needs: every operation
-with its parameters, request body, responses and whether it needs a key, and every
-schema.
+valid version field"), and Litestar writes 3.1.0. The PyPI packages that ship Swagger
+UI 5 either come with a framework (Flask, Django), carry the whole Swagger Editor too
+(about 25 MB), or are a single release with no track record. ``static/docs.js`` (a plain ES
+module, no build step) shows what a reader of this API needs: every operation with its
+parameters, request body, responses and whether it needs a key, and every schema.
 
 The page and its files are served like the chat page, under the same CSP with no
 exception, and ``/schema`` stays open to anyone (``rag.web.auth`` guards ``/v1`` only).

@@ -205,8 +205,8 @@ def _validation_message(exc: ValidationException) -> str:
                 problems.append("request body is missing: send a JSON object")
                 continue
             key = "request body"
-        # Always led by the key: Litestar's messages never name the field, while an
-        # enum message quotes the value, which may well contain the field's name.
+        # Always led by the key: msgspec's messages do not name the field they are about,
+        # and an enum message quotes the value, which may well contain the field's name.
         problems.append(f"{key}: {message}" if key else message)
     return "; ".join(problems) or exc.detail
 
