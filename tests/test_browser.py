@@ -78,11 +78,14 @@ FLAGS = [
     "--disable-sync",
     "--disable-dev-shm-usage",
 ]
-# Collects uncaught errors and console.error calls that the driver's log might miss.
+# Collects uncaught errors, Content-Security-Policy refusals and console.error calls
+# that the driver's log might miss.
 CAPTURE_ERRORS = """
 window.__errors = [];
 window.addEventListener('error', e => window.__errors.push(String(e.message || e)));
 window.addEventListener('unhandledrejection', e => window.__errors.push(String(e.reason)));
+document.addEventListener('securitypolicyviolation', e => window.__errors.push(
+  `CSP refused ${e.blockedURI || 'inline code'} (${e.violatedDirective})`));
 const original = console.error;
 console.error = (...args) => {
   window.__errors.push(args.map(String).join(' '));
@@ -305,6 +308,25 @@ def test_not_covered_and_phone_layout(server: str, browser: WebDriver, tmp_path:
     )
     assert overflow <= 0
     browser.save_screenshot(str(tmp_path / "phone.png"))
+    errors = console_errors(browser)
+    assert not errors, errors
+
+
+def test_api_docs_render_offline(server: str, browser: WebDriver, tmp_path: Path) -> None:
+    browser.get(server + "/schema")
+    docs = browser.find_element(By.ID, "docs")
+    wait(browser).until(lambda _: docs.get_attribute("aria-busy") == "false")
+    ask_get = docs.find_element(By.ID, "op-get-v1-ask")
+    assert ask_get.find_element(By.CSS_SELECTOR, "h2").text == "GET /v1/ask"
+    parameters = ask_get.find_elements(By.CSS_SELECTOR, "tbody th code")
+    assert [p.text for p in parameters] == ["q", "top_k", "history"]
+    assert "Authorization: Bearer <key>" in ask_get.text
+    # A schema reference is a working link to the schema's own section.
+    docs.find_element(By.CSS_SELECTOR, "#op-post-v1-ask a[href='#schema-AskRequest']").click()
+    target = docs.find_element(By.ID, "schema-AskRequest")
+    assert browser.execute_script("return location.hash") == "#schema-AskRequest"
+    assert "question" in target.text
+    browser.save_screenshot(str(tmp_path / "api-docs.png"))
     errors = console_errors(browser)
     assert not errors, errors
 

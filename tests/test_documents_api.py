@@ -109,7 +109,7 @@ async def test_oversized_upload_is_413_naming_the_limit(api: Api, size: int) -> 
         ("report.pdf", ELF, "not a PDF"),
         ("report.pdf", b"just some words, no PDF header at all", "not a PDF"),
         ("tool.exe", ELF, "unsupported file type '.exe'"),
-        ("/etc/passwd", b"root:x:0:0:root:/root:/bin/bash\n", "unsupported file type"),
+        ("/etc/passwd", b"root:x:0:0:root:/root:/bin/bash\n", "has no extension"),
     ],
 )
 async def test_content_must_match_the_type(
@@ -121,6 +121,43 @@ async def test_content_must_match_the_type(
     assert reason in response.json()["error"]["message"]
     assert not api.uploads.exists() or list(api.uploads.iterdir()) == []
     assert (await api.client.get("/v1/documents")).json()["total"] == 0
+
+
+READABLE = ".htm, .html, .markdown, .md, .pdf, .rst, .txt"
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("x.exe", f"unsupported file type '.exe': upload one of {READABLE}"),
+        ("Makefile", f"the file name has no extension: upload one of {READABLE}"),
+    ],
+)
+async def test_a_refused_type_names_the_accepted_ones(api: Api, name: str, message: str) -> None:
+    response = await api.upload(name, GUIDE)
+    assert response.status_code == 415, response.text
+    assert response.json() == {"error": {"code": "unsupported_media_type", "message": message}}
+
+
+@pytest.mark.parametrize(
+    ("extensions", "message"),
+    [
+        # Only what a loader reads is offered, whatever the case it is configured in.
+        ([".MD", ".docx", ".pdf"], "unsupported file type '.txt': upload one of .md, .pdf"),
+        (
+            [".docx"],
+            "unsupported file type '.txt', and no type is accepted: "
+            "[ingest] extensions lists none that rag reads",
+        ),
+    ],
+)
+async def test_the_accepted_types_follow_the_settings(
+    tmp_path: Path, extensions: list[str], message: str
+) -> None:
+    async with open_api(tmp_path, ingest={"extensions": extensions}) as api:
+        response = await api.upload("notes.txt", GUIDE)
+    assert response.status_code == 415, response.text
+    assert response.json()["error"]["message"] == message
 
 
 @pytest.mark.parametrize(

@@ -1,8 +1,8 @@
 """Neuron and dollar arithmetic against hand-computed figures from the published rates.
 
-Rates (reference A.5): bge-base 6,058 neurons per million input tokens, reranker 283,
-llama-3.1-8b-instruct-fast 4,119 in / 34,868 out, llama-3.3-70b-fp8-fast 26,668 /
-204,805; $0.011 per 1,000 neurons.
+Rates (docs/cloudflare.md#neuron-prices): bge-base 6,058 neurons per million input
+tokens, reranker 283, llama-3.1-8b-instruct-fast 4,119 in / 34,868 out,
+llama-3.3-70b-fp8-fast 26,668 / 204,805; $0.011 per 1,000 neurons.
 """
 
 from __future__ import annotations

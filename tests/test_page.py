@@ -6,12 +6,12 @@ import json
 import re
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
-from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
 import pytest
 from litestar.testing import AsyncTestClient
+from page_assets import REMOTE, asset_urls
 
 from rag.config import Settings
 from rag.domain import AnswerEvent, DeltaEvent, DoneEvent, Hit, Latency, SourcesEvent, Usage
@@ -29,8 +29,6 @@ DONE = DoneEvent(
     latency_ms=Latency(),
     trace_id="t",
 )
-# Anything that could load or send something to another host.
-REMOTE = re.compile(r"""(?:https?:)?//[\w.-]+""")
 SVG_NAMESPACE = "http://www.w3.org/2000/svg"  # a name, never fetched
 
 
@@ -73,25 +71,15 @@ def service_of(client: AsyncTestClient[Any]) -> RecordingService:
     return service
 
 
-class Assets(HTMLParser):
-    def __init__(self) -> None:
-        super().__init__()
-        self.urls: list[str] = []
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        self.urls += [v for k, v in attrs if k in {"src", "href", "action"} and v]
-
-
 async def test_page_is_html_with_only_local_assets(client: AsyncTestClient[Any]) -> None:
     response = await client.get("/")
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/html")
     html = response.text
     assert not REMOTE.search(html), REMOTE.search(html)
-    parser = Assets()
-    parser.feed(html)
-    assets = [url for url in parser.urls if not url.startswith("#")]
-    assert {"/static/app.js", "/static/app.css", "/static/favicon.svg"} <= set(assets)
+    assets = asset_urls(html)
+    expected = {"/static/app.js", "/static/base.css", "/static/app.css", "/static/favicon.svg"}
+    assert expected <= set(assets)
     for url in assets:
         assert url.startswith("/static/"), url
         asset = await client.get(url)
@@ -132,8 +120,11 @@ def test_scripts_import_only_local_modules() -> None:
         for module in re.findall(r"""^import .* from "([^"]+)";$""", source, re.M):
             assert module.startswith("./"), (script.name, module)
             assert (STATIC_DIR / module).is_file(), (script.name, module)
-    styles = (STATIC_DIR / "app.css").read_text(encoding="utf-8")
-    assert "@import" not in styles and not REMOTE.search(styles)
+    stylesheets = sorted(STATIC_DIR.glob("*.css"))
+    assert stylesheets
+    for stylesheet in stylesheets:
+        styles = stylesheet.read_text(encoding="utf-8")
+        assert "@import" not in styles and not REMOTE.search(styles), stylesheet.name
 
 
 @pytest.mark.parametrize(

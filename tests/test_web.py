@@ -247,6 +247,14 @@ async def test_get_ask_rejects_bad_requests_with_a_message(
     assert service.calls == []
 
 
+@pytest.mark.parametrize("value", ["bogus", "status", "no status"])
+async def test_a_bad_query_parameter_is_named_whatever_its_value(value: str) -> None:
+    async with client_for(FakeService()) as client:
+        response = await client.get("/v1/documents", params={"status": value})
+    assert response.status_code == 400
+    assert response.json()["error"]["message"] == f"status: Invalid enum value '{value}'"
+
+
 async def test_input_error_before_the_first_event_is_a_400_not_a_stream() -> None:
     service = FakeService(script=[InputError("question is in a language we do not read")])
     async with client_for(service) as client:

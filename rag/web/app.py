@@ -18,8 +18,6 @@ from litestar.config.cors import CORSConfig
 from litestar.datastructures import State
 from litestar.exceptions import HTTPException, SerializationException, ValidationException
 from litestar.logging import LoggingConfig
-from litestar.openapi import OpenAPIConfig
-from litestar.openapi.spec import Components, SecurityScheme
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 from litestar.types import ControllerRouterHandler
 
@@ -28,6 +26,7 @@ from rag.errors import RagError
 from rag.jobs import JobRunner
 from rag.ports import QAService
 from rag.web.access_log import RequestObserver
+from rag.web.api_docs import BEARER, openapi_config
 from rag.web.auth import API_PREFIX, Access, access_guard
 from rag.web.documents import MB, upload_handler
 from rag.web.documents import ROUTES as DOCUMENT_ROUTES
@@ -37,9 +36,6 @@ from rag.web.routes import DEPENDENCIES, ROUTES
 from rag.web.schemas import ErrorDetail, ErrorResponse
 
 log = logging.getLogger(__name__)
-
-BEARER: list[dict[str, list[str]]] = [{"bearer": []}]
-"""OpenAPI: the ``/v1`` routes take ``Authorization: Bearer <key>``."""
 
 
 def create_app(settings: Settings, service: QAService | None = None) -> Litestar:
@@ -74,15 +70,7 @@ def create_app(settings: Settings, service: QAService | None = None) -> Litestar
             HTTPException: _http_error,
             Exception: _internal_error,
         },
-        openapi_config=OpenAPIConfig(
-            title="rag",
-            version="1",
-            description="Cited, streamed answers about your own documents.",
-            path="/schema",
-            components=Components(
-                security_schemes={"bearer": SecurityScheme(type="http", scheme="bearer")}
-            ),
-        ),
+        openapi_config=openapi_config(),
         # The process (CLI, uvicorn, pytest) owns the root logger; Litestar's default
         # would replace its handlers. Failures are logged by the handlers below, once.
         logging_config=LoggingConfig(configure_root_logger=False, log_exceptions="never"),
@@ -217,7 +205,9 @@ def _validation_message(exc: ValidationException) -> str:
                 problems.append("request body is missing: send a JSON object")
                 continue
             key = "request body"
-        problems.append(f"{key}: {message}" if key and key not in message else message)
+        # Always led by the key: msgspec's messages do not name the field they are about,
+        # and an enum message quotes the value, which may well contain the field's name.
+        problems.append(f"{key}: {message}" if key else message)
     return "; ".join(problems) or exc.detail
 
 

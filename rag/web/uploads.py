@@ -25,7 +25,7 @@ from typing import BinaryIO
 
 from rag.config import IngestSettings
 from rag.errors import InputError, RagError, UnsupportedDocument
-from rag.ingest.loaders import supported
+from rag.ingest.loaders import readable_extensions, supported
 from rag.ingest.loaders.text import decode_text
 
 MAX_STEM = 100
@@ -71,12 +71,16 @@ def safe_name(raw: str | None) -> str:
 
 def check_type(name: str, settings: IngestSettings) -> None:
     """Refuse (415) an extension no loader reads, before anything is written."""
+    if supported(Path(name), settings):
+        return
     suffix = Path(name).suffix.lower()
-    if not supported(Path(name), settings):
-        accepted = ", ".join(sorted(e for e in settings.extensions if supported(Path(e), settings)))
+    problem = f"unsupported file type {suffix!r}" if suffix else "the file name has no extension"
+    accepted = readable_extensions(settings)
+    if not accepted:
         raise UnsupportedMedia(
-            f"unsupported file type {suffix or '(no extension)'!r}: upload one of {accepted}"
+            f"{problem}, and no type is accepted: [ingest] extensions lists none that rag reads"
         )
+    raise UnsupportedMedia(f"{problem}: upload one of {', '.join(accepted)}")
 
 
 def sniff(path: Path, suffix: str) -> None:

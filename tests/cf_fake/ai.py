@@ -1,4 +1,4 @@
-"""The Workers AI half of the fake: ``POST /ai/run/{model}`` after reference §A.
+"""The Workers AI half of the fake: ``POST /ai/run/{model}`` after docs/cloudflare.md#workers-ai.
 
 Embeddings are deterministic pseudo-random vectors per (text, pooling), deliberately
 not unit length, so the client's normalisation is exercised. The reranker scores word

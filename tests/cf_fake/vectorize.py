@@ -1,4 +1,4 @@
-"""In-process fake of Vectorize v2 over REST, after shared/reference/cloudflare-api.md §B.
+"""In-process fake of Vectorize v2 over REST, after docs/cloudflare.md#vectorize-v2.
 
 Writes are asynchronous as on the real service: insert, upsert, delete_by_ids and
 metadata-index changes answer with a ``mutationId`` at once and take effect, in order,
@@ -58,7 +58,8 @@ class Stored:
     metadata: dict[str, Any]
     namespace: str | None
     indexed: frozenset[str]
-    """Metadata properties that had an index when this vector was written (§B.3)."""
+    """Metadata properties that had an index when this vector was written
+    (docs/cloudflare.md#metadata-indexes)."""
 
 
 @dataclass
@@ -369,7 +370,8 @@ class VectorizeState:
             raise ApiError(400, 40000, "vectorize.invalid_request - count must be 1..1000")
         cursor = request.url.params.get("cursor")
         if cursor is None:
-            # A snapshot at the first request: later deletes do not change the pages (§B.4).
+            # A snapshot at the first request: later deletes do not change the pages
+            # (docs/cloudflare.md#asynchronous-writes).
             cursor = uuid.uuid4().hex
             expires = datetime.now(UTC) + timedelta(minutes=10)
             self._snapshots[cursor] = (sorted(index.vectors), 0, expires)

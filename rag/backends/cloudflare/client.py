@@ -50,7 +50,7 @@ MAX_RETRY_AFTER_S = 60.0
 TOKEN_HINT = "check CLOUDFLARE_API_TOKEN permissions: Workers AI Read+Edit, Vectorize Edit"
 TIMEOUT_CODES = frozenset({3007, 3008, 3046})
 MODEL_CODES = frozenset({5007, 3042})
-# 403s that are about the model or the plan, not the token (reference A.1).
+# 403s that are about the model or the plan, not the token (docs/cloudflare.md#error-codes).
 ACCESS_CODES = frozenset({5016, 5018, 3023, 3041, 5035})
 
 

@@ -1,10 +1,10 @@
 """What a Workers AI call cost, in neurons and dollars, from the configured price table.
 
 Workers AI bills neurons, not tokens: ``neurons = in_tok * rate_in / 1e6 + out_tok *
-rate_out / 1e6`` with the per-model rates of ``[prices.models]`` (reference A.5), and
-``usd = neurons * usd_per_1000_neurons / 1000`` at the list price. The day's free
-allocation is the usage ledger's business, not this module's: it reports every call
-at full price and lets the ledger subtract what was free.
+rate_out / 1e6`` with the per-model rates of ``[prices.models]``
+(docs/cloudflare.md#neuron-prices), and ``usd = neurons * usd_per_1000_neurons / 1000``
+at the list price. The day's free allocation is the usage ledger's business, not this
+module's: it reports every call at full price and lets the ledger subtract what was free.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Vectorize v2 as the serving ``VectorIndex`` (shared/reference/cloudflare-api.md §B).
+"""Vectorize v2 as the serving ``VectorIndex`` (docs/cloudflare.md#vectorize-v2).
 
 Every limit the service knows is checked before a byte is sent (ids <= 64 bytes, metadata
 <= 10 KiB, topK), so a bad batch fails whole and names the culprit instead of half-landing.
@@ -8,10 +8,11 @@ recorded in ``vector_mutations`` (``vectorize_mutations``) so ``wait_for_mutatio
 
 Ingestion does not call ``upsert``/``delete`` per document: that would be one or two
 requests a document, and Cloudflare blocks an account for 5 minutes past 1,200 API
-requests in 5 minutes (reference §A.4). It queues the writes in ``index_outbox`` in the
-transaction that changes the chunks (``durable_outbox``), and ``flush`` sends them in
-batches of up to 1,000 ids across documents; a run killed before a flush loses nothing,
-the next ``flush`` (at the next run's end, or at service start) sends what is left.
+requests in 5 minutes (docs/cloudflare.md#rate-limits). It queues the writes in
+``index_outbox`` in the transaction that changes the chunks (``durable_outbox``), and
+``flush`` sends them in batches of up to 1,000 ids across documents; a run killed before
+a flush loses nothing, the next ``flush`` (at the next run's end, or at service start)
+sends what is left.
 """
 
 from __future__ import annotations
@@ -147,7 +148,8 @@ class VectorizeIndex(VectorIndex):
         """Create the index and its metadata indexes; True if the index was new.
 
         An existing index is kept when it matches and refused with ``IndexMismatch`` when
-        its dimension or metric differs: those cannot change after creation (§B.5).
+        its dimension or metric differs: those cannot change after creation
+        (docs/cloudflare.md#limits).
         """
         self.dimension = dimension or self.dimension
         self.metric = metric or self.metric
@@ -170,7 +172,8 @@ class VectorizeIndex(VectorIndex):
             self._check(existing)
         listed = await self.client.call("GET", f"{self._path}/metadata_index/list")
         have = {m["propertyName"] for m in listed.get("metadataIndexes", [])}
-        # Created before any vector is written: Vectorize only indexes later writes (§B.3).
+        # Created before any vector is written: Vectorize only indexes later writes
+        # (docs/cloudflare.md#metadata-indexes).
         for prop, kind in METADATA_INDEXES.items():
             if prop not in have:
                 body = {"propertyName": prop, "indexType": kind}
@@ -352,7 +355,10 @@ class VectorizeIndex(VectorIndex):
         return found
 
     async def list_vectors(self, cursor: str | None = None, count: int = LIST_PAGE) -> VectorPage:
-        """One page of ids. Pages come from a snapshot taken at the cursor-less call (§B.4)."""
+        """One page of ids, from a snapshot taken at the cursor-less call.
+
+        See docs/cloudflare.md#asynchronous-writes.
+        """
         params: dict[str, Any] = {"count": count}
         if cursor:
             params["cursor"] = cursor

@@ -1,11 +1,12 @@
 """The ledger of Vectorize writes (``vector_mutations``) and waiting for them to land.
 
 Vectorize answers a write with a ``mutationId`` and applies it later, in order, from a
-write-ahead log (reference §B.4). The ids are opaque: nothing about two of them says
-which came first. So the order is our own: the row id under which each write was
-recorded. Once ``info.processedUpToMutation`` names one of our writes, every write we
-recorded before it is processed too. When it names a write we do not know (another
-database wrote last), sampled vectors of our own upserts are fetched by id instead.
+write-ahead log (docs/cloudflare.md#asynchronous-writes). The ids are opaque: nothing
+about two of them says which came first. So the order is our own: the row id under
+which each write was recorded. Once ``info.processedUpToMutation`` names one of our
+writes, every write we recorded before it is processed too. When it names a write we do
+not know (another database wrote last), sampled vectors of our own upserts are fetched
+by id instead.
 """
 
 from __future__ import annotations

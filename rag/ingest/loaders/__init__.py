@@ -17,7 +17,7 @@ from rag.ingest.loaders.markdown import load_markdown
 from rag.ingest.loaders.pdf import close, load_pdf
 from rag.ingest.loaders.text import load_text
 
-__all__ = ["close", "load", "supported"]
+__all__ = ["close", "load", "readable_extensions", "supported"]
 
 _BY_SUFFIX: dict[str, Callable[[Path, bytes], LoadedDocument]] = {
     ".txt": load_text,
@@ -29,11 +29,14 @@ _BY_SUFFIX: dict[str, Callable[[Path, bytes], LoadedDocument]] = {
 }
 
 
+def readable_extensions(settings: IngestSettings) -> list[str]:
+    """The configured extensions that a loader reads, lower-case and sorted."""
+    return sorted({ext.lower() for ext in settings.extensions} & {*_BY_SUFFIX, ".pdf"})
+
+
 def supported(path: Path, settings: IngestSettings) -> bool:
     """True when the extension is configured and a loader reads it."""
-    suffix = path.suffix.lower()
-    extensions = {ext.lower() for ext in settings.extensions}
-    return suffix in extensions and (suffix in _BY_SUFFIX or suffix == ".pdf")
+    return path.suffix.lower() in readable_extensions(settings)
 
 
 def load(path: Path, settings: IngestSettings) -> LoadedDocument:
