@@ -132,7 +132,7 @@ class ModelPrice(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_onl
 
 
 def _default_prices() -> dict[str, ModelPrice]:
-    # Published Workers AI rates (shared/reference/cloudflare-api.md, A.5).
+    # Published Workers AI rates (docs/cloudflare.md#neuron-prices).
     return {
         "@cf/baai/bge-base-en-v1.5": ModelPrice(input=6058),
         "@cf/baai/bge-reranker-base": ModelPrice(input=283),

@@ -1,6 +1,6 @@
 """One answer as a stream of events: sources, deltas, done (or error).
 
-The contract (DESIGN.md, streaming): sources are announced before any text; the
+The contract (docs/design.md#answer-stream): sources are announced before any text; the
 ``done`` event carries the whole answer, its citations, whether it is grounded, the
 provider, usage and latency. Retrieval has finished before the first event, so the
 stream holds no database session while the model talks.

@@ -162,7 +162,7 @@ export class TurnView {
     this.progress.hidden = true;
     this.body.setAttribute("aria-busy", "false");
     if (!done.grounded) {
-      // No checked citation: the server's "not in the documents" (DESIGN.md).
+      // No checked citation: the server's "not in the documents" (docs/design.md#evidence-gate).
       this.answer.classList.add("not-covered");
       this.body.prepend(el("strong", { class: "label" }, "Not in the documents"));
     }
