@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -39,7 +39,7 @@ def _clean_environment() -> Iterator[None]:
         yield
 
 
-def make_settings(tmp_path: Path, **sections: dict[str, object]) -> Settings:
+def make_settings(tmp_path: Path, **sections: Mapping[str, object]) -> Settings:
     """Default settings with the database under ``tmp_path`` and per-section overrides."""
     raw: dict[str, object] = {"data_dir": str(tmp_path / "data"), **sections}
     return msgspec.convert(raw, Settings)

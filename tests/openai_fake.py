@@ -85,7 +85,8 @@ class FakeOpenAI:
             content = json.dumps(reply.body).encode() if reply.body is not None else b""
             return httpx.Response(reply.code, content=content, headers=reply.headers)
         if isinstance(reply, Whole):
-            body = {"choices": [{"message": {"role": "assistant", "content": reply.text}}]}
+            message = {"role": "assistant", "content": reply.text}
+            body: dict[str, object] = {"choices": [{"message": message}]}
             if reply.usage:
                 body["usage"] = reply.usage
             return httpx.Response(200, json=body)

@@ -17,7 +17,6 @@ from typing import Any
 import numpy as np
 import pytest
 from cf_fake import FakeCloudflare
-from cf_fake.vectorize import VectorizeState
 from click.testing import CliRunner, Result
 from rich.console import Console
 from sqlalchemy import delete
@@ -132,9 +131,7 @@ async def test_wait_for_index_reports_instead_of_raising(env: Env) -> None:
 def cli(tmp_path: Path, migrated: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
     fake = FakeCloudflare()
     # Writes land on the next request, so the commands' waits need no real sleeping.
-    fake.vectorize = VectorizeState(  # type: ignore[attr-defined]
-        delay=1, schema_errors=fake.schema_errors, fake_errors=fake.fake_errors
-    )
+    fake.vectorize.delay = 1
     monkeypatch.setattr(cli_cloudflare, "TRANSPORT", fake.transport)
     (tmp_path / "data").mkdir()
     shutil.copy(migrated, tmp_path / "data" / "rag.db")

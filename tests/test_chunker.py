@@ -28,7 +28,7 @@ class WhitespaceTokenizer:
 
 
 WORDPIECE = WordPieceTokenizer()
-TOKENIZERS = {"whitespace": WhitespaceTokenizer(), "wordpiece": WORDPIECE}
+TOKENIZERS: dict[str, Tokenizer] = {"whitespace": WhitespaceTokenizer(), "wordpiece": WORDPIECE}
 
 PROSE = (
     "Retrieval works best when chunks follow the structure of the text. "

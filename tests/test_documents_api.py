@@ -17,6 +17,7 @@ from fakes import FakeEmbedder
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
+from rag.backends.local.vector_index import NumpyIndex
 from rag.config import UploadSettings
 from rag.ingest import store
 from rag.ports import EmbedKind, Vectors
@@ -221,7 +222,9 @@ async def test_delete_reaches_the_vector_index_and_the_file(api: Api) -> None:
     doc = (await api.upload("guide.md", GUIDE)).json()
     hits = await api.client.post("/v1/search", json={"query": "zebra protocol", "k": 1})
     chunk_id = hits.json()["hits"][0]["chunk_id"]
-    vectors = len(api.service.index)
+    index = api.service.index
+    assert isinstance(index, NumpyIndex)  # the local backend: vectors held in memory
+    vectors = len(index)
     response = await api.client.delete(f"/v1/documents/{doc['id']}")
     assert response.status_code == 200, response.text
     assert response.json() == {
@@ -229,8 +232,8 @@ async def test_delete_reaches_the_vector_index_and_the_file(api: Api) -> None:
         "chunks_deleted": doc["chunks"],
         "file_removed": True,
     }
-    assert len(api.service.index) == vectors - doc["chunks"]
-    assert chunk_id not in api.service.index
+    assert len(index) == vectors - doc["chunks"]
+    assert chunk_id not in index
     assert "guide.md" not in await search_documents(api, "zebra protocol parcels")
     assert not (api.uploads / "guide.md").exists() and (api.uploads / "llama.md").exists()
     assert (await api.client.get(f"/v1/documents/{doc['id']}")).status_code == 404

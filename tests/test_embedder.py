@@ -16,6 +16,7 @@ from rag.backends.local.embedder import (
     file_sha256,
     verify_sha256,
 )
+from rag.backends.local.tokenizer import sha256_file
 from rag.config import LocalSettings
 from rag.errors import ModelUnavailable
 
@@ -90,11 +91,10 @@ def test_missing_and_unloadable_model_files(tmp_path: Path) -> None:
 
 def test_digest_is_cached_per_file_version(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[Path] = []
-    real = embedder_module.sha256_file
 
     def counting(path: Path) -> str:
         calls.append(path)
-        return real(path)
+        return sha256_file(path)
 
     monkeypatch.setattr(embedder_module, "sha256_file", counting)
     target = tmp_path / "weights.bin"

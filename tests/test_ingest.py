@@ -7,7 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from rag.config import IngestSettings
+from rag.domain import LoadedDocument
 from rag.errors import InputError
+from rag.ingest.loaders import load
 from rag.service import RagService
 
 DOCS = {
@@ -55,7 +58,7 @@ async def test_second_run_embeds_nothing(service: RagService, tmp_path: Path) ->
     assert (second.new, second.updated, second.unchanged, second.embedded) == (0, 0, 3, 0)
     assert "3 unchanged" in second.summary()
     counts = table_counts(service)
-    assert counts["chunks"] == counts["vectors"] == first.chunks == len(service.index)
+    assert counts["chunks"] == counts["vectors"] == first.chunks == service.index.loaded()
 
 
 async def test_changed_file_reembeds_only_changed_chunks(
@@ -70,7 +73,7 @@ async def test_changed_file_reembeds_only_changed_chunks(
     assert (again.updated, again.unchanged) == (1, 2)
     assert 1 <= again.embedded < first.chunks // 2
     counts = table_counts(service)
-    assert counts["chunks"] == counts["vectors"] == counts["fts"] == len(service.index)
+    assert counts["chunks"] == counts["vectors"] == counts["fts"] == service.index.loaded()
     hits = await service.search("rag db upgrade after pulling", 3)
     assert hits[0].source == "guide.md"
     assert hits[0].heading_path[-1] == "Upgrade"
@@ -88,7 +91,7 @@ async def test_vanished_file_loses_document_chunks_and_vectors(
     assert report.deleted == 1
     after = table_counts(service)
     assert after["documents"] == before["documents"] - 1
-    assert after["chunks"] == after["vectors"] == after["fts"] == len(service.index)
+    assert after["chunks"] == after["vectors"] == after["fts"] == service.index.loaded()
     assert after["chunks"] < before["chunks"]
     hits = await service.search("weekly release train", 10)
     assert all(hit.source != "notes.txt" for hit in hits)
@@ -129,12 +132,10 @@ async def test_a_loader_bug_costs_one_file_not_the_batch(
 ) -> None:
     from rag.ingest import runner
 
-    real_load = runner.load
-
-    def flaky_load(path: Path, settings: object) -> object:
+    def flaky_load(path: Path, settings: IngestSettings) -> LoadedDocument:
         if path.name == "notes.txt":
             raise KeyError("boom")
-        return real_load(path, settings)  # type: ignore[arg-type]
+        return load(path, settings)
 
     monkeypatch.setattr(runner, "load", flaky_load)
     folder = tmp_path / "docs"

@@ -7,6 +7,7 @@ import math
 import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TypedDict
 
 import pytest
 from conftest import make_settings
@@ -59,9 +60,16 @@ def paragraphs(folder: Path, count: int, *, parts: int = 1) -> None:
         (folder / f"n{i:03}.md").write_text(text + "\n", encoding="utf-8")
 
 
-def snapshot(db_path: Path) -> dict[str, object]:
+class Snapshot(TypedDict):
+    docs: list[tuple[object, ...]]
+    chunks: list[tuple[object, ...]]
+    vectors: list[tuple[object, ...]]
+    fts: int
+
+
+def snapshot(db_path: Path) -> Snapshot:
     with sqlite3.connect(db_path) as db:
-        state = {
+        state: Snapshot = {
             "docs": sorted(db.execute("SELECT id, path, status, sha256 FROM documents")),
             "chunks": sorted(db.execute("SELECT id, document_id, ordinal, sha256 FROM chunks")),
             "vectors": sorted(db.execute("SELECT chunk_id, model_id, vector FROM vectors")),
@@ -83,7 +91,7 @@ async def test_forty_one_paragraph_files_make_few_embedding_calls(
     async with open_service(settings, Overrides(embedder=embedder)) as service:
         embedder.calls.clear()
         report = await service.ingest([folder], progress)
-        assert len(service.index) == 40
+        assert service.index.loaded() == 40
     assert calls == math.ceil(40 / batch_size)  # one call per file before
     assert [size for size, _ in embedder.calls] == [batch_size] * (calls - 1) + [
         40 - batch_size * (calls - 1)
@@ -105,11 +113,11 @@ async def test_a_text_two_files_share_is_embedded_once(tmp_path: Path) -> None:
     async with open_service(make_settings(tmp_path), Overrides(embedder=embedder)) as service:
         embedder.calls.clear()
         report = await service.ingest([folder])
-        assert len(service.index) == 3
+        assert service.index.loaded() == 3
     assert [size for size, _ in embedder.calls] == [2]
     assert (report.new, report.chunks, report.embedded, report.reused) == (3, 3, 2, 1)
     state = snapshot(tmp_path / "data" / "rag.db")
-    assert len(state["chunks"]) == len(state["vectors"]) == state["fts"] == 3  # type: ignore[arg-type]
+    assert len(state["chunks"]) == len(state["vectors"]) == state["fts"] == 3
 
 
 async def test_counts_stay_exact_across_runs_and_outcomes(tmp_path: Path) -> None:
@@ -130,7 +138,7 @@ async def test_counts_stay_exact_across_runs_and_outcomes(tmp_path: Path) -> Non
         embedder.calls.clear()
         progress = Recorder()
         report = await service.ingest([folder], progress)
-        indexed = len(service.index)
+        indexed = service.index.loaded()
 
     counts = report.counts()
     assert (counts["new"], counts["updated"], counts["unchanged"]) == (3, 1, 5)
@@ -144,7 +152,7 @@ async def test_counts_stay_exact_across_runs_and_outcomes(tmp_path: Path) -> Non
     copy_chunks = next(c for path, _, c in progress.files if path == "copy.md")
     assert report.reused >= copy_chunks + 2
     state = snapshot(tmp_path / "data" / "rag.db")
-    assert len(state["chunks"]) == len(state["vectors"]) == state["fts"] == indexed  # type: ignore[arg-type]
+    assert len(state["chunks"]) == len(state["vectors"]) == state["fts"] == indexed
 
 
 async def test_an_embedding_failure_keeps_what_was_written_and_the_rerun_completes(
@@ -161,13 +169,13 @@ async def test_an_embedding_failure_keeps_what_was_written_and_the_rerun_complet
         with pytest.raises(RuntimeError, match="service down"):
             await service.ingest([folder])
     partial = snapshot(failed_dir / "data" / "rag.db")
-    assert [path for _, path, _, _ in partial["docs"]] == ["n000.md"]  # type: ignore[attr-defined]
-    assert len(partial["chunks"]) == len(partial["vectors"]) == partial["fts"] == 3  # type: ignore[arg-type]
+    assert [path for _, path, _, _ in partial["docs"]] == ["n000.md"]
+    assert len(partial["chunks"]) == len(partial["vectors"]) == partial["fts"] == 3
 
     embedder = FakeEmbedder()
     async with open_service(settings, Overrides(embedder=embedder)) as service:
         resumed = await service.ingest([folder])
-        assert len(service.index) == 18
+        assert service.index.loaded() == 18
     assert (resumed.unchanged, resumed.new, resumed.embedded) == (1, 5, 15)
     assert sum(size for size, _ in embedder.calls) == 15
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from pypdf import PdfReader, PdfWriter
+from pypdf.generic import DictionaryObject, NameObject, PdfObject
 
 from rag.config import IngestSettings, load_settings
 from rag.errors import DocumentError, UnreadableDocument, UnsupportedDocument
@@ -246,7 +247,11 @@ def test_pdf_with_empty_user_password_opens(tmp_path: Path) -> None:
 def test_pdf_aes256_opens_with_a_configured_password_only(tmp_path: Path) -> None:
     secret = "s3cret-Pa55"
     path = write(tmp_path, "aes.pdf", rewrite(TWO_PAGES, user=secret, algorithm="AES-256"))
-    assert "/AESV3" in PdfReader(path).trailer["/Encrypt"]["/CF"]["/StdCF"]["/CFM"]
+    node: PdfObject = PdfReader(path).trailer
+    for key in ("/Encrypt", "/CF", "/StdCF", "/CFM"):
+        assert isinstance(node, DictionaryObject), key
+        node = node[key]
+    assert isinstance(node, NameObject) and node == "/AESV3"
 
     doc = load(path, IngestSettings(pdf_passwords=("wrong", secret)))
     assert doc.title == "Fruit Report" and doc.pages == 2

@@ -21,6 +21,7 @@ from fakes import FakeEmbedder
 
 from rag.backends.cloudflare import vectorize
 from rag.backends.cloudflare.audit import audit
+from rag.backends.cloudflare.vectorize import VectorizeIndex
 from rag.ingest import runner
 from rag.registry import Overrides
 from rag.service import RagService, open_service
@@ -64,8 +65,7 @@ def write_docs(folder: Path, count: int, version: int = 0) -> None:
 
 
 def routes(fake: FakeCloudflare) -> list[str]:
-    state = getattr(fake, "vectorize", None)  # made by the first Vectorize request
-    return [] if state is None else [s.route for s in state.requests]
+    return [s.route for s in fake.vectorize.requests]
 
 
 def writes(fake: FakeCloudflare) -> dict[str, int]:
@@ -86,7 +86,8 @@ def queued(db: Path) -> list[tuple[str, str, str]]:
 
 
 async def assert_clean(service: RagService, fake: FakeCloudflare, vectors: int) -> None:
-    fake.vectorize.process()  # type: ignore[attr-defined]
+    fake.vectorize.process()
+    assert isinstance(service.index, VectorizeIndex)
     report = await audit(service.sessions, service.index, MODEL, sample=-1)
     assert report.clean, report.summary()
     assert (report.in_sqlite, report.in_vectorize) == (vectors, vectors)
@@ -115,7 +116,7 @@ async def test_writes_are_batched_across_documents(
         assert (report.new, report.chunks) == (25, 25)
         # Per document, as before the outbox, this was 25 upsert requests.
         assert writes(fake) == {"upsert": 3, "delete": 0}
-        bodies = [s.body for s in fake.vectorize.writes()]  # type: ignore[attr-defined]
+        bodies = [s.body for s in fake.vectorize.writes()]
         assert [len(b.splitlines()) for b in bodies] == [10, 10, 5]
         assert queued(db) == []
         await assert_clean(service, fake, 25)
@@ -142,7 +143,7 @@ async def test_a_flush_goes_out_before_a_document_would_overflow_the_batch(
     async with cloudflare(fake, tmp_path) as service:
         report = await service.ingest([folder])
         assert (report.chunks, report.embedded) == (28, 28)
-        bodies = [s.body for s in fake.vectorize.writes()]  # type: ignore[attr-defined]
+        bodies = [s.body for s in fake.vectorize.writes()]
         # 8 and flush: never 12, sent as 10 + a request of 2.
         assert [len(b.splitlines()) for b in bodies] == [8, 8, 8, 4]
         await assert_clean(service, fake, 28)
@@ -199,11 +200,9 @@ async def test_a_delete_queued_after_an_upsert_wins_and_the_reverse(
         async def idle() -> int:
             return 0
 
-        real, service.index.flush = service.index.flush, idle
-        try:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(service.index, "flush", idle)
             await service.ingest([folder])
-        finally:
-            service.index.flush = real
 
     async with cloudflare(fake, tmp_path) as service:
         # Upsert, then delete, of the same id before any flush: only the delete goes out.
@@ -214,19 +213,19 @@ async def test_a_delete_queued_after_an_upsert_wins_and_the_reverse(
         gone = queued(db)[-1][1]
         assert queued(db)[0][1] == gone
         assert await service.index.flush() == 2
-        fake.vectorize.process()  # type: ignore[attr-defined]
-        seen = fake.vectorize.requests  # type: ignore[attr-defined]
+        fake.vectorize.process()
+        seen = fake.vectorize.requests
         sent = [s for s in seen if s.route.endswith(("/upsert", "/delete_by_ids"))]
         assert [s.route.rsplit("/", 1)[1] for s in sent] == ["delete_by_ids", "upsert"]
         assert gone.encode() in sent[0].body and gone.encode() not in sent[1].body
-        assert gone not in fake.vectorize.indexes["rag"].vectors  # type: ignore[attr-defined]
+        assert gone not in fake.vectorize.indexes["rag"].vectors
         await assert_clean(service, fake, 1)
 
         # Sent and served; then deleted and written back before the next flush: upserted.
         note.write_text(text)
         await service.ingest([folder])
-        fake.vectorize.process()  # type: ignore[attr-defined]
-        assert gone in fake.vectorize.indexes["rag"].vectors  # type: ignore[attr-defined]
+        fake.vectorize.process()
+        assert gone in fake.vectorize.indexes["rag"].vectors
         note.unlink()
         await unflushed(service)
         note.write_text(text)
@@ -242,7 +241,7 @@ async def test_a_delete_queued_after_an_upsert_wins_and_the_reverse(
         await service.ingest([folder])
         assert queued(db) == []
         await assert_clean(service, fake, 1)
-        assert gone not in fake.vectorize.indexes["rag"].vectors  # type: ignore[attr-defined]
+        assert gone not in fake.vectorize.indexes["rag"].vectors
 
 
 async def test_rows_stay_queued_until_vectorize_accepts_the_write(
@@ -252,6 +251,7 @@ async def test_rows_stay_queued_until_vectorize_accepts_the_write(
     folder, db = tmp_path / "docs", tmp_path / "data" / "rag.db"
     write_docs(folder, 20)
     async with cloudflare(fake, tmp_path) as service:
+        assert isinstance(service.index, VectorizeIndex)
         fake.fail_next("/upsert", 400, 40000, message="vectorize.invalid_request")
         with pytest.raises(Exception, match="invalid_request"):
             await service.ingest([folder])
@@ -265,7 +265,10 @@ async def test_rows_stay_queued_until_vectorize_accepts_the_write(
 
 
 async def test_open_service_starts_when_the_drain_fails(
-    fake: FakeCloudflare, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    fake: FakeCloudflare,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     folder, db = tmp_path / "docs", tmp_path / "data" / "rag.db"
     write_docs(folder, 3)
@@ -274,7 +277,7 @@ async def test_open_service_starts_when_the_drain_fails(
         async def idle() -> int:
             return 0
 
-        service.index.flush = idle
+        monkeypatch.setattr(service.index, "flush", idle)
         await service.ingest([folder])
     assert len(queued(db)) == 3
     fake.fail_next("/upsert", 400, 40000, message="vectorize.invalid_request")
@@ -295,5 +298,5 @@ async def test_the_local_backend_queues_nothing(tmp_path: Path) -> None:
         (folder / "n00000.md").unlink()
         report = await service.ingest([folder])
         assert (report.updated, report.deleted) == (29, 1)
-        assert len(service.index) == 29  # the in-memory index was updated directly
+        assert service.index.loaded() == 29  # the in-memory index was updated directly
     assert queued(db) == []

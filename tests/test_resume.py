@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import TypedDict
 
 import pytest
 from conftest import make_settings
@@ -30,7 +31,15 @@ def make_folder(folder: Path, files: int) -> None:
         (folder / f"doc{i:02}.md").write_text(f"# Document {i}\n\n{body}\n", encoding="utf-8")
 
 
-def snapshot(db_path: Path) -> dict[str, object]:
+class Snapshot(TypedDict):
+    chunks: list[tuple[object, ...]]
+    vectors: list[tuple[object, ...]]
+    docs: list[tuple[object, ...]]
+    fts: int
+    fts_rows: int
+
+
+def snapshot(db_path: Path) -> Snapshot:
     with sqlite3.connect(db_path) as db:
         chunks = sorted(db.execute("SELECT id, document_id, ordinal, sha256 FROM chunks"))
         vectors = sorted(db.execute("SELECT chunk_id, model_id, vector FROM vectors"))
@@ -83,7 +92,7 @@ async def test_sigkill_then_rerun_equals_a_clean_run(tmp_path: Path, kill_after:
         make_settings(victim_dir), Overrides(embedder=FakeEmbedder())
     ) as service:
         resumed = await service.ingest([folder])
-        loaded = len(service.index)
+        loaded = service.index.loaded()
     assert resumed.new + resumed.unchanged + resumed.updated == 16
     assert resumed.unchanged >= kill_after
 

@@ -20,7 +20,7 @@ from rag.config import ServerSettings, Settings
 from rag.domain import AnswerEvent, DeltaEvent, Hit, SourcesEvent, Turn
 from rag.web import create_app
 
-WAIT_S = 5.0
+WAIT_S = 5  # whole seconds: uvicorn types timeout_graceful_shutdown as an int
 
 
 class EndlessService:

@@ -111,12 +111,13 @@ async def test_threaded_queries_hold_back_updates(monkeypatch: pytest.MonkeyPatc
     matrix = unit_rows(rng, 2000, 32)
     index = filled(ids, matrix)
     queries = [rng.standard_normal(32).astype(np.float32) for _ in range(8)]
-    results = await asyncio.gather(
-        *(index.query(q, 10) for q in queries),
+    # The scans' tasks are created first (the inner gather), the delete's after them.
+    results, _ = await asyncio.gather(
+        asyncio.gather(*(index.query(q, 10) for q in queries)),
         index.delete(ids[:1000]),
     )
     # The delete waited for the scans already running: they saw every row.
-    for q, got in zip(queries, results[:8], strict=True):
+    for q, got in zip(queries, results, strict=True):
         assert_same(got, reference(ids, matrix, q, 10))
     after = await index.query(queries[0], 10)
     assert_same(after, reference(ids[1000:], matrix[1000:], queries[0], 10))

@@ -54,13 +54,11 @@ async def env(tmp_path: Path, migrated: Path) -> AsyncIterator[Env]:
     shutil.copy(migrated, tmp_path / "v.db")
     engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'v.db'}")
     fake = FakeCloudflare()
-    fake.vectorize = VectorizeState(  # type: ignore[attr-defined]
-        delay=2, schema_errors=fake.schema_errors, fake_errors=fake.fake_errors
-    )
+    fake.vectorize.delay = 2
     client = fake.client()
     sessions = session_factory(engine)
     index = VectorizeIndex(client, "rag", DIM, sessions, poll_s=0.0)
-    yield Env(fake, fake.vectorize, sessions, index)  # type: ignore[attr-defined]
+    yield Env(fake, fake.vectorize, sessions, index)
     await client.aclose()
     await engine.dispose()
     assert fake.schema_errors == []
@@ -246,7 +244,8 @@ async def test_query_ranks_by_cosine_best_first(env: Env) -> None:
     got = await env.index.query(vectors[7], 5)
     expected = sorted(zip((vectors @ vectors[7]).tolist(), ids, strict=True), reverse=True)[:5]
     assert [i for i, _ in got] == [i for _, i in expected]
-    assert got[0] == ("v7", pytest.approx(1.0, abs=1e-5))
+    best, score = got[0]
+    assert best == "v7" and score == pytest.approx(1.0, abs=1e-5)
 
 
 async def test_wait_for_mutations_times_out_naming_the_pending_count(env: Env) -> None:

@@ -375,7 +375,7 @@ async def test_cancelled_mid_way_reports_an_estimate(
     stream = chat(fake, client, costs).stream("How fast?", SOURCES)
     assert [await anext(stream), await anext(stream)] == ["one ", "two "]
     assert costs == []
-    await stream.aclose()  # type: ignore[attr-defined]
+    await stream.aclose()
     (cost,) = costs
     assert cost.estimated and cost.output_tokens == len("one two ") // 4
 

@@ -12,7 +12,6 @@ envelope (429 with ``Retry-After``, 3036, 5xx, ...) before the body, and
 from __future__ import annotations
 
 import asyncio
-import importlib
 import json
 from collections import deque
 from dataclasses import dataclass, field
@@ -24,6 +23,7 @@ import msgspec
 
 from cf_fake import ai
 from cf_fake.ai import ApiError, ChatScript
+from cf_fake.vectorize import VectorizeState
 from rag.backends.cloudflare.client import CloudflareClient
 from rag.backends.local.tokenizer import WordPieceTokenizer
 from rag.config import Settings
@@ -88,10 +88,15 @@ class FakeCloudflare:
     max_in_flight: int = 0
     sleeps: list[float] = field(default_factory=list)
     """What clients made by ``client()`` slept between retries (they never really sleep)."""
+    vectorize: VectorizeState = field(init=False)
+    """The Vectorize side; shares ``schema_errors`` and ``fake_errors`` with this fake."""
 
     def __post_init__(self) -> None:
         self.tokenizer = shared_tokenizer()
         self.transport = httpx.MockTransport(self._handle)
+        self.vectorize = VectorizeState(
+            schema_errors=self.schema_errors, fake_errors=self.fake_errors
+        )
 
     # Scripting.
 
@@ -131,12 +136,10 @@ class FakeCloudflare:
 
     def violations(self) -> list[str]:
         """Schema and limit violations of the client, and of the fake itself."""
-        state = getattr(self, "vectorize", None)
         lists = [self.schema_errors, self.fake_errors]
-        for name in ("schema_errors", "fake_errors"):
-            extra = getattr(state, name, None)
+        for extra in (self.vectorize.schema_errors, self.vectorize.fake_errors):
             # The Vectorize state normally shares these very lists: count them once.
-            if isinstance(extra, list) and all(extra is not seen for seen in lists):
+            if all(extra is not seen for seen in lists):
                 lists.append(extra)
         return [problem for found in lists for problem in found]
 
@@ -168,7 +171,7 @@ class FakeCloudflare:
     def _route(self, path: str, request: httpx.Request) -> httpx.Response:
         if "/vectorize/v2/" in path:
             # A scripted failure means the request never reached the index.
-            return self._scripted(path) or _vectorize(self, request)
+            return self._scripted(path) or self.vectorize.handle(request)
         if path.startswith("/ai/run/") and request.method == "POST":
             model = path.removeprefix("/ai/run/")
             body = ai.validate(self, model, request)
@@ -183,18 +186,6 @@ class FakeCloudflare:
                 headers = {"Retry-After": failure.retry_after} if failure.retry_after else {}
                 return error_envelope(failure.status, failure.cf_code, failure.message, headers)
         return None
-
-
-def _vectorize(fake: FakeCloudflare, request: httpx.Request) -> httpx.Response:
-    try:
-        module = importlib.import_module("cf_fake.vectorize")
-    except ModuleNotFoundError:
-        return error_envelope(404, 7003, "Vectorize is not faked yet")
-    response = module.handle_vectorize(fake, request)
-    if response is None:
-        return error_envelope(404, 7003, "No route for that URI")
-    assert isinstance(response, httpx.Response)
-    return response
 
 
 def error_envelope(

@@ -461,16 +461,3 @@ _RESULT_SCHEMAS = {
 }
 """Result schema by the path after the index name ("": the index itself)."""
 
-
-def handle_vectorize(fake: Any, request: httpx.Request) -> httpx.Response | None:
-    """The router's hook: Vectorize requests are answered here, anything else is not ours."""
-    if "/vectorize/v2/" not in request.url.path:
-        return None
-    state = getattr(fake, "vectorize", None)
-    if state is None:
-        state = fake.vectorize = VectorizeState(
-            schema_errors=getattr(fake, "schema_errors", None),
-            fake_errors=getattr(fake, "fake_errors", None),
-        )
-    assert isinstance(state, VectorizeState)
-    return state.handle(request)
