@@ -43,6 +43,32 @@ from rag.usage import BudgetExhausted, projected_chat_neurons
 log = logging.getLogger(__name__)
 
 
+def checked_text(value: object, field: str, limit: int) -> str:
+    """The text stripped, or an ``InputError`` naming ``field`` and the problem.
+
+    The one check of a question or query, whoever asks (web, CLI, evaluation): the web
+    layer maps the error to a 400 before any event is sent.
+    """
+    text = value.strip() if isinstance(value, str) else ""
+    if not text:
+        raise InputError(f"{field} must not be empty")
+    if len(text) > limit:
+        raise InputError(
+            f"{field} is too long: {len(text)} characters, the limit is {limit} "
+            "(server.max_question_chars)"
+        )
+    return text
+
+
+def checked_k(k: int | None, default: int, candidates: int) -> int:
+    """How many sources to use: ``default`` when unset, never more than the candidates."""
+    if k is None:
+        return default
+    if not 1 <= k <= MAX_TOP_K:
+        raise InputError(f"top_k must be between 1 and {MAX_TOP_K}, not {k}")
+    return min(k, candidates)
+
+
 class RagService:
     """Ask, search and ingest over one database and one set of models."""
 
@@ -147,7 +173,7 @@ class RagService:
         return self.ledger.over_budget(projected)
 
     async def search(self, query: str, k: int | None = None) -> list[Hit]:
-        query = self.check_question(query)
+        query = self.check_question(query, "query")
         await self._sync_index()
         with self.ledger.meter("search"):
             try:
@@ -232,24 +258,11 @@ class RagService:
             count = await session.scalar(select(func.count()).select_from(Document))
         return not count
 
-    def check_question(self, question: str) -> str:
-        text = question.strip() if isinstance(question, str) else ""
-        if not text:
-            raise InputError("question is empty: ask something")
-        limit = self.settings.server.max_question_chars
-        if len(text) > limit:
-            raise InputError(
-                f"question is {len(text)} characters long; the limit is {limit} "
-                "(server.max_question_chars)"
-            )
-        return text
+    def check_question(self, question: str, field: str = "question") -> str:
+        return checked_text(question, field, self.settings.server.max_question_chars)
 
     def _k(self, k: int | None) -> int:
-        if k is None:
-            return self.settings.retrieval.top_k
-        if not 1 <= k <= MAX_TOP_K:
-            raise InputError(f"top_k must be between 1 and {MAX_TOP_K}, not {k}")
-        return min(k, self.settings.retrieval.candidates)
+        return checked_k(k, self.settings.retrieval.top_k, self.settings.retrieval.candidates)
 
     async def _sync_index(self) -> int:
         """Reload the in-memory index when another process (a CLI ingest) changed the data."""

@@ -1,17 +1,26 @@
-"""Test doubles shared by the suite: a deterministic embedder that needs no model file,
-and a chat model that plays a script."""
+"""Test doubles and helpers shared by the suite, in one place so they cannot drift apart
+(mypy checks them against the Protocols in ``rag.ports``):
+
+* ``FakeEmbedder``: a deterministic embedder that needs no model file;
+* ``ScriptedChat``: a ``ChatModel`` that plays a script;
+* ``ScriptedService``: a ``QAService`` that plays scripts and records what it was asked;
+* ``hit``: a ``Hit`` with only what a test cares about; ``parse_sse``: an SSE body as frames.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
 import re
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from typing import Any, NamedTuple
 
 import numpy as np
 
-from rag.domain import Hit
+from rag.config import ServerSettings
+from rag.domain import AnswerEvent, Hit, Turn
 from rag.ports import EmbedKind, Tokenizer, Vectors
+from rag.service import checked_text
 
 _TOKEN = re.compile(r"\w+|[^\w\s]")
 _WORD = re.compile(r"\w+")
@@ -96,3 +105,109 @@ class ScriptedChat:
             self.finished = True
         finally:
             self.closed = True
+
+
+Step = AnswerEvent | Exception | Pause
+"""A service script step: an event is sent, an exception raised, a pause waited out."""
+
+
+class Call(NamedTuple):
+    """What a ``ScriptedService`` was asked: ``ask`` or ``search``, the text, ``top_k``
+    and, for ``ask``, the earlier turns as (question, answer) pairs."""
+
+    kind: str
+    text: str
+    k: int | None
+    history: tuple[tuple[str, str], ...] | None = None
+
+
+class ScriptedService:
+    """A ``QAService`` that plays one script per question, in order (the last repeats).
+
+    It validates questions with the service's own check (``rag.service.checked_text``),
+    so the web layer's 400s are the real ones; ``completed`` and ``closed`` tell what
+    happened to the last answer stream, ``search`` returns ``hits`` (or raises the first
+    script's first step when that is an exception).
+    """
+
+    def __init__(
+        self,
+        *scripts: Sequence[Step],
+        hits: Sequence[Hit] = (),
+        max_question_chars: int = ServerSettings().max_question_chars,
+    ) -> None:
+        self.scripts = scripts or ((),)
+        self.hits = list(hits)
+        self.max_question_chars = max_question_chars
+        self.calls: list[Call] = []
+        self.trace_ids: list[str | None] = []
+        self.completed = False
+        self.closed = False
+
+    def ask(
+        self,
+        question: str,
+        top_k: int | None = None,
+        history: Sequence[Turn] | None = None,
+        *,
+        trace_id: str | None = None,
+    ) -> AsyncIterator[AnswerEvent]:
+        text = checked_text(question, "question", self.max_question_chars)
+        turns = None if history is None else tuple((t.question, t.answer) for t in history)
+        self.calls.append(Call("ask", text, top_k, turns))
+        self.trace_ids.append(trace_id)
+        asked = sum(1 for c in self.calls if c.kind == "ask")
+        return self.play(self.scripts[min(asked, len(self.scripts)) - 1])
+
+    async def play(self, script: Sequence[Step]) -> AsyncIterator[AnswerEvent]:
+        self.completed = self.closed = False
+        try:
+            for step in script:
+                if isinstance(step, Pause):
+                    await asyncio.sleep(step.seconds)
+                elif isinstance(step, Exception):
+                    raise step
+                else:
+                    yield step
+            self.completed = True
+        finally:
+            self.closed = True
+
+    async def search(self, query: str, k: int | None = None) -> list[Hit]:
+        text = checked_text(query, "query", self.max_question_chars)
+        self.calls.append(Call("search", text, k))
+        first = self.scripts[0][0] if self.scripts[0] else None
+        if isinstance(first, Exception):
+            raise first
+        return list(self.hits)
+
+    async def health(self) -> dict[str, object]:
+        return {"status": "ok", "chunks": len(self.hits)}
+
+
+def hit(n: int, text: str, **fields: Any) -> Hit:
+    """Hit number ``n`` (chunk ``c<n>`` of ``doc<n>.md``), scores falling with ``n``."""
+    values: dict[str, Any] = {
+        "chunk_id": f"c{n}",
+        "document_id": f"d{n}",
+        "source": f"doc{n}.md",
+        "title": f"Doc {n}",
+        "text": text,
+        "score": 1.0 / n if n else 1.0,
+        "relevance": 0.9 - n / 10,
+    }
+    return Hit(**{**values, **fields})
+
+
+def parse_sse(body: str) -> list[tuple[str, str]]:
+    """An SSE body as (event, data) frames; a comment frame is ("comment", text)."""
+    frames = []
+    assert body.endswith("\n\n"), body
+    for frame in body[:-2].split("\n\n"):
+        if frame.startswith(": "):
+            frames.append(("comment", frame[2:]))
+            continue
+        event_line, data_line = frame.split("\n")
+        assert event_line.startswith("event: ") and data_line.startswith("data: "), frame
+        frames.append((event_line[7:], data_line[6:]))
+    return frames

@@ -10,7 +10,7 @@ import time
 from collections.abc import Sequence
 
 import pytest
-from fakes import Pause, ScriptedChat
+from fakes import Pause, ScriptedChat, hit
 
 from rag.answer.chain import FallbackChain
 from rag.answer.citations import extract_citations
@@ -33,20 +33,7 @@ ALPHA = "Alpha is the first letter. It comes before beta."
 GAMMA = "Gamma rays are high energy light. They come from nuclei."
 
 
-def hit(n: int, text: str, page: int | None = None) -> Hit:
-    return Hit(
-        chunk_id=f"c{n}",
-        document_id=f"d{n}",
-        source=f"docs/{n}.md",
-        title=f"Doc {n}",
-        text=text,
-        score=1.0 / n,
-        relevance=0.9 - n / 10,
-        page_start=page,
-    )
-
-
-HITS = [hit(1, ALPHA), hit(2, GAMMA, page=4)]
+HITS = [hit(1, ALPHA, source="docs/1.md"), hit(2, GAMMA, source="docs/2.md", page_start=4)]
 
 
 def retrieval(
@@ -225,7 +212,7 @@ def test_sources_snippet_is_one_short_line() -> None:
     assert "\n" not in source.snippet
     assert len(source.snippet) <= 241 and source.snippet.endswith("word…")
     assert source.score == round(long.relevance, 4)
-    assert source.title == "Doc 1" and source.document == "docs/1.md"
+    assert source.title == "Doc 1" and source.document == "doc1.md"
 
 
 # extract_citations

@@ -24,12 +24,11 @@ import httpx
 import pytest
 import uvicorn
 from conftest import CORPUS, make_settings
-from fakes import FakeEmbedder
+from fakes import FakeEmbedder, ScriptedService
 from litestar import Litestar
 
 from rag.config import Settings
 from rag.domain import (
-    AnswerEvent,
     Citation,
     DeltaEvent,
     DoneEvent,
@@ -207,6 +206,7 @@ def has_chunks_route(base_url: str) -> bool:
 
 
 def console_errors(driver: WebDriver) -> list[str]:
+    assert isinstance(driver, webdriver.Chrome)  # the browser log is Chromium's own API
     logged = [e["message"] for e in driver.get_log("browser") if e["level"] == "SEVERE"]
     captured = driver.execute_script("return window.__errors || []")
     return logged + [str(e) for e in captured]
@@ -237,8 +237,8 @@ def test_ask_stream_and_open_a_citation(server: str, browser: WebDriver, tmp_pat
     # Sources are announced first, then text streams in with at least one [n] link.
     wait(browser).until(lambda _: answer.find_elements(By.CSS_SELECTOR, ".source-list .source"))
     citation = wait(browser).until(
-        lambda _: next(iter(answer.find_elements(By.CSS_SELECTOR, ".answer-text button.cite")), 0)
-    )
+        lambda _: answer.find_elements(By.CSS_SELECTOR, ".answer-text button.cite")
+    )[0]
     assert answer.find_element(By.CSS_SELECTOR, ".answer-text").text.strip()
     wait(browser).until(lambda _: finished(answer))
     assert "neurons" in answer.find_element(By.CSS_SELECTOR, ".meta").text
@@ -394,46 +394,15 @@ def scripted_done(text: str) -> DoneEvent:
     )
 
 
-class ScriptedService:
-    """Plays one script per question asked and records what it was asked."""
-
-    def __init__(self, scripts: list[list[AnswerEvent]]) -> None:
-        self.scripts = scripts
-        self.calls: list[tuple[str, list[tuple[str, str]]]] = []
-
-    def ask(
-        self,
-        question: str,
-        top_k: int | None = None,
-        history: Any = None,
-        *,
-        trace_id: str | None = None,
-    ) -> AsyncIterator[AnswerEvent]:
-        self.calls.append((question, [(t.question, t.answer) for t in history or ()]))
-        return self._play(self.scripts[len(self.calls) - 1])
-
-    async def _play(self, script: list[AnswerEvent]) -> AsyncIterator[AnswerEvent]:
-        for event in script:
-            yield event
-
-    async def search(self, query: str, k: int | None = None) -> list[Any]:
-        return []
-
-    async def health(self) -> dict[str, object]:
-        return {"status": "ok"}
-
-
 def test_error_retry_and_dropped_connection(browser: WebDriver, tmp_path: Path) -> None:
     answer = "Run rag ingest [1]."
     sources = SourcesEvent((GUIDE,))
     service = ScriptedService(
-        [
-            [sources, DeltaEvent("Run "), ErrorEvent("model", "the model stopped", True)],
-            [sources, DeltaEvent(answer), scripted_done(answer)],
-            # The stream ends without `done`: to the browser, a dropped connection.
-            [sources, DeltaEvent("Cut")],
-            [sources, DeltaEvent(answer), scripted_done(answer)],
-        ]
+        [sources, DeltaEvent("Run "), ErrorEvent("model", "the model stopped", True)],
+        [sources, DeltaEvent(answer), scripted_done(answer)],
+        # The stream ends without `done`: to the browser, a dropped connection.
+        [sources, DeltaEvent("Cut")],
+        [sources, DeltaEvent(answer), scripted_done(answer)],
     )
 
     @asynccontextmanager
@@ -473,5 +442,6 @@ def test_error_retry_and_dropped_connection(browser: WebDriver, tmp_path: Path) 
         errors = console_errors(browser)
     assert not errors, errors
     # The follow-up (and its retry) carried the completed first turn as history.
-    assert service.calls[2:] == [("And a single file?", [("How do I index a folder?", answer)])] * 2
+    follow_ups = [(c.text, c.history) for c in service.calls[2:]]
+    assert follow_ups == [("And a single file?", (("How do I index a folder?", answer),))] * 2
     assert len(service.calls) == 4

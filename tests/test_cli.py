@@ -249,7 +249,8 @@ def test_empty_question_exits_2_with_a_message(
 ) -> None:
     result = rag(env, command, question)
     assert result.exit_code == 2
-    assert "question is empty" in result.stderr
+    named = "question" if command == "ask" else "query"
+    assert f"{named} must not be empty" in result.stderr
     assert "Traceback" not in result.output
 
 

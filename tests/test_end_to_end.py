@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 from conftest import make_settings
-from fakes import FakeEmbedder
+from fakes import FakeEmbedder, parse_sse
 from httpx import Response
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
@@ -78,16 +78,9 @@ def sse_frames(response: Response) -> Frames:
     assert response.headers["content-type"].split(";")[0] == "text/event-stream"
     assert response.headers["cache-control"] == "no-cache"
     assert response.headers["x-accel-buffering"] == "no"
-    body = response.text
-    assert body.endswith("\n\n"), body
-    frames: Frames = []
-    for frame in body[:-2].split("\n\n"):
-        if frame.startswith(":"):
-            continue
-        event_line, data_line = frame.split("\n")
-        assert event_line.startswith("event: ") and data_line.startswith("data: "), frame
-        frames.append((event_line[7:], json.loads(data_line[6:])))
-    return frames
+    return [
+        (name, json.loads(data)) for name, data in parse_sse(response.text) if name != "comment"
+    ]
 
 
 def check_order(frames: Frames) -> tuple[list[dict[str, Any]], str, dict[str, Any]]:
@@ -293,8 +286,8 @@ async def test_bad_requests_are_400s_naming_the_problem(
 @pytest.mark.parametrize(
     ("params", "expected"),
     [
-        ({"q": ""}, "q must not be empty"),
-        ({"q": "x" * 10_000}, "q is too long: 10000 characters"),
+        ({"q": ""}, "question must not be empty"),
+        ({"q": "x" * 10_000}, "question is too long: 10000 characters"),
         ({}, "Missing required query parameter 'q'"),
         ({"q": "hi", "top_k": "lots"}, "top_k"),
     ],

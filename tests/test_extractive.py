@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 import pytest
-from fakes import FakeEmbedder
+from fakes import FakeEmbedder, hit
 
 from rag.backends.local.extractive import ExtractiveAnswerer
 from rag.domain import Hit
@@ -30,18 +30,7 @@ The answer cites its sources with numbered markers.""",
 
 
 def hits(texts: list[str]) -> list[Hit]:
-    return [
-        Hit(
-            chunk_id=f"c{i}",
-            document_id="d",
-            source=f"doc{i}.md",
-            title="",
-            text=t,
-            score=1.0,
-            relevance=1.0,
-        )
-        for i, t in enumerate(texts)
-    ]
+    return [hit(i, t, score=1.0, relevance=1.0) for i, t in enumerate(texts)]
 
 
 async def answer(answerer: ExtractiveAnswerer, question: str, sources: list[Hit]) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fakes
 import pytest
 
 from rag.domain import Hit
@@ -53,12 +54,10 @@ def test_repeated_ids_keep_their_best_rank() -> None:
 
 
 def hit(chunk_id: str, dense: int | None, cosine: float | None, keyword: int | None) -> Hit:
-    return Hit(
+    return fakes.hit(
+        0,
+        chunk_id,
         chunk_id=chunk_id,
-        document_id="d",
-        source="doc.md",
-        title="",
-        text=chunk_id,
         score=0.0,
         relevance=0.0,
         dense_rank=dense,

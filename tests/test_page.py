@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from fakes import Call, ScriptedService
 from litestar.testing import AsyncTestClient
 from page_assets import REMOTE, asset_urls
 
 from rag.config import Settings
-from rag.domain import AnswerEvent, DeltaEvent, DoneEvent, Hit, Latency, SourcesEvent, Usage
+from rag.domain import DeltaEvent, DoneEvent, Latency, SourcesEvent, Usage
 from rag.web import create_app
 from rag.web.page import STATIC_DIR
 from rag.web.schemas import HISTORY_PARAM_MAX_CHARS
@@ -32,42 +32,16 @@ DONE = DoneEvent(
 SVG_NAMESPACE = "http://www.w3.org/2000/svg"  # a name, never fetched
 
 
-@dataclass
-class RecordingService:
-    calls: list[tuple[str, int | None, Any]] = field(default_factory=list)
-
-    def ask(
-        self,
-        question: str,
-        top_k: int | None = None,
-        history: Sequence[Any] | None = None,
-        *,
-        trace_id: str | None = None,
-    ) -> AsyncIterator[AnswerEvent]:
-        self.calls.append((question, top_k, history))
-        return self._answer()
-
-    async def _answer(self) -> AsyncIterator[AnswerEvent]:
-        yield SourcesEvent(())
-        yield DeltaEvent("Hi.")
-        yield DONE
-
-    async def search(self, query: str, k: int | None = None) -> list[Hit]:
-        return []
-
-    async def health(self) -> dict[str, object]:
-        return {"status": "ok"}
-
-
 @pytest.fixture
 async def client() -> AsyncIterator[AsyncTestClient[Any]]:
-    async with AsyncTestClient(app=create_app(Settings(), RecordingService())) as test_client:
+    service = ScriptedService([SourcesEvent(()), DeltaEvent("Hi."), DONE])
+    async with AsyncTestClient(app=create_app(Settings(), service)) as test_client:
         yield test_client
 
 
-def service_of(client: AsyncTestClient[Any]) -> RecordingService:
+def service_of(client: AsyncTestClient[Any]) -> ScriptedService:
     service = client.app.state.service
-    assert isinstance(service, RecordingService)
+    assert isinstance(service, ScriptedService)
     return service
 
 
@@ -147,17 +121,14 @@ TURNS = [{"question": "Which port?", "answer": "7070 [1]."}]
 async def test_get_ask_passes_history_to_the_service(client: AsyncTestClient[Any]) -> None:
     response = await client.get("/v1/ask", params={"q": "Why?", "history": json.dumps(TURNS)})
     assert response.status_code == 200
-    [(question, top_k, history)] = service_of(client).calls
-    assert (question, top_k) == ("Why?", None)
-    assert [(t.question, t.answer) for t in history] == [("Which port?", "7070 [1].")]
+    assert service_of(client).calls == [Call("ask", "Why?", None, (("Which port?", "7070 [1]."),))]
 
 
 async def test_post_ask_passes_history_to_the_service(client: AsyncTestClient[Any]) -> None:
     body = {"question": "Why?", "top_k": 2, "history": [{"question": "Which port?"}]}
     response = await client.post("/v1/ask", json=body)
     assert response.status_code == 200
-    [(_, top_k, history)] = service_of(client).calls
-    assert top_k == 2 and [(t.question, t.answer) for t in history] == [("Which port?", "")]
+    assert service_of(client).calls == [Call("ask", "Why?", 2, (("Which port?", ""),))]
 
 
 @pytest.mark.parametrize("history", [None, "", "[]"])
@@ -167,7 +138,7 @@ async def test_no_history_is_a_plain_question(
     params = {"q": "Why?"} if history is None else {"q": "Why?", "history": history}
     response = await client.get("/v1/ask", params=params)
     assert response.status_code == 200
-    assert service_of(client).calls == [("Why?", None, None)]
+    assert service_of(client).calls == [Call("ask", "Why?", None)]
 
 
 @pytest.mark.parametrize(

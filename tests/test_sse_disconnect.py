@@ -14,34 +14,26 @@ from contextlib import contextmanager
 
 import httpx
 import uvicorn
+from fakes import ScriptedService, Step
 from litestar import Litestar
 
 from rag.config import ServerSettings, Settings
-from rag.domain import AnswerEvent, DeltaEvent, Hit, SourcesEvent, Turn
+from rag.domain import AnswerEvent, DeltaEvent, SourcesEvent
 from rag.web import create_app
 
 WAIT_S = 5  # whole seconds: uvicorn types timeout_graceful_shutdown as an int
 
 
-class EndlessService:
+class EndlessService(ScriptedService):
     """Streams deltas until closed, or sits idle after ``sources`` when ``idle``."""
 
     def __init__(self, idle: bool = False) -> None:
+        super().__init__()
         self.idle = idle
         self.produced = 0
-        self.closed = threading.Event()
+        self.ended = threading.Event()
 
-    def ask(
-        self,
-        question: str,
-        top_k: int | None = None,
-        history: Sequence[Turn] | None = None,
-        *,
-        trace_id: str | None = None,
-    ) -> AsyncIterator[AnswerEvent]:
-        return self._answer()
-
-    async def _answer(self) -> AsyncIterator[AnswerEvent]:
+    async def play(self, script: Sequence[Step]) -> AsyncIterator[AnswerEvent]:
         try:
             yield SourcesEvent(sources=())
             while True:
@@ -49,13 +41,7 @@ class EndlessService:
                 self.produced += 1
                 yield DeltaEvent(text=f"token{self.produced} ")
         finally:
-            self.closed.set()
-
-    async def search(self, query: str, k: int | None = None) -> list[Hit]:
-        return []
-
-    async def health(self) -> dict[str, object]:
-        return {"status": "ok"}
+            self.ended.set()
 
 
 @contextmanager
@@ -112,7 +98,7 @@ class FrameReader:
 
 
 def wait_until_quiet(service: EndlessService) -> None:
-    assert service.closed.wait(WAIT_S), "the service's generator was not closed"
+    assert service.ended.wait(WAIT_S), "the service's generator was not closed"
     produced = service.produced
     time.sleep(0.2)
     assert service.produced == produced, "the service kept producing after the disconnect"
@@ -129,7 +115,7 @@ def test_disconnect_mid_answer_closes_the_service_generator() -> None:
             assert frames[1].startswith("event: delta\n")
             # Still streaming: the answer is endless, so nothing here was buffered.
             assert reader.read(1)[0].startswith("event: delta\n")
-            assert not service.closed.is_set()
+            assert not service.ended.is_set()
         # Leaving the block closes the unfinished response, and with it the connection.
         wait_until_quiet(service)
 
@@ -142,6 +128,6 @@ def test_disconnect_while_idle_cancels_the_pending_step() -> None:
             assert response.status_code == 200
             reader = FrameReader(response)
             assert reader.read(3) == ["event: sources\ndata: []", ": ping", ": ping"]
-            assert not service.closed.is_set()
+            assert not service.ended.is_set()
         wait_until_quiet(service)
     assert service.produced == 0

@@ -7,23 +7,22 @@ client disconnects are covered over a socket in ``test_sse_disconnect.py``.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import sys
 import types
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
 
+import fakes
 import msgspec
 import pytest
+from fakes import Call, Pause, ScriptedService, Step, parse_sse
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
 from rag.config import ServerSettings, Settings
 from rag.domain import (
-    AnswerEvent,
     Citation,
     DeltaEvent,
     DoneEvent,
@@ -31,19 +30,10 @@ from rag.domain import (
     Latency,
     Source,
     SourcesEvent,
-    Turn,
     Usage,
 )
 from rag.errors import InputError, ModelError
 from rag.web import create_app
-
-
-@dataclass(frozen=True)
-class Sleep:
-    seconds: float
-
-
-Step = AnswerEvent | Exception | Sleep
 
 SOURCES = SourcesEvent(
     sources=(
@@ -71,68 +61,8 @@ DONE = DoneEvent(
 ANSWER: list[Step] = [SOURCES, DeltaEvent(text="Run rag "), DeltaEvent(text="ingest [1]."), DONE]
 
 
-@dataclass
-class FakeService:
-    """A QAService that plays a script and records what happened to its generator."""
-
-    script: Sequence[Step] = ()
-    hits: Sequence[Hit] = ()
-    calls: list[tuple[str, str, int | None]] = field(default_factory=list)
-    completed: bool = False
-    closed: bool = False
-    trace_ids: list[str | None] = field(default_factory=list)
-
-    def ask(
-        self,
-        question: str,
-        top_k: int | None = None,
-        history: Sequence[Turn] | None = None,
-        *,
-        trace_id: str | None = None,
-    ) -> AsyncIterator[AnswerEvent]:
-        self.calls.append(("ask", question, top_k))
-        self.trace_ids.append(trace_id)
-        return self._play()
-
-    async def _play(self) -> AsyncIterator[AnswerEvent]:
-        try:
-            for step in self.script:
-                if isinstance(step, Sleep):
-                    await asyncio.sleep(step.seconds)
-                elif isinstance(step, Exception):
-                    raise step
-                else:
-                    yield step
-            self.completed = True
-        finally:
-            self.closed = True
-
-    async def search(self, query: str, k: int | None = None) -> list[Hit]:
-        self.calls.append(("search", query, k))
-        if self.script and isinstance(self.script[0], Exception):
-            raise self.script[0]
-        return list(self.hits)
-
-    async def health(self) -> dict[str, object]:
-        return {"status": "ok", "chunks": 3}
-
-
 def settings(**server: object) -> Settings:
     return Settings(server=msgspec.structs.replace(ServerSettings(), **server))
-
-
-def parse_sse(body: str) -> list[tuple[str, str]]:
-    """Frames as (event, data) pairs; a comment frame is ("comment", text)."""
-    frames = []
-    assert body.endswith("\n\n"), body
-    for frame in body[:-2].split("\n\n"):
-        if frame.startswith(": "):
-            frames.append(("comment", frame[2:]))
-            continue
-        event_line, data_line = frame.split("\n")
-        assert event_line.startswith("event: ") and data_line.startswith("data: "), frame
-        frames.append((event_line[7:], data_line[6:]))
-    return frames
 
 
 def names(frames: list[tuple[str, str]]) -> list[str]:
@@ -141,14 +71,14 @@ def names(frames: list[tuple[str, str]]) -> list[str]:
 
 @asynccontextmanager
 async def client_for(
-    service: FakeService, conf: Settings | None = None
+    service: ScriptedService, conf: Settings | None = None
 ) -> AsyncIterator[AsyncTestClient[Litestar]]:
     async with AsyncTestClient(app=create_app(conf or settings(), service)) as client:
         yield client
 
 
 async def test_post_ask_streams_sources_then_deltas_then_done() -> None:
-    service = FakeService(script=ANSWER)
+    service = ScriptedService(ANSWER)
     async with client_for(service) as client:
         response = await client.post("/v1/ask", json={"question": "  How to ingest? ", "top_k": 3})
     assert response.status_code == 200
@@ -171,19 +101,19 @@ async def test_post_ask_streams_sources_then_deltas_then_done() -> None:
     assert [json.loads(d)["text"] for n, d in frames if n == "delta"] == ["Run rag ", "ingest [1]."]
     done = json.loads(frames[-1][1])
     assert done["trace_id"] == "t-1" and done["grounded"] is True and "type" not in done
-    assert service.calls == [("ask", "How to ingest?", 3)]
+    assert service.calls == [Call("ask", "How to ingest?", 3)]
     assert service.completed and service.closed
 
 
 async def test_get_ask_streams_for_event_source() -> None:
-    service = FakeService(script=ANSWER)
+    service = ScriptedService(ANSWER)
     async with client_for(service) as client:
         response = await client.get("/v1/ask", params={"q": "How to ingest?", "top_k": "2"})
     assert response.status_code == 200
     assert response.headers["cache-control"] == "no-cache"
     assert response.headers["x-accel-buffering"] == "no"
     assert names(parse_sse(response.text)) == ["sources", "delta", "delta", "done"]
-    assert service.calls == [("ask", "How to ingest?", 2)]
+    assert service.calls == [Call("ask", "How to ingest?", 2)]
 
 
 @pytest.mark.parametrize(
@@ -209,7 +139,7 @@ async def test_get_ask_streams_for_event_source() -> None:
     ],
 )
 async def test_post_ask_rejects_bad_requests_with_a_message(body: bytes, expected: str) -> None:
-    service = FakeService(script=ANSWER)
+    service = ScriptedService(ANSWER, max_question_chars=100)
     async with client_for(service, settings(max_question_chars=100)) as client:
         response = await client.post(
             "/v1/ask", content=body, headers={"content-type": "application/json"}
@@ -226,8 +156,9 @@ async def test_post_ask_rejects_bad_requests_with_a_message(body: bytes, expecte
     ("params", "expected"),
     [
         ({}, "Missing required query parameter 'q'"),
-        ({"q": "   "}, "q must not be empty"),
-        ({"q": "x" * 101}, "q is too long: 101 characters, the limit is 100"),
+        # The service's one check names the question, whatever the parameter is called.
+        ({"q": "   "}, "question must not be empty"),
+        ({"q": "x" * 101}, "question is too long: 101 characters, the limit is 100"),
         ({"q": "hi", "top_k": "many"}, "top_k: Expected `int | null`, got `str`"),
         ({"q": "hi", "top_k": "0"}, "top_k: Expected `int` >= 1"),
         ({"q": "hi", "top_k": "99"}, "top_k: Expected `int` <= 50"),
@@ -236,7 +167,7 @@ async def test_post_ask_rejects_bad_requests_with_a_message(body: bytes, expecte
 async def test_get_ask_rejects_bad_requests_with_a_message(
     params: dict[str, str], expected: str
 ) -> None:
-    service = FakeService(script=ANSWER)
+    service = ScriptedService(ANSWER, max_question_chars=100)
     async with client_for(service, settings(max_question_chars=100)) as client:
         response = await client.get("/v1/ask", params=params)
     assert response.status_code == 400
@@ -249,14 +180,14 @@ async def test_get_ask_rejects_bad_requests_with_a_message(
 
 @pytest.mark.parametrize("value", ["bogus", "status", "no status"])
 async def test_a_bad_query_parameter_is_named_whatever_its_value(value: str) -> None:
-    async with client_for(FakeService()) as client:
+    async with client_for(ScriptedService()) as client:
         response = await client.get("/v1/documents", params={"status": value})
     assert response.status_code == 400
     assert response.json()["error"]["message"] == f"status: Invalid enum value '{value}'"
 
 
 async def test_input_error_before_the_first_event_is_a_400_not_a_stream() -> None:
-    service = FakeService(script=[InputError("question is in a language we do not read")])
+    service = ScriptedService([InputError("question is in a language we do not read")])
     async with client_for(service) as client:
         response = await client.post("/v1/ask", json={"question": "¿qué?"})
     assert response.status_code == 400
@@ -267,9 +198,7 @@ async def test_input_error_before_the_first_event_is_a_400_not_a_stream() -> Non
 
 
 async def test_rag_error_mid_stream_becomes_an_error_event_and_ends_the_stream() -> None:
-    service = FakeService(
-        script=[SOURCES, DeltaEvent(text="Run "), ModelError("the model stopped"), DONE]
-    )
+    service = ScriptedService([SOURCES, DeltaEvent("Run "), ModelError("the model stopped"), DONE])
     async with client_for(service) as client:
         response = await client.post("/v1/ask", json={"question": "How?"})
     assert response.status_code == 200
@@ -286,7 +215,7 @@ async def test_rag_error_mid_stream_becomes_an_error_event_and_ends_the_stream()
 async def test_unexpected_exception_becomes_a_generic_error_event(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    service = FakeService(script=[SOURCES, KeyError("secret_column_name")])
+    service = ScriptedService([SOURCES, KeyError("secret_column_name")])
     with caplog.at_level(logging.ERROR, logger="rag.web"):
         async with client_for(service) as client:
             response = await client.post("/v1/ask", json={"question": "How?"})
@@ -305,7 +234,7 @@ async def test_unexpected_exception_becomes_a_generic_error_event(
 
 
 async def test_heartbeat_while_the_model_is_idle_does_not_cancel_it() -> None:
-    service = FakeService(script=[SOURCES, Sleep(0.3), DeltaEvent(text="late"), DONE])
+    service = ScriptedService([SOURCES, Pause(0.3), DeltaEvent(text="late"), DONE])
     async with client_for(service, settings(heartbeat_s=0.05)) as client:
         response = await client.post("/v1/ask", json={"question": "How?"})
     frames = parse_sse(response.text)
@@ -318,7 +247,7 @@ async def test_heartbeat_while_the_model_is_idle_does_not_cancel_it() -> None:
 
 
 async def test_slow_first_event_starts_the_stream_with_pings() -> None:
-    service = FakeService(script=[Sleep(0.2), *ANSWER])
+    service = ScriptedService([Pause(0.2), *ANSWER])
     async with client_for(service, settings(heartbeat_s=0.05)) as client:
         response = await client.get("/v1/ask", params={"q": "How?"})
     assert response.status_code == 200
@@ -328,7 +257,7 @@ async def test_slow_first_event_starts_the_stream_with_pings() -> None:
 
 
 async def test_input_error_after_the_stream_started_is_an_error_event() -> None:
-    service = FakeService(script=[Sleep(0.2), InputError("too vague")])
+    service = ScriptedService([Pause(0.2), InputError("too vague")])
     async with client_for(service, settings(heartbeat_s=0.05)) as client:
         response = await client.post("/v1/ask", json={"question": "How?"})
     assert response.status_code == 200
@@ -338,13 +267,10 @@ async def test_input_error_after_the_stream_started_is_an_error_event() -> None:
 
 
 def hit(n: int, text: str) -> Hit:
-    return Hit(
-        chunk_id=f"c{n}",
-        document_id=f"d{n}",
+    return fakes.hit(
+        n,
+        text,
         source=f"docs/{n}.pdf",
-        title=f"Doc {n}",
-        text=text,
-        score=1.0 / n,
         relevance=0.5,
         page_start=n,
         page_end=n + 1,
@@ -354,7 +280,7 @@ def hit(n: int, text: str) -> Hit:
 
 async def test_search_returns_ranked_hits() -> None:
     long_text = "word " * 200
-    service = FakeService(hits=[hit(1, "Short\n text."), hit(2, long_text)])
+    service = ScriptedService(hits=[hit(1, "Short\n text."), hit(2, long_text)])
     async with client_for(service) as client:
         response = await client.post("/v1/search", json={"query": " ingest ", "k": 7})
     assert response.status_code == 200
@@ -372,7 +298,7 @@ async def test_search_returns_ranked_hits() -> None:
     }
     assert hits[1]["rank"] == 2
     assert len(hits[1]["snippet"]) <= 300 and hits[1]["snippet"].endswith("word…")
-    assert service.calls == [("search", "ingest", 7)]
+    assert service.calls == [Call("search", "ingest", 7)]
 
 
 @pytest.mark.parametrize(
@@ -385,7 +311,7 @@ async def test_search_returns_ranked_hits() -> None:
     ],
 )
 async def test_search_rejects_bad_requests(body: dict[str, object], expected: str) -> None:
-    async with client_for(FakeService()) as client:
+    async with client_for(ScriptedService()) as client:
         response = await client.post("/v1/search", json=body)
     assert response.status_code == 400
     assert expected in response.json()["error"]["message"]
@@ -394,7 +320,7 @@ async def test_search_rejects_bad_requests(body: dict[str, object], expected: st
 async def test_unexpected_failure_is_a_500_without_details(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    service = FakeService(script=[RuntimeError("db password is hunter2")])
+    service = ScriptedService([RuntimeError("db password is hunter2")])
     with caplog.at_level(logging.ERROR, logger="rag.web"):
         async with client_for(service) as client:
             response = await client.post("/v1/search", json={"query": "x"})
@@ -404,7 +330,7 @@ async def test_unexpected_failure_is_a_500_without_details(
 
 
 async def test_rag_errors_keep_their_status_and_code() -> None:
-    service = FakeService(script=[ModelError("embedder timed out")])
+    service = ScriptedService([ModelError("embedder timed out")])
     async with client_for(service) as client:
         response = await client.post("/v1/search", json={"query": "x"})
     assert response.status_code == 502
@@ -412,7 +338,7 @@ async def test_rag_errors_keep_their_status_and_code() -> None:
 
 
 async def test_unknown_route_and_method_use_the_error_shape() -> None:
-    async with client_for(FakeService()) as client:
+    async with client_for(ScriptedService()) as client:
         missing = await client.get("/v2/nothing")
         wrong = await client.delete("/v1/search")
     assert missing.status_code == 404
@@ -422,14 +348,14 @@ async def test_unknown_route_and_method_use_the_error_shape() -> None:
 
 
 async def test_healthz() -> None:
-    async with client_for(FakeService()) as client:
+    async with client_for(ScriptedService()) as client:
         response = await client.get("/healthz")
     assert response.status_code == 200
-    assert response.json() == {"status": "ok", "chunks": 3}
+    assert response.json() == {"status": "ok", "chunks": 0}
 
 
 async def test_openapi_schema_lists_the_routes_offline() -> None:
-    async with client_for(FakeService()) as client:
+    async with client_for(ScriptedService()) as client:
         response = await client.get("/schema/openapi.json")
     assert response.status_code == 200
     paths = response.json()["paths"]
@@ -445,10 +371,10 @@ async def test_without_a_service_the_app_opens_and_closes_the_real_one(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     opened: list[str] = []
-    service = FakeService(script=ANSWER)
+    service = ScriptedService(ANSWER)
 
     @asynccontextmanager
-    async def open_service(conf: Settings) -> AsyncIterator[FakeService]:
+    async def open_service(conf: Settings) -> AsyncIterator[ScriptedService]:
         opened.append("open")
         yield service
         opened.append("close")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import fakes
 import httpx
 import msgspec
 import numpy as np
@@ -50,16 +51,7 @@ def embedder(
 
 
 def hit(n: int, text: str, page: int | None = None) -> Hit:
-    return Hit(
-        chunk_id=f"c{n}",
-        document_id="d1",
-        source="handbook.md",
-        title="Handbook",
-        text=text,
-        score=0.0,
-        relevance=0.0,
-        page_start=page,
-    )
+    return fakes.hit(n, text, source="handbook.md", title="Handbook", page_start=page)
 
 
 # Embeddings.

@@ -13,7 +13,7 @@ from litestar.openapi.spec import Example
 from litestar.params import Body, QueryParameter, RawBody, SkipValidation
 
 from rag.config import Settings
-from rag.errors import InputError, NotFound
+from rag.errors import NotFound
 from rag.ports import QAService
 from rag.web.access_log import request_trace_id
 from rag.web.schemas import (
@@ -46,28 +46,17 @@ DEPENDENCIES = {
 }
 
 
-def checked_text(value: str, field: str, settings: Settings) -> str:
-    """The text stripped, or an ``InputError`` naming the request's own field."""
-    text = value.strip()
-    if not text:
-        raise InputError(f"{field} must not be empty")
-    limit = settings.server.max_question_chars
-    if len(text) > limit:
-        raise InputError(f"{field} is too long: {len(text)} characters, the limit is {limit}")
-    return text
-
-
 async def _answer_stream(
     service: QAService,
     settings: Settings,
     question: str,
-    field: str,
     top_k: int | None,
     history: Sequence[HistoryTurn] | None,
 ) -> SSEStream:
-    text = checked_text(question, field, settings)
+    # The service validates the question, once for every caller; an InputError raised
+    # before the first event is a 400 (``EventStream.start``), never a stream.
     # An empty history is no history: the same call, and the same cache entry, as none.
-    answer = service.ask(text, top_k, history or None, trace_id=request_trace_id())
+    answer = service.ask(question, top_k, history or None, trace_id=request_trace_id())
     events = EventStream(answer, settings.server.heartbeat_s)
     await events.start()
     return SSEStream(events)
@@ -111,9 +100,7 @@ async def ask_post(
     # ``data`` gives the OpenAPI body schema and Litestar's (lax) validation; the raw
     # ``body`` is decoded again strictly so a wrong JSON type is a 400, not coerced.
     data = decode_strict(body, AskRequest)
-    return await _answer_stream(
-        service, settings, data.question, "question", data.top_k, data.history
-    )
+    return await _answer_stream(service, settings, data.question, data.top_k, data.history)
 
 
 @get(
@@ -142,7 +129,7 @@ async def ask_get(
     ] = None,
 ) -> SSEStream:
     turns = parse_history(history)
-    return await _answer_stream(service, settings, question, "q", top_k, turns)
+    return await _answer_stream(service, settings, question, top_k, turns)
 
 
 @post("/v1/search", summary="Ranked chunks for a query", responses=_ERRORS, status_code=200)
@@ -150,10 +137,9 @@ async def search(
     data: Annotated[SearchRequest, Body(title="Search")],
     body: RawBody,
     service: NamedDependency[SkipValidation[QAService]],
-    settings: NamedDependency[SkipValidation[Settings]],
 ) -> SearchResponse:
     data = decode_strict(body, SearchRequest)
-    hits = await service.search(checked_text(data.query, "query", settings), data.k)
+    hits = await service.search(data.query, data.k)
     return SearchResponse(hits=[SearchHit.from_hit(n, hit) for n, hit in enumerate(hits, 1)])
 
 
