@@ -351,8 +351,8 @@ class TokenStreamService:
     def __init__(self, *pieces: str) -> None:
         self.pieces = pieces
 
-    async def is_empty(self) -> bool:
-        return False
+    async def health(self) -> dict[str, object]:
+        return {"chunks": 1}
 
     async def ask(self, question: str, top_k: int | None = None) -> AsyncIterator[AnswerEvent]:
         source = Source(

@@ -5,20 +5,14 @@ It reads the database only, so it needs no Cloudflare credentials and loads no m
 
 from __future__ import annotations
 
-import asyncio
 import json
-import sys
 from typing import Any
 
 import click
-from rich.console import Console
 from rich.table import Table
 
+from rag.cli import common
 from rag.config import Settings
-from rag.errors import RagError
-
-out = Console()
-err = Console(stderr=True)
 
 
 async def usage_report(settings: Settings, days: int) -> dict[str, Any]:
@@ -49,15 +43,10 @@ def usage(ctx: click.Context, days: int, as_json: bool) -> None:
       rag usage                 # the last 7 days
       rag usage --days 30 --json
     """
-    settings = ctx.find_root().obj
-    assert isinstance(settings, Settings)
-    try:
-        report = asyncio.run(usage_report(settings, days))
-    except RagError as exc:
-        err.print(f"[bold red]error:[/] {exc.message}", highlight=False)
-        sys.exit(1)
+    settings = common.settings(ctx)
+    report = common.run(lambda: usage_report(settings, days))
     if as_json:
-        out.out(json.dumps(report, indent=2))
+        common.out.out(json.dumps(report, indent=2))
         return
     table = Table(
         "day (UTC)",
@@ -80,13 +69,12 @@ def usage(ctx: click.Context, days: int, as_json: bool) -> None:
             f"{row['billable_usd']:.4f}",
             f"{row['free_neurons_left']:,.0f}",
         )
-    out.print(table)
+    common.out.print(table)
     budget = report["budget"]
     if budget["daily_neurons"] > 0:
-        out.print(
+        common.say(
             f"budget today: {budget['spent_today']:,.1f} of {budget['daily_neurons']:,.0f} "
-            f"neurons spent, {budget['remaining_today']:,.1f} left",
-            highlight=False,
+            f"neurons spent, {budget['remaining_today']:,.1f} left"
         )
     else:
-        out.print(f"no daily budget; {budget['spent_today']:,.1f} neurons spent today")
+        common.say(f"no daily budget; {budget['spent_today']:,.1f} neurons spent today")
