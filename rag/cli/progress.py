@@ -15,6 +15,7 @@ from rich.progress import (
     Progress,
     TextColumn,
     TimeElapsedColumn,
+    TimeRemainingColumn,
 )
 
 from rag.evaluate.results import QuestionResult
@@ -30,6 +31,7 @@ def progress_bar(console: Console, *, enabled: bool) -> Progress:
         # The detail is a file name or a question id: data, so never read as markup.
         TextColumn("{task.fields[detail]}", markup=False),
         TimeElapsedColumn(),
+        TimeRemainingColumn(),
         console=console,
         disable=not (enabled and console.is_terminal),
         transient=True,
