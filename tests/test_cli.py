@@ -242,6 +242,42 @@ def test_search_table(indexed: dict[str, str]) -> None:
     assert "install.md" not in result.stdout
 
 
+@pytest.mark.usefixtures("cli_on_fake_embedder")
+def test_search_shows_how_each_hit_was_ranked(tmp_path: Path, env: dict[str, str]) -> None:
+    assert rag(env, "ingest", str(write_docs(tmp_path / "docs"))).exit_code == 0
+    result = rag(env, "search", "restore a snapshot", "--json")
+    assert result.exit_code == 0, result.output
+    hits = json.loads(result.stdout)
+    assert len(hits) == 3
+    best = hits[0]
+    assert best["document"] == "backup.txt"
+    assert best["dense_rank"] >= 1 and best["keyword_rank"] == 1
+    assert isinstance(best["dense_score"], float) and isinstance(best["keyword_score"], float)
+    assert any(hit["keyword_rank"] is None for hit in hits)  # words only backup.txt has
+
+    table = rag(env, "search", "restore a snapshot").stdout
+    header = next(line for line in table.splitlines() if "score" in line)
+    headers = ["#", "score", "cosine", "dense", "keyword", "document", "page", "text"]
+    assert [cell.strip() for cell in header.split("┃")[1:-1]] == headers
+    rows = [
+        [cell.strip() for cell in line.split("│")[1:-1]]
+        for line in table.splitlines()
+        if line.startswith("│") and line.split("│")[1].strip().isdigit()
+    ]
+    expected = [
+        [
+            str(hit["rank"]),
+            f"{hit['score']:.4f}",
+            f"{hit['dense_score']:.3f}",
+            str(hit["dense_rank"]),
+            "-" if hit["keyword_rank"] is None else str(hit["keyword_rank"]),
+            hit["document"],
+        ]
+        for hit in hits
+    ]
+    assert [row[:6] for row in rows] == expected
+
+
 @pytest.mark.model
 @pytest.mark.parametrize(("command", "question"), [("ask", ""), ("search", "   \n\t")])
 def test_empty_question_exits_2_with_a_message(
