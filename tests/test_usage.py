@@ -199,3 +199,35 @@ def test_rag_usage_prints_the_days_as_json(tmp_path: Path) -> None:
     assert report["budget"]["remaining_today"] == pytest.approx(500 - 11.0926, abs=1e-3)
     table = CliRunner().invoke(main, ["--config", str(config), "usage"])
     assert table.exit_code == 0 and "neurons spent" in table.output
+
+
+def test_rag_usage_fits_80_columns(tmp_path: Path) -> None:
+    from rag.cli import main
+
+    settings = make_settings(tmp_path)
+    config = tmp_path / "config.toml"
+    config.write_text(f'data_dir = "{settings.data_dir}"\n')
+
+    async def spend_a_lot() -> None:
+        await upgrade(settings.database_url)
+        engine = create_engine(settings.database_url)
+        ledger = Ledger(session_factory(engine), PriceSettings(), BudgetSettings())
+        for _ in range(1200):
+            ledger(PRICES.cost(LLAMA, "chat", 100_000, 20_000))
+        await ledger.flush()
+        await engine.dispose()
+
+    asyncio.run(spend_a_lot())
+    result = CliRunner().invoke(
+        main, ["--config", str(config), "usage", "--days", "3"], env={"COLUMNS": "80"}
+    )
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert max(len(line) for line in lines) <= 80, result.stdout
+    assert " ".join(lines[0].split()) == (
+        "UTC day calls tok in tok out neurons USD billable free left"
+    )
+    today = datetime.now(UTC).date()
+    days = [(today - timedelta(days=n)).isoformat() for n in (2, 1, 0)]
+    assert [line.split()[0] for line in lines[2:5]] == days  # whole, oldest first
+    assert lines[4].split()[1:4] == ["1,200", "120.0M", "24.0M"]
