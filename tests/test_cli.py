@@ -377,7 +377,7 @@ def test_help_shows_examples() -> None:
     result = CliRunner().invoke(main, ["--help"])
     assert result.exit_code == 0
     assert "rag ingest corpus/" in result.output
-    for command in ("ingest", "ask", "search", "serve", "config", "db"):
+    for command in ("ingest", "ask", "chat", "search", "serve", "config", "db"):
         assert command in result.output
 
 

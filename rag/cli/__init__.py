@@ -10,6 +10,7 @@ import click
 
 from rag.cli import common
 from rag.cli.ask import ask
+from rag.cli.chat import chat
 from rag.cli.cloudflare import audit, vectorize
 from rag.cli.config import db, show_config
 from rag.cli.eval import eval_group
@@ -35,6 +36,7 @@ def main(ctx: click.Context, config_path: str | None) -> None:
     Examples:
       rag ingest corpus/            # index a folder (again and again: idempotent)
       rag ask "How do I change the port?"
+      rag chat                      # questions and follow-ups, one per line
       rag search "evidence gate" --k 5 --json
       rag serve --port 8000         # the Q&A endpoint and chat page
     """
@@ -44,6 +46,7 @@ def main(ctx: click.Context, config_path: str | None) -> None:
 for _command in (
     ingest,
     ask,
+    chat,
     search,
     serve,
     show_config,
