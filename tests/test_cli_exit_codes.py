@@ -88,22 +88,20 @@ def test_input_errors_exit_2(env: dict[str, str], args: list[str], message: str)
     assert result.stdout == ""
 
 
-def test_a_failing_model_exits_1_with_its_message(
-    env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize(
+    ("command", "message"),
+    [
+        ("search", "error: the embedder is down [HTTP 503]"),  # raised by the service
+        ("ask", "error: the stream broke [no DONE]"),  # an answer stream's error event
+    ],
+)
+def test_runtime_failures_exit_1_with_their_message(
+    env: dict[str, str], monkeypatch: pytest.MonkeyPatch, command: str, message: str
 ) -> None:
     use(monkeypatch, BrokenService(ModelError("the embedder is down [HTTP 503]")))
-    result = rag(env, "search", "anything")
+    result = rag(env, command, "anything")
     assert result.exit_code == 1
-    assert flat(result.stderr) == "error: the embedder is down [HTTP 503]"
-
-
-def test_an_answer_that_ends_in_an_error_exits_1(
-    env: dict[str, str], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    use(monkeypatch, BrokenService(ModelError("unused")))
-    result = rag(env, "ask", "anything")
-    assert result.exit_code == 1
-    assert "error: the stream broke [no DONE]" in flat(result.stderr)
+    assert message in flat(result.stderr)
 
 
 def test_ctrl_c_exits_130(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:

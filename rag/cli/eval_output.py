@@ -17,6 +17,7 @@ from rag.cli.common import literal, out, say
 from rag.db.tables import EvalRun
 from rag.evaluate.calibrate import Row
 from rag.evaluate.compare import Comparison
+from rag.evaluate.report import fmt, write_report
 from rag.evaluate.results import RunRecord
 from rag.evaluate.summary import RANKING_KEYS, counts
 
@@ -37,8 +38,6 @@ def show(
 ) -> None:
     """A run as JSON or as text, and its HTML report when asked for."""
     if report is not None:
-        from rag.evaluate.report import write_report
-
         write_report(run, report, gate=gate)
     if as_json:
         out.out(json.dumps(run_json(run), indent=2))
@@ -171,11 +170,3 @@ def print_calibration(
             " the other gate checks do all the refusing"
         )
     say(f"set {gate[0]} = {chosen.threshold:.4f} (now {gate[1]:g})")
-
-
-def fmt(value: Any) -> str:
-    if value is None:
-        return "n/a"
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return str(value)
