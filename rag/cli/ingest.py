@@ -9,6 +9,8 @@ from typing import Any
 import click
 
 from rag.cli import common
+from rag.cli.cloudflare import wait_for_index
+from rag.cli.progress import RichProgress
 from rag.ingest.runner import IngestReport
 
 
@@ -33,8 +35,6 @@ def ingest(
       rag ingest corpus/ ~/handbook/policies.pdf --json
       rag ingest corpus/ --wait     # cloudflare: return once queries see the new vectors
     """
-    from rag.cli.cloudflare import wait_for_index
-    from rag.cli.progress import RichProgress
     from rag.service import open_service
 
     settings = common.settings(ctx)

@@ -8,6 +8,8 @@ import click
 import msgspec
 
 from rag.cli import common
+from rag.cli.keys import with_key_store
+from rag.cli.progress import RichProgress
 
 
 @click.command()
@@ -27,8 +29,6 @@ def serve(ctx: click.Context, host: str | None, port: int | None, no_ingest: boo
     """
     import uvicorn
 
-    from rag.cli.keys import with_key_store
-    from rag.cli.progress import RichProgress
     from rag.service import open_service
     from rag.web.access_log import configure_access_log
     from rag.web.app import create_app
