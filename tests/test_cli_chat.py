@@ -12,7 +12,6 @@ from click.testing import CliRunner, Result
 from test_cli import config_env, flat, rag, write_docs
 
 from rag import service as rag_service
-from rag.answer.condense import Turn
 from rag.cli import main
 from rag.domain import AnswerEvent
 from rag.service import RagService
@@ -38,7 +37,7 @@ class Recording:
         return await self.service.health()
 
     def ask(
-        self, question: str, top_k: int | None = None, history: Sequence[Turn] | None = None
+        self, question: str, top_k: int | None = None, history: Sequence[Any] | None = None
     ) -> AsyncIterator[AnswerEvent]:
         self.asked.append((question, [(t.question, t.answer) for t in history or ()]))
         return self.service.ask(question, top_k, history)
