@@ -233,6 +233,9 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
 SECRET_ENV = ("CLOUDFLARE_API_TOKEN", "OPENAI_API_KEY", "OPENROUTER_API_KEY")
 """Secrets live only in these environment variables; ``rag config`` shows them masked."""
 _SECTIONS = {name for name in Settings.__struct_fields__ if name not in ("backend", "data_dir")}
+_NOT_SETTINGS = ("RAG_CONFIG", "RAG_DEBUG")
+"""``RAG_*`` variables that steer the program rather than set a key: the config file's
+path, and the command line's tracebacks (its error messages suggest ``RAG_DEBUG=1``)."""
 
 
 def load_settings(
@@ -261,7 +264,7 @@ def load_settings(
 
 def _overlay_env(raw: dict[str, Any], env: Mapping[str, str]) -> None:
     for name, value in env.items():
-        if not name.startswith("RAG_") or name == "RAG_CONFIG":
+        if not name.startswith("RAG_") or name in _NOT_SETTINGS:
             continue
         key = name[4:].lower()
         section, sep, field = key.partition("__")

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import os
 from collections.abc import AsyncIterator, Iterator, Mapping
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 import pytest
@@ -56,6 +57,21 @@ async def service(settings: Settings) -> AsyncIterator[RagService]:
 
     async with open_service(settings, Overrides(embedder=FakeEmbedder())) as svc:
         yield svc
+
+
+@pytest.fixture
+def cli_on_fake_embedder(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``rag`` commands open the real service, on the fake embedder: no model to load."""
+    from fakes import FakeEmbedder
+
+    from rag import service as rag_service
+
+    real = rag_service.open_service
+
+    def on_fake(settings: Settings, **options: Any) -> AbstractAsyncContextManager[RagService]:
+        return real(settings, Overrides(embedder=FakeEmbedder()), **options)
+
+    monkeypatch.setattr(rag_service, "open_service", on_fake)
 
 
 @pytest.fixture

@@ -126,18 +126,20 @@ class ScriptedService:
 
     It validates questions with the service's own check (``rag.service.checked_text``),
     so the web layer's 400s are the real ones; ``completed`` and ``closed`` tell what
-    happened to the last answer stream, ``search`` returns ``hits`` (or raises the first
-    script's first step when that is an exception).
+    happened to the last answer stream; ``search`` returns ``hits``, or raises
+    ``search_error``.
     """
 
     def __init__(
         self,
         *scripts: Sequence[Step],
         hits: Sequence[Hit] = (),
+        search_error: BaseException | None = None,
         max_question_chars: int = ServerSettings().max_question_chars,
     ) -> None:
         self.scripts = scripts or ((),)
         self.hits = list(hits)
+        self.search_error = search_error
         self.max_question_chars = max_question_chars
         self.calls: list[Call] = []
         self.trace_ids: list[str | None] = []
@@ -176,9 +178,8 @@ class ScriptedService:
     async def search(self, query: str, k: int | None = None) -> list[Hit]:
         text = checked_text(query, "query", self.max_question_chars)
         self.calls.append(Call("search", text, k))
-        first = self.scripts[0][0] if self.scripts[0] else None
-        if isinstance(first, Exception):
-            raise first
+        if self.search_error is not None:
+            raise self.search_error
         return list(self.hits)
 
     async def health(self) -> dict[str, object]:

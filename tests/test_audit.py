@@ -7,7 +7,6 @@ the ingest runner makes), so these tests do not depend on the service wiring.
 from __future__ import annotations
 
 import asyncio
-import io
 import json
 import random
 import shutil
@@ -18,12 +17,11 @@ import numpy as np
 import pytest
 from cf_fake import FakeCloudflare
 from click.testing import CliRunner, Result
-from rich.console import Console
 from sqlalchemy import delete
 from test_vectorize import Env, add_chunks, env, migrated, unit
 
-from rag import cli_cloudflare
 from rag.backends.cloudflare.audit import audit, repair
+from rag.cli import cloudflare as cli_cloudflare
 from rag.cli import main
 from rag.db.engine import create_engine, session_factory
 from rag.db.tables import Chunk, Document
@@ -115,13 +113,12 @@ async def test_pending_writes_are_reported_with_the_drift(env: Env) -> None:
 async def test_wait_for_index_reports_instead_of_raising(env: Env) -> None:
     env.vz.delay = None
     await env.index.upsert(["a"], unit(1), [{"document_id": "d"}])
-    quiet = Console(file=io.StringIO())
-    problem = await cli_cloudflare.wait_for_index(env.index, 0.01, quiet, quiet=True)
+    problem = await cli_cloudflare.wait_for_index(env.index, 0.01, quiet=True)
     assert "not processed 2 of 2 writes" in problem
     env.vz.process()
-    assert await cli_cloudflare.wait_for_index(env.index, 1.0, quiet, quiet=True) == ""
+    assert await cli_cloudflare.wait_for_index(env.index, 1.0, quiet=True) == ""
     with pytest.raises(ConfigError, match="--wait needs the cloudflare backend"):
-        await cli_cloudflare.wait_for_index(object(), 1.0, quiet, quiet=True)
+        await cli_cloudflare.wait_for_index(object(), 1.0, quiet=True)
 
 
 # The command line, on the fake through the CLI's transport seam.
@@ -204,7 +201,7 @@ def test_cli_audit_and_repair(cli: Any) -> None:
 def test_cli_audit_without_an_index(cli: Any) -> None:
     _, run, _ = cli
     result = run("audit")
-    assert result.exit_code == 1
+    assert result.exit_code == 2  # a named thing that does not exist: as a missing run or key
     assert "does not exist: run `rag vectorize create`" in result.output
 
 
@@ -212,6 +209,6 @@ def test_cli_create_needs_a_dimension_for_an_unknown_model(cli: Any) -> None:
     fake, run, _ = cli
     other = {"RAG_CLOUDFLARE__EMBED_MODEL": "@cf/someone/new-embedder"}
     refused = run("vectorize", "create", env=other)
-    assert refused.exit_code == 1 and "pass --dimension" in refused.output
+    assert refused.exit_code == 2 and "pass --dimension" in refused.output
     assert run("vectorize", "create", "--dimension", "1024", env=other).exit_code == 0
     assert fake.vectorize.indexes["rag"].dimensions == 1024

@@ -16,12 +16,12 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner, Result
+from fakes import ScriptedService, hit
 
 from rag import service as rag_service
 from rag.answer.flow import NOT_COVERED
 from rag.cli import main
 from rag.domain import (
-    AnswerEvent,
     Citation,
     DeltaEvent,
     DoneEvent,
@@ -242,6 +242,42 @@ def test_search_table(indexed: dict[str, str]) -> None:
     assert "install.md" not in result.stdout
 
 
+@pytest.mark.usefixtures("cli_on_fake_embedder")
+def test_search_shows_how_each_hit_was_ranked(tmp_path: Path, env: dict[str, str]) -> None:
+    assert rag(env, "ingest", str(write_docs(tmp_path / "docs"))).exit_code == 0
+    result = rag(env, "search", "restore a snapshot", "--json")
+    assert result.exit_code == 0, result.output
+    hits = json.loads(result.stdout)
+    assert len(hits) == 3
+    best = hits[0]
+    assert best["document"] == "backup.txt"
+    assert best["dense_rank"] >= 1 and best["keyword_rank"] == 1
+    assert isinstance(best["dense_score"], float) and isinstance(best["keyword_score"], float)
+    assert any(hit["keyword_rank"] is None for hit in hits)  # words only backup.txt has
+
+    table = rag(env, "search", "restore a snapshot").stdout
+    header = next(line for line in table.splitlines() if "score" in line)
+    headers = ["#", "score", "cosine", "dense", "keyword", "document", "page", "text"]
+    assert [cell.strip() for cell in header.split("┃")[1:-1]] == headers
+    rows = [
+        [cell.strip() for cell in line.split("│")[1:-1]]
+        for line in table.splitlines()
+        if line.startswith("│") and line.split("│")[1].strip().isdigit()
+    ]
+    expected = [
+        [
+            str(hit["rank"]),
+            f"{hit['score']:.4f}",
+            f"{hit['dense_score']:.3f}",
+            str(hit["dense_rank"]),
+            "-" if hit["keyword_rank"] is None else str(hit["keyword_rank"]),
+            hit["document"],
+        ]
+        for hit in hits
+    ]
+    assert [row[:6] for row in rows] == expected
+
+
 @pytest.mark.model
 @pytest.mark.parametrize(("command", "question"), [("ask", ""), ("search", "   \n\t")])
 def test_empty_question_exits_2_with_a_message(
@@ -342,52 +378,38 @@ def test_help_shows_examples() -> None:
     result = CliRunner().invoke(main, ["--help"])
     assert result.exit_code == 0
     assert "rag ingest corpus/" in result.output
-    for command in ("ingest", "ask", "search", "serve", "config", "db"):
+    for command in ("ingest", "ask", "chat", "search", "serve", "config", "db"):
         assert command in result.output
 
 
-class TokenStreamService:
-    """Plays a model that streams sub-word tokens, as Workers AI and OpenAI do."""
-
-    def __init__(self, *pieces: str) -> None:
-        self.pieces = pieces
-
-    async def is_empty(self) -> bool:
-        return False
-
-    async def ask(self, question: str, top_k: int | None = None) -> AsyncIterator[AnswerEvent]:
-        source = Source(
-            n=1,
-            chunk_id="c1",
-            document="backup.txt",
-            title="backup",
-            page=None,
-            score=0.8,
-            snippet="",
-        )
-        yield SourcesEvent((source,))
-        for piece in self.pieces:
-            yield DeltaEvent(piece)
-        yield DoneEvent(
-            answer="".join(self.pieces),
-            citations=(Citation(n=1, chunk_id="c1", document="backup.txt", page=None, quote=""),),
-            grounded=True,
-            provider="llm",
-            cached=False,
-            usage=Usage(),
-            latency_ms=Latency(retrieve=1.0, first_token=2.0, total=3.0),
-            trace_id="t",
-        )
+def token_stream(*pieces: str) -> ScriptedService:
+    """A service whose model streams sub-word tokens, as Workers AI and OpenAI do."""
+    source = Source(
+        n=1, chunk_id="c1", document="backup.txt", title="backup", page=None, score=0.8, snippet=""
+    )
+    done = DoneEvent(
+        answer="".join(pieces),
+        citations=(Citation(n=1, chunk_id="c1", document="backup.txt", page=None, quote=""),),
+        grounded=True,
+        provider="llm",
+        cached=False,
+        usage=Usage(),
+        latency_ms=Latency(retrieve=1.0, first_token=2.0, total=3.0),
+        trace_id="t",
+    )
+    return ScriptedService(
+        [SourcesEvent((source,)), *(DeltaEvent(p) for p in pieces), done], hits=[hit(1, "x")]
+    )
 
 
 def test_ask_prints_streamed_tokens_as_they_are(
     env: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     pieces = ("Snap", "shots are", " kept for seven days", " [1].")
-    service = TokenStreamService(*pieces)
+    service = token_stream(*pieces)
 
     @asynccontextmanager
-    async def open_service(settings: object) -> AsyncIterator[TokenStreamService]:
+    async def open_service(settings: object) -> AsyncIterator[ScriptedService]:
         yield service
 
     monkeypatch.setattr(rag_service, "open_service", open_service)

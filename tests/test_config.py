@@ -54,6 +54,13 @@ def test_bad_settings_fail_naming_the_key(
         load_settings(environ={"RAG_CONFIG": str(_write(tmp_path, text)), **env})
 
 
+def test_rag_debug_is_not_a_setting(tmp_path: Path) -> None:
+    environ = {"RAG_CONFIG": str(_write(tmp_path, "")), "RAG_DEBUG": "1"}
+    assert load_settings(environ=environ) == load_settings(
+        environ={"RAG_CONFIG": environ["RAG_CONFIG"]}
+    )
+
+
 def test_missing_config_file_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="config file not found"):
         load_settings(environ={"RAG_CONFIG": str(tmp_path / "absent.toml")})

@@ -14,7 +14,8 @@ from click.testing import CliRunner, Result
 from conftest import make_settings
 from fakes import FakeEmbedder
 
-from rag.cli_eval import EvalEnv, eval_group
+from rag.cli.eval import eval_group
+from rag.cli.eval_dataset import EvalEnv
 from rag.config import Settings
 from rag.evaluate import runner
 

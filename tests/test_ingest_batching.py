@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import math
 import sqlite3
 from collections.abc import Sequence
@@ -27,9 +28,12 @@ class Recorder(Progress):
     def __init__(self) -> None:
         self.files: list[tuple[str, str, int]] = []
         self.embedded_total = 0
+        self.embedded_at_file: list[int] = []
+        """``embedded_total`` as each file was reported."""
 
     def file_done(self, path: str, outcome: str, chunks: int) -> None:
         self.files.append((path, outcome, chunks))
+        self.embedded_at_file.append(self.embedded_total)
 
     def embedded(self, count: int) -> None:
         self.embedded_total += count
@@ -153,6 +157,21 @@ async def test_counts_stay_exact_across_runs_and_outcomes(tmp_path: Path) -> Non
     assert report.reused >= copy_chunks + 2
     state = snapshot(tmp_path / "data" / "rag.db")
     assert len(state["chunks"]) == len(state["vectors"]) == state["fts"] == indexed
+
+
+async def test_embedded_texts_are_reported_with_their_document(tmp_path: Path) -> None:
+    # Batches of 4 texts span files of 3 chunks: a batch comes back before the second
+    # file it serves is written, yet its texts count only when that file is reported.
+    folder = tmp_path / "docs"
+    paragraphs(folder, 6, parts=3)
+    progress = Recorder()
+    settings = make_settings(tmp_path, ingest={"batch_size": 4})
+    async with open_service(settings, Overrides(embedder=FakeEmbedder())) as service:
+        report = await service.ingest([folder], progress)
+    chunks_at_file = list(itertools.accumulate(chunks for _, _, chunks in progress.files))
+    assert chunks_at_file == [3, 6, 9, 12, 15, 18]
+    assert progress.embedded_at_file == chunks_at_file  # every text new: one vector a chunk
+    assert progress.embedded_total == report.embedded == 18
 
 
 async def test_an_embedding_failure_keeps_what_was_written_and_the_rerun_completes(

@@ -174,22 +174,29 @@ async def test_long_runs_flush_in_the_background(sessions: Any) -> None:
     assert meter.usage().input_tokens == 100 * FLUSH_EVERY
 
 
-def test_rag_usage_prints_the_days_as_json(tmp_path: Path) -> None:
-    from rag.cli import main
-
+def spent(tmp_path: Path, config_text: str, calls: int, tokens: tuple[int, int]) -> Path:
+    """A config file whose database's ledger holds ``calls`` chat calls of ``tokens`` today."""
     settings = make_settings(tmp_path)
     config = tmp_path / "config.toml"
-    config.write_text(f'data_dir = "{settings.data_dir}"\n[budget]\ndaily_neurons = 500\n')
+    config.write_text(f'data_dir = "{settings.data_dir}"\n{config_text}')
 
     async def spend() -> None:
         await upgrade(settings.database_url)
         engine = create_engine(settings.database_url)
         ledger = Ledger(session_factory(engine), PriceSettings(), BudgetSettings())
-        ledger(PRICES.cost(LLAMA, "chat", 1000, 200))
+        for _ in range(calls):
+            ledger(PRICES.cost(LLAMA, "chat", *tokens))
         await ledger.flush()
         await engine.dispose()
 
     asyncio.run(spend())
+    return config
+
+
+def test_rag_usage_prints_the_days_as_json(tmp_path: Path) -> None:
+    from rag.cli import main
+
+    config = spent(tmp_path, "[budget]\ndaily_neurons = 500\n", 1, (1000, 200))
     result = CliRunner().invoke(main, ["--config", str(config), "usage", "--days", "2", "--json"])
     assert result.exit_code == 0, result.output
     report = json.loads(result.output)
@@ -199,3 +206,22 @@ def test_rag_usage_prints_the_days_as_json(tmp_path: Path) -> None:
     assert report["budget"]["remaining_today"] == pytest.approx(500 - 11.0926, abs=1e-3)
     table = CliRunner().invoke(main, ["--config", str(config), "usage"])
     assert table.exit_code == 0 and "neurons spent" in table.output
+
+
+def test_rag_usage_fits_80_columns(tmp_path: Path) -> None:
+    from rag.cli import main
+
+    config = spent(tmp_path, "", 1200, (100_000, 20_000))
+    result = CliRunner().invoke(
+        main, ["--config", str(config), "usage", "--days", "3"], env={"COLUMNS": "80"}
+    )
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert max(len(line) for line in lines) <= 80, result.stdout
+    assert " ".join(lines[0].split()) == (
+        "UTC day calls tok in tok out neurons USD billable free left"
+    )
+    today = datetime.now(UTC).date()
+    days = [(today - timedelta(days=n)).isoformat() for n in (2, 1, 0)]
+    assert [line.split()[0] for line in lines[2:5]] == days  # whole, oldest first
+    assert lines[4].split()[1:4] == ["1,200", "120.0M", "24.0M"]

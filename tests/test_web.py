@@ -320,7 +320,7 @@ async def test_search_rejects_bad_requests(body: dict[str, object], expected: st
 async def test_unexpected_failure_is_a_500_without_details(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    service = ScriptedService([RuntimeError("db password is hunter2")])
+    service = ScriptedService(search_error=RuntimeError("db password is hunter2"))
     with caplog.at_level(logging.ERROR, logger="rag.web"):
         async with client_for(service) as client:
             response = await client.post("/v1/search", json={"query": "x"})
@@ -330,7 +330,7 @@ async def test_unexpected_failure_is_a_500_without_details(
 
 
 async def test_rag_errors_keep_their_status_and_code() -> None:
-    service = ScriptedService([ModelError("embedder timed out")])
+    service = ScriptedService(search_error=ModelError("embedder timed out"))
     async with client_for(service) as client:
         response = await client.post("/v1/search", json={"query": "x"})
     assert response.status_code == 502

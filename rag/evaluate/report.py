@@ -59,12 +59,12 @@ def render(run: RunRecord, *, gate: tuple[str, float] | None = None) -> str:
 
 def _summary(metrics: dict[str, Any]) -> str:
     rows = [
-        [key, _fmt(metrics["retrieval"].get(key)), _fmt(metrics["reranked"].get(key))]
+        [key, fmt(metrics["retrieval"].get(key)), fmt(metrics["reranked"].get(key))]
         for key in RANKING_KEYS
     ]
     retrieval = _table(["retrieval (documents)", "dense", "after reranking"], rows)
     other = [
-        [f"{group}.{key}", _fmt(value)]
+        [f"{group}.{key}", fmt(value)]
         for group, values in metrics.items()
         if group not in ("retrieval", "reranked")
         for key, value in values.items()
@@ -149,8 +149,8 @@ def _question_list(results: list[QuestionResult]) -> str:
         [
             escape(r.id),
             escape(r.question),
-            _fmt(r.best_relevance),
-            _fmt(r.coverage),
+            fmt(r.best_relevance),
+            fmt(r.coverage),
             escape((r.error or r.answer)[:300]),
         ]
         for r in results[:WORST]
@@ -172,7 +172,8 @@ def _cell(value: Any, escaped: bool) -> str:
     return f'<td class="n">{text}</td>' if numeric else f"<td>{text}</td>"
 
 
-def _fmt(value: Any) -> str:
+def fmt(value: Any) -> str:
+    """A figure as the report and ``rag eval``'s terminal output show it."""
     if value is None:
         return "n/a"
     if isinstance(value, float):

@@ -105,7 +105,8 @@ class Progress:
         """A file is settled: one that needs no embedding as soon as it is read, one
         that does once it is written, so files may be reported out of reading order."""
 
-    def embedded(self, count: int) -> None: ...
+    def embedded(self, count: int) -> None:
+        """Texts embedded for the document ``file_done`` reports next (0 for none)."""
 
 
 class Ingestor:
@@ -271,6 +272,9 @@ class Ingestor:
         report.chunks += len(drafts)
         report.embedded += ready.embedded
         report.reused += len(drafts) - ready.embedded
+        # Counted with the document it was embedded for, not when its batch came back:
+        # a batch runs ahead of the documents it serves, so the two counts would disagree.
+        self.progress.embedded(ready.embedded)
         return prepared.outcome, len(drafts)
 
     async def _problem(
@@ -295,7 +299,6 @@ class Ingestor:
         for start in range(0, len(texts), size):
             batch = texts[start : start + size]
             blobs.extend(store.to_blobs(await self.embedder.embed(batch, "passage")))
-            self.progress.embedded(len(batch))
         return blobs
 
     async def _delete_vanished(self, root: str, present: set[str], report: IngestReport) -> None:

@@ -1,16 +1,23 @@
-"""Terminal output of ``rag eval``: run summaries, run lists, comparisons, calibration."""
+"""Terminal output of ``rag eval``: run summaries, run lists, comparisons, calibration.
+
+Dataset names, run settings and questions are data: they print literally.
+"""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
-from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
+from rag.cli.common import literal, out, say
 from rag.db.tables import EvalRun
 from rag.evaluate.calibrate import Row
 from rag.evaluate.compare import Comparison
+from rag.evaluate.report import fmt, write_report
 from rag.evaluate.results import RunRecord
 from rag.evaluate.summary import RANKING_KEYS, counts
 
@@ -26,17 +33,31 @@ def run_json(run: RunRecord) -> dict[str, Any]:
     }
 
 
-def print_run(out: Console, run: RunRecord) -> None:
+def show(
+    run: RunRecord, as_json: bool, report: Path | None, gate: tuple[str, float] | None = None
+) -> None:
+    """A run as JSON or as text, and its HTML report when asked for."""
+    if report is not None:
+        write_report(run, report, gate=gate)
+    if as_json:
+        out.out(json.dumps(run_json(run), indent=2))
+    else:
+        print_run(run)
+        if report is not None:
+            say(f"report: {report}")
+
+
+def print_run(run: RunRecord) -> None:
     n = counts(run.results)
     m = run.metrics
-    out.print(
-        f"[bold]run {run.run_id}[/]  {run.dataset}  {n['questions']} questions "
+    heading = Text.assemble(
+        (f"run {run.run_id}", "bold"),
+        f"  {run.dataset}  {n['questions']} questions "
         f"({n['answerable']} answerable, {n['unanswerable']} unanswerable; "
         f"{n['labelled']} with relevance labels, {n['answerable_without_labels']} answerable "
         f"without)",
-        highlight=False,
-        soft_wrap=True,
     )
+    out.print(heading, soft_wrap=True)
     table = Table("documents", "dense", "reranked", title="retrieval", title_justify="left")
     for key in RANKING_KEYS:
         table.add_row(key, fmt(m["retrieval"][key]), fmt(m["reranked"][key]))
@@ -61,13 +82,15 @@ def print_run(out: Console, run: RunRecord) -> None:
             f"{cached.get('embedded', 0)} embedded (a cached one's embedding time is not in "
             "the latency; --fresh-embeddings measures it)"
         )
-    if n["errors"]:
-        lines.append(f"[yellow]errors      {n['errors']} questions did not finish (see show)[/]")
     for line in lines:
-        out.print(line, highlight=False, soft_wrap=True)
+        say(line)
+    if n["errors"]:
+        out.print(
+            literal(f"errors      {n['errors']} questions did not finish (see show)", "yellow")
+        )
 
 
-def print_runs(out: Console, runs: Sequence[EvalRun]) -> None:
+def print_runs(runs: Sequence[EvalRun]) -> None:
     """Plain aligned lines rather than a table: run ids stay whole in a pipe and grep."""
     out.print(
         f"{'run':<22} {'created (UTC)':<17} {'questions':>9} {'recall@5':>9} {'MRR@10':>7} "
@@ -78,18 +101,21 @@ def print_runs(out: Console, runs: Sequence[EvalRun]) -> None:
     for run in runs:
         metrics: Any = run.metrics
         reranked, abstention = metrics.get("reranked", {}), metrics.get("abstention", {})
-        out.print(
+        say(
             f"{run.id:<22} {run.created_at:%Y-%m-%d %H:%M} {run.questions:>9} "
             f"{fmt(reranked.get('recall@5')):>9} {fmt(reranked.get('mrr@10')):>7} "
-            f"{fmt(abstention.get('correct_refusal')):>8}  {run.dataset}",
-            highlight=False,
-            soft_wrap=True,
-            markup=False,
+            f"{fmt(abstention.get('correct_refusal')):>8}  {run.dataset}"
         )
 
 
-def print_comparison(out: Console, c: Comparison, limit: int = 20) -> None:
-    out.print(f"[bold]A[/] {c.a.run_id} ({c.a.dataset})  [bold]B[/] {c.b.run_id} ({c.b.dataset})")
+def print_comparison(c: Comparison, limit: int = 20) -> None:
+    sides = Text.assemble(
+        ("A", "bold"),
+        f" {c.a.run_id} ({c.a.dataset})  ",
+        ("B", "bold"),
+        f" {c.b.run_id} ({c.b.dataset})",
+    )
+    out.print(sides, soft_wrap=True)
     if c.a.dataset_sha256 != c.b.dataset_sha256:
         out.print("[yellow]the datasets differ: compare with care[/]")
     table = Table("metric", "A", "B", "B - A")
@@ -99,22 +125,18 @@ def print_comparison(out: Console, c: Comparison, limit: int = 20) -> None:
         table.add_row(d.metric, fmt(d.a), fmt(d.b), f"[{colour}]{change}[/]" if colour else change)
     out.print(table)
     for key, a, b in c.config:
-        out.print(f"config {key}: {a!r} -> {b!r}", highlight=False, soft_wrap=True)
-    out.print(f"{c.common} questions in both runs: {len(c.won)} changes won, {len(c.lost)} lost")
+        say(f"config {key}: {a!r} -> {b!r}")
+    say(f"{c.common} questions in both runs: {len(c.won)} changes won, {len(c.lost)} lost")
     for side, changes in (("won", c.won), ("lost", c.lost)):
         for moved in changes[:limit]:
             q = moved.question
-            out.print(
-                f"  {side:4} {q.id}: {moved.what}  [dim]{q.question}[/]",
-                highlight=False,
-                soft_wrap=True,
-            )
+            line = Text.assemble(f"  {side:4} {q.id}: {moved.what}  ", (q.question, "dim"))
+            out.print(line, soft_wrap=True)
         if len(changes) > limit:
-            out.print(f"  ... and {len(changes) - limit} more {side}")
+            say(f"  ... and {len(changes) - limit} more {side}")
 
 
 def print_calibration(
-    out: Console,
     rows: Sequence[Row],
     chosen: Row | None,
     current: Row | None,
@@ -137,27 +159,14 @@ def print_calibration(
     if chosen is None:
         out.print("[yellow]no question retrieved anything: nothing to calibrate[/]")
         return
-    out.print(
+    say(
         f"best threshold {chosen.threshold:.4f}: keeps {chosen.kept_share:.0%} of answerable, "
         f"refuses {chosen.refused_share:.0%} of unanswerable (balanced accuracy "
-        f"{chosen.balanced_accuracy:.3f}, Youden's J {2 * chosen.balanced_accuracy - 1:.3f})",
-        highlight=False,
-        soft_wrap=True,
+        f"{chosen.balanced_accuracy:.3f}, Youden's J {2 * chosen.balanced_accuracy - 1:.3f})"
     )
     if rows and chosen.threshold <= rows[0].threshold:
-        out.print(
+        say(
             "that is the lowest best relevance observed: the threshold refuses nothing here,"
-            " the other gate checks do all the refusing",
-            soft_wrap=True,
+            " the other gate checks do all the refusing"
         )
-    out.print(
-        f"set {gate[0]} = {chosen.threshold:.4f} (now {gate[1]:g})", highlight=False, soft_wrap=True
-    )
-
-
-def fmt(value: Any) -> str:
-    if value is None:
-        return "n/a"
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return str(value)
+    say(f"set {gate[0]} = {chosen.threshold:.4f} (now {gate[1]:g})")

@@ -5,45 +5,36 @@ Reads and writes the database only: no model is loaded, no credentials are neede
 
 from __future__ import annotations
 
-import asyncio
 import json
-import sys
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import TypeVar
 
 import click
-from rich.console import Console
 from rich.table import Table
 
+from rag.cli import common
 from rag.config import Settings
-from rag.errors import RagError
 from rag.keys import KeyInfo, KeyStore
 
 T = TypeVar("T")
-out = Console()
-err = Console(stderr=True)
+
+
+async def with_key_store(settings: Settings, work: Callable[[KeyStore], Awaitable[T]]) -> T:
+    """``work`` done on the keys of a migrated database, closed after."""
+    from rag.db.engine import create_engine, session_factory, upgrade
+
+    await upgrade(settings.database_url)
+    engine = create_engine(settings.database_url)
+    try:
+        return await work(KeyStore(session_factory(engine)))
+    finally:
+        await engine.dispose()
 
 
 def _with_store(ctx: click.Context, work: Callable[[KeyStore], Awaitable[T]]) -> T:
-    settings = ctx.find_root().obj
-    assert isinstance(settings, Settings)
-
-    async def go() -> T:
-        from rag.db.engine import create_engine, session_factory, upgrade
-
-        await upgrade(settings.database_url)
-        engine = create_engine(settings.database_url)
-        try:
-            return await work(KeyStore(session_factory(engine)))
-        finally:
-            await engine.dispose()
-
-    try:
-        return asyncio.run(go())
-    except RagError as exc:
-        err.print(f"[bold red]error:[/] {exc.message}", highlight=False)
-        sys.exit(2 if exc.status_code in (400, 404) else 1)
+    settings = common.settings(ctx)
+    return common.run(lambda: with_key_store(settings, work))
 
 
 def _when(moment: datetime | None) -> str:
@@ -81,9 +72,9 @@ def create(ctx: click.Context, name: str) -> None:
     info, key = _with_store(ctx, lambda store: store.create(name))
     # The key alone on stdout, so `KEY=$(rag keys create bot)` works; the rest to stderr.
     click.echo(key)
-    err.print(
+    common.say(
         f"key {info.id} ({info.name}) created. It is shown only now: only its hash is stored.",
-        highlight=False,
+        console=common.err,
     )
 
 
@@ -94,22 +85,22 @@ def list_keys(ctx: click.Context, as_json: bool) -> None:
     """List keys: id, name, prefix, created, last used, revoked."""
     found = _with_store(ctx, lambda store: store.list())
     if as_json:
-        out.out(json.dumps([_as_dict(key) for key in found], indent=2))
+        common.out.out(json.dumps([_as_dict(key) for key in found], indent=2))
         return
     if not found:
-        err.print("no API keys: create one with `rag keys create NAME`")
+        common.say("no API keys: create one with `rag keys create NAME`", console=common.err)
         return
     table = Table("id", "name", "prefix", "created", "last used", "revoked")
     for key in found:
         table.add_row(
             str(key.id),
-            key.name,
+            common.literal(key.name),
             key.prefix + "…",
             _when(key.created_at),
             _when(key.last_used_at),
             _when(key.revoked_at),
         )
-    out.print(table)
+    common.out.print(table)
 
 
 @keys.command("revoke")

@@ -14,11 +14,11 @@ from typing import Any
 
 import click
 import httpx
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from rag.backends.cloudflare.vectorize import VectorizeIndex
+from rag.backends.cloudflare.vectorize import IndexConfig, VectorizeIndex
 from rag.backends.cloudflare.vectorize_mutations import MutationsPending
+from rag.cli import common
+from rag.cli.progress import progress_bar
 from rag.config import Settings
 from rag.errors import ConfigError, NotFound
 
@@ -62,7 +62,7 @@ async def open_vectorize(
         await engine.dispose()
 
 
-async def wait_for_index(index: Any, timeout_s: float, console: Console, *, quiet: bool) -> str:
+async def wait_for_index(index: Any, timeout_s: float, *, quiet: bool) -> str:
     """Block until the index has processed every recorded write, drawing progress.
 
     Returns "" when done, or the reason it stopped waiting, so a caller can still print
@@ -71,16 +71,8 @@ async def wait_for_index(index: Any, timeout_s: float, console: Console, *, quie
     wait = getattr(index, "wait_for_mutations", None)
     if wait is None:
         raise ConfigError("--wait needs the cloudflare backend's Vectorize index")
-    bar = Progress(
-        TextColumn("[bold]Vectorize[/] processing writes"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-        disable=quiet or not console.is_terminal,
-        transient=True,
-    )
-    task = bar.add_task("wait", total=None)
+    bar = progress_bar(common.err, enabled=not quiet)
+    task = bar.add_task("Vectorize writes", total=None, detail="")
     try:
         with bar:
             total = await wait(
@@ -89,8 +81,15 @@ async def wait_for_index(index: Any, timeout_s: float, console: Console, *, quie
     except MutationsPending as exc:
         return exc.message
     if not quiet:
-        console.print(f"Vectorize has processed all {total} pending writes", highlight=False)
+        common.say(f"Vectorize has processed all {total} pending writes", console=common.err)
     return ""
+
+
+async def _described(index: VectorizeIndex) -> IndexConfig:
+    config = await index.describe()
+    if config is None:
+        raise NotFound(f"Vectorize index {index.name!r} does not exist: run `rag vectorize create`")
+    return config
 
 
 @click.group()
@@ -121,22 +120,20 @@ def create(ctx: click.Context, dimension: int | None, metric: Any, timeout: floa
     Waits until the metadata indexes are processed, since Vectorize only indexes vectors
     written after them.
     """
-    from rag.cli import _run, _settings, err, out
-
-    settings = _settings(ctx.find_root())
+    settings = common.settings(ctx)
 
     async def go() -> tuple[bool, int, str]:
         async with open_vectorize(settings, dimension) as index:
             created = await index.create(metric=metric)
-            problem = await wait_for_index(index, timeout, err, quiet=True)
+            problem = await wait_for_index(index, timeout, quiet=True)
             return created, index.dimension, problem
 
-    created, dims, problem = _run(go)
+    created, dims, problem = common.run(go)
     name = settings.cloudflare.index_name
     verb = "created" if created else "already exists and fits:"
-    out.print(f"Vectorize index {name!r} {verb} {dims}-d {metric}", highlight=False)
+    common.say(f"Vectorize index {name!r} {verb} {dims}-d {metric}")
     if problem:
-        err.print(f"[yellow]warning:[/] {problem}", highlight=False)
+        common.note("warning:", problem)
 
 
 @vectorize.command("info")
@@ -144,18 +141,12 @@ def create(ctx: click.Context, dimension: int | None, metric: Any, timeout: floa
 @click.pass_context
 def info(ctx: click.Context, as_json: bool) -> None:
     """Show the index: dimensions, metric, vector count, processing state, pending writes."""
-    from rag.cli import _run, _settings, out
-
-    settings = _settings(ctx.find_root())
+    settings = common.settings(ctx)
 
     async def go() -> dict[str, Any]:
         # 0: only reading, so the index's own dimension is all that matters.
         async with open_vectorize(settings, 0) as index:
-            config = await index.describe()
-            if config is None:
-                raise NotFound(
-                    f"Vectorize index {index.name!r} does not exist: run `rag vectorize create`"
-                )
+            config = await _described(index)
             state = await index.info()
             return {
                 "name": config.name,
@@ -169,12 +160,12 @@ def info(ctx: click.Context, as_json: bool) -> None:
                 "pending_writes": len(await index.pending_mutations()),
             }
 
-    data = _run(go)
+    data = common.run(go)
     if as_json:
-        out.out(json.dumps(data, indent=2))
+        common.out.out(json.dumps(data, indent=2))
         return
     for key, value in data.items():
-        out.print(f"{key:>25}  {value}", highlight=False)
+        common.say(f"{key:>25}  {value}")
 
 
 @click.command()
@@ -208,47 +199,44 @@ def audit(
       rag audit --repair --json
     """
     from rag.backends.cloudflare import audit as auditing
-    from rag.cli import _run, _settings, err, out
 
-    settings = _settings(ctx.find_root())
+    settings = common.settings(ctx)
     model_id = model or settings.cloudflare.embed_model
 
     async def go() -> dict[str, Any]:
         async with open_vectorize(settings) as index:
-            if await index.describe() is None:
-                raise NotFound(
-                    f"Vectorize index {index.name!r} does not exist: run `rag vectorize create`"
-                )
-            problem = await wait_for_index(index, timeout, err, quiet=as_json)
+            await _described(index)
+            problem = await wait_for_index(index, timeout, quiet=as_json)
             report = await auditing.audit(index.sessions, index, model_id, sample)
             result: dict[str, Any] = {"report": report, "problem": problem}
             if repair and not report.clean:
                 result["repaired"] = await auditing.repair(index.sessions, index, report)
-                result["problem"] = await wait_for_index(index, timeout, err, quiet=as_json)
+                result["problem"] = await wait_for_index(index, timeout, quiet=as_json)
                 result["after"] = await auditing.audit(index.sessions, index, model_id, sample)
             return result
 
-    result = _run(go)
+    result = common.run(go)
     final = result.get("after", result["report"])
     if as_json:
         data = {**result["report"].to_dict(), "problem": result["problem"]}
         if "after" in result:
             data.update(repaired=result["repaired"], after=result["after"].to_dict())
-        out.out(json.dumps(data, indent=2))
+        common.out.out(json.dumps(data, indent=2))
     else:
-        _print_report(out, result["report"])
+        _print_report(result["report"])
         if "after" in result:
-            out.print(f"repaired {result['repaired']} vectors; audit again:", highlight=False)
-            _print_report(out, result["after"])
+            common.say(f"repaired {result['repaired']} vectors; audit again:")
+            _print_report(result["after"])
         if result["problem"]:
-            err.print(f"[yellow]warning:[/] {result['problem']}", highlight=False)
-    sys.exit(0 if final.clean else 1)
+            common.note("warning:", result["problem"])
+    if not final.clean:
+        sys.exit(common.FAILURE)
 
 
-def _print_report(out: Console, report: Any) -> None:
-    out.print(report.summary(), highlight=False)
+def _print_report(report: Any) -> None:
+    common.say(report.summary())
     for kind in ("missing", "orphaned", "stale"):
         ids: list[str] = getattr(report, kind)
         if ids:
             more = f" (+{len(ids) - 10} more)" if len(ids) > 10 else ""
-            out.print(f"  {kind}: {', '.join(ids[:10])}{more}", highlight=False)
+            common.say(f"  {kind}: {', '.join(ids[:10])}{more}")

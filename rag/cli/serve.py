@@ -1,0 +1,75 @@
+"""``rag serve``: the web app (Q&A endpoint, chat page, OpenAPI docs) on uvicorn."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+import msgspec
+
+from rag.cli import common
+from rag.cli.keys import with_key_store
+from rag.cli.progress import RichProgress
+
+
+@click.command()
+@click.option("--host", default=None, help="Address to bind (default from config).")
+@click.option("--port", type=int, default=None, help="Port (default from config).")
+@click.option("--no-ingest", is_flag=True, help="Do not ingest the corpus when the index is empty.")
+@click.pass_context
+def serve(ctx: click.Context, host: str | None, port: int | None, no_ingest: bool) -> None:
+    """Serve the Q&A endpoint (SSE) and its OpenAPI docs.
+
+    When the index is empty the configured corpus (ingest.corpus) is ingested first.
+
+    \b
+    Example:
+      rag serve --port 8080
+      curl -N "http://127.0.0.1:8080/v1/ask?q=how+do+I+ingest+a+folder"
+    """
+    import uvicorn
+
+    from rag.service import open_service
+    from rag.web.access_log import configure_access_log
+    from rag.web.app import create_app
+    from rag.web.auth import access_warning
+
+    settings = common.settings(ctx)
+    bind_host = host or settings.server.host
+    bind_port = port or settings.server.port
+    # The app decides whether API keys are required from the address it is bound to.
+    settings = msgspec.structs.replace(
+        settings, server=msgspec.structs.replace(settings.server, host=bind_host, port=bind_port)
+    )
+
+    corpus = Path(settings.ingest.corpus)
+    ingest_corpus = not no_ingest and corpus.is_dir()
+
+    async def go() -> None:
+        async with open_service(settings) as service:
+            if ingest_corpus and await common.index_is_empty(service):
+                common.say(f"the index is empty: ingesting {corpus}/ first", console=common.err)
+                with RichProgress(common.err, enabled=True) as progress:
+                    report = await service.ingest([corpus], progress)
+                click.echo(report.summary(), err=True)
+            app = create_app(settings, service=service)
+            keys = await with_key_store(settings, lambda store: store.active_count())
+            if warning := access_warning(settings, keys):
+                common.note("WARNING:", warning, "bold red")
+            configure_access_log()
+            # Open SSE streams would hold shutdown for ever; after 5 s they are closed.
+            # uvicorn's access log is off: the app logs each request itself, as JSON.
+            config = uvicorn.Config(
+                app,
+                host=bind_host,
+                port=bind_port,
+                log_level="info",
+                access_log=False,
+                timeout_graceful_shutdown=5,
+            )
+            common.say(
+                f"serving on http://{bind_host}:{bind_port}  (OpenAPI: /schema)", console=common.err
+            )
+            await uvicorn.Server(config).serve()
+
+    common.run(go)
