@@ -106,7 +106,7 @@ def test_a_refused_question_is_reported_and_the_chat_goes_on(
     too_long = "Why " + "really " * 12 + "?"
     result = chat(env, [too_long, QUESTIONS[0]])
     assert result.exit_code == 2  # an input error, as for rag ask
-    assert f"error: question is {len(too_long)} characters long; the limit is 60" in flat(
+    assert f"error: question is too long: {len(too_long)} characters, the limit is 60" in flat(
         result.stderr
     )
     assert "run quill restore" in result.stdout
