@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Sequence
-from typing import Literal, Protocol
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import numpy as np
 import numpy.typing as npt
 
 from rag.domain import AnswerEvent, Hit, Turn
+from rag.errors import NotFound
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+    from rag.ingest.runner import IngestReport, Progress
+    from rag.usage import Cost
 
 Vectors = npt.NDArray[np.float32]
 EmbedKind = Literal["query", "passage"]
@@ -122,7 +130,12 @@ class ChatModel(Protocol):
 
 
 class QAService(Protocol):
-    """What the web app and the CLI need from the composition root (``rag.service``)."""
+    """What the web app and the CLI need from the composition root (``rag.service``).
+
+    The real service keeps documents, API keys and a usage ledger in its database. An
+    implementation without one (a test's scripted service) subclasses this Protocol and
+    keeps the defaults below: no database, and documents and usage "not found" (404).
+    """
 
     def ask(
         self,
@@ -131,13 +144,14 @@ class QAService(Protocol):
         history: Sequence[Turn] | None = None,
         *,
         trace_id: str | None = None,
-    ) -> AsyncIterator[AnswerEvent]:
+    ) -> AsyncGenerator[AnswerEvent, None]:
         """``sources``, then ``delta`` events, then ``done``; or a single ``error``.
 
         ``history`` holds the conversation's earlier turns, oldest first, so a follow-up
         question is understood (``rag.answer.condense``). ``trace_id`` is the request's,
         minted where it entered (a new one when None). Raises ``InputError`` before the
         first event for a question or ``top_k`` it cannot take: the one validation.
+        Closing the generator stops the answer at once (a client went away).
         """
         ...
 
@@ -146,3 +160,23 @@ class QAService(Protocol):
         ...
 
     async def health(self) -> dict[str, object]: ...
+
+    @property
+    def sessions(self) -> async_sessionmaker[AsyncSession] | None:
+        """The database of documents and keys, or None when the service keeps none."""
+        return None
+
+    async def ingest(self, paths: Sequence[Path], progress: Progress | None = None) -> IngestReport:
+        raise NotFound("this service keeps no documents")
+
+    async def delete_document(self, doc_id: str) -> tuple[str, list[str]] | None:
+        """Delete a document: (its source, the chunk ids it lost), or None if unknown."""
+        raise NotFound("this service keeps no documents")
+
+    async def usage_report(self, days: int = 7) -> dict[str, Any]:
+        """Model usage per UTC day and today's budget (``rag usage``, ``GET /v1/usage``)."""
+        raise NotFound("this service keeps no usage ledger")
+
+    def observe_costs(self, observer: Callable[[Cost], None]) -> Callable[[], None]:
+        """Call ``observer`` with every costed model call until the returned function runs."""
+        return lambda: None

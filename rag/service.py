@@ -14,14 +14,14 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import msgspec
 from sqlalchemy import func, select
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from rag import __version__
 from rag.answer.cache import AnswerCache, cache_key, cacheable, key_parts, replay
@@ -34,11 +34,11 @@ from rag.domain import MAX_TOP_K, AnswerEvent, DoneEvent, Hit, Turn, new_trace_i
 from rag.errors import CloudflareError, ConfigError, InputError
 from rag.ingest import store
 from rag.ingest.runner import Ingestor, IngestReport, Progress
-from rag.ports import VectorIndex
+from rag.ports import QAService, VectorIndex
 from rag.prompts import CONDENSE_MAX_TOKENS
 from rag.registry import Components, Overrides, build, cloudflare_client
 from rag.retrieval.retriever import Retriever
-from rag.usage import BudgetExhausted, projected_chat_neurons
+from rag.usage import BudgetExhausted, Cost, projected_chat_neurons
 
 log = logging.getLogger(__name__)
 
@@ -69,13 +69,13 @@ def checked_k(k: int | None, default: int, candidates: int) -> int:
     return min(k, candidates)
 
 
-class RagService:
+class RagService(QAService):
     """Ask, search and ingest over one database and one set of models."""
 
     def __init__(self, settings: Settings, engine: AsyncEngine, components: Components) -> None:
         self.settings = settings
         self.engine = engine
-        self.sessions = session_factory(engine)
+        self._sessions = session_factory(engine)
         self.embedder = components.embedder
         self.chat = components.chat
         self.reranker = components.reranker
@@ -105,6 +105,19 @@ class RagService:
                 (p for p in self.chat.providers if isinstance(p, Condenser)), None
             )
 
+    @property
+    def sessions(self) -> async_sessionmaker[AsyncSession]:
+        return self._sessions
+
+    def observe_costs(self, observer: Callable[[Cost], None]) -> Callable[[], None]:
+        self.ledger.observers.append(observer)
+
+        def stop() -> None:
+            if observer in self.ledger.observers:
+                self.ledger.observers.remove(observer)
+
+        return stop
+
     async def ask(
         self,
         question: str,
@@ -112,7 +125,7 @@ class RagService:
         history: Sequence[Turn] | None = None,
         *,
         trace_id: str | None = None,
-    ) -> AsyncIterator[AnswerEvent]:
+    ) -> AsyncGenerator[AnswerEvent, None]:
         began = time.perf_counter()
         question = self.check_question(question)
         k = self._k(top_k)

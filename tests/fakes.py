@@ -12,14 +12,14 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import re
-from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
 
 from rag.config import ServerSettings
 from rag.domain import AnswerEvent, Hit, Turn
-from rag.ports import EmbedKind, Tokenizer, Vectors
+from rag.ports import EmbedKind, QAService, Tokenizer, Vectors
 from rag.service import checked_text
 
 _TOKEN = re.compile(r"\w+|[^\w\s]")
@@ -121,13 +121,13 @@ class Call(NamedTuple):
     history: tuple[tuple[str, str], ...] | None = None
 
 
-class ScriptedService:
+class ScriptedService(QAService):
     """A ``QAService`` that plays one script per question, in order (the last repeats).
 
     It validates questions with the service's own check (``rag.service.checked_text``),
     so the web layer's 400s are the real ones; ``completed`` and ``closed`` tell what
     happened to the last answer stream; ``search`` returns ``hits``, or raises
-    ``search_error``.
+    ``search_error``. It keeps no database: documents and usage are the Protocol's 404s.
     """
 
     def __init__(
@@ -153,7 +153,7 @@ class ScriptedService:
         history: Sequence[Turn] | None = None,
         *,
         trace_id: str | None = None,
-    ) -> AsyncIterator[AnswerEvent]:
+    ) -> AsyncGenerator[AnswerEvent, None]:
         text = checked_text(question, "question", self.max_question_chars)
         turns = None if history is None else tuple((t.question, t.answer) for t in history)
         self.calls.append(Call("ask", text, top_k, turns))
@@ -161,7 +161,7 @@ class ScriptedService:
         asked = sum(1 for c in self.calls if c.kind == "ask")
         return self.play(self.scripts[min(asked, len(self.scripts)) - 1])
 
-    async def play(self, script: Sequence[Step]) -> AsyncIterator[AnswerEvent]:
+    async def play(self, script: Sequence[Step]) -> AsyncGenerator[AnswerEvent, None]:
         self.completed = self.closed = False
         try:
             for step in script:

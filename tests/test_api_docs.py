@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import pytest
 import yaml
 from conftest import make_settings
+from fakes import ScriptedService
 from litestar.testing import AsyncTestClient
 from page_assets import REMOTE, asset_urls
 
-from rag.ports import QAService
 from rag.web import create_app
 
 CONTENT_TYPES = {
@@ -28,7 +28,7 @@ CONTENT_TYPES = {
 async def locked(tmp_path: Path) -> AsyncIterator[AsyncTestClient[Any]]:
     """The app with API keys required and none usable: only open routes answer 200."""
     settings = make_settings(tmp_path, auth={"required": True})
-    app = create_app(settings, cast(QAService, object()))
+    app = create_app(settings, ScriptedService())
     async with AsyncTestClient(app=app) as client:
         yield client
 

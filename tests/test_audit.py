@@ -21,6 +21,7 @@ from sqlalchemy import delete
 from test_vectorize import Env, add_chunks, env, migrated, unit
 
 from rag.backends.cloudflare.audit import audit, repair
+from rag.backends.local.vector_index import NumpyIndex
 from rag.cli import cloudflare as cli_cloudflare
 from rag.cli import main
 from rag.db.engine import create_engine, session_factory
@@ -118,7 +119,7 @@ async def test_wait_for_index_reports_instead_of_raising(env: Env) -> None:
     env.vz.process()
     assert await cli_cloudflare.wait_for_index(env.index, 1.0, quiet=True) == ""
     with pytest.raises(ConfigError, match="--wait needs the cloudflare backend"):
-        await cli_cloudflare.wait_for_index(object(), 1.0, quiet=True)
+        await cli_cloudflare.wait_for_index(NumpyIndex(4, "m"), 1.0, quiet=True)
 
 
 # The command line, on the fake through the CLI's transport seam.

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncGenerator, Iterator, Sequence
 from contextlib import contextmanager
 
 import httpx
@@ -33,7 +33,7 @@ class EndlessService(ScriptedService):
         self.produced = 0
         self.ended = threading.Event()
 
-    async def play(self, script: Sequence[Step]) -> AsyncIterator[AnswerEvent]:
+    async def play(self, script: Sequence[Step]) -> AsyncGenerator[AnswerEvent, None]:
         try:
             yield SourcesEvent(sources=())
             while True:

@@ -21,6 +21,7 @@ from rag.cli import common
 from rag.cli.progress import progress_bar
 from rag.config import Settings
 from rag.errors import ConfigError, NotFound
+from rag.ports import VectorIndex
 
 TRANSPORT: httpx.AsyncBaseTransport | None = None
 """The transport the Cloudflare client uses here: None is the network; tests set the fake."""
@@ -62,15 +63,15 @@ async def open_vectorize(
         await engine.dispose()
 
 
-async def wait_for_index(index: Any, timeout_s: float, *, quiet: bool) -> str:
+async def wait_for_index(index: VectorIndex, timeout_s: float, *, quiet: bool) -> str:
     """Block until the index has processed every recorded write, drawing progress.
 
     Returns "" when done, or the reason it stopped waiting, so a caller can still print
     what it did before it reports the wait as failed.
     """
-    wait = getattr(index, "wait_for_mutations", None)
-    if wait is None:
+    if not isinstance(index, VectorizeIndex):
         raise ConfigError("--wait needs the cloudflare backend's Vectorize index")
+    wait = index.wait_for_mutations
     bar = progress_bar(common.err, enabled=not quiet)
     task = bar.add_task("Vectorize writes", total=None, detail="")
     try:

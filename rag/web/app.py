@@ -45,7 +45,8 @@ def create_app(settings: Settings, service: QAService | None = None) -> Litestar
     metrics.jobs_running.set_function(lambda: jobs.running)
     state = State({"settings": settings, "service": service, "metrics": metrics, "jobs": jobs})
     # The key store reads the service's database, which may open only at startup.
-    state.access = Access(settings, lambda: getattr(state.service, "sessions", None))
+    # The real service opens at startup (lifespan), so the key store asks for it late.
+    state.access = Access(settings, lambda: state.service.sessions if state.service else None)
     api = [h for h in ROUTES if all(path.startswith(API_PREFIX) for path in h.paths)]
     app = Litestar(
         route_handlers=[
@@ -123,17 +124,14 @@ def _lifespan(
 @asynccontextmanager
 async def _observed(app: Litestar) -> AsyncIterator[None]:
     """Count the service's model costs in the metrics while the app runs; stop jobs at exit."""
-    observers = getattr(getattr(app.state.service, "ledger", None), "observers", None)
-    observe = app.state.metrics.observe_cost
-    if observers is not None:
-        observers.append(observe)
+    service: QAService = app.state.service
+    stop_observing = service.observe_costs(app.state.metrics.observe_cost)
     try:
         yield
     finally:
         # Before the service closes: a job must not write to a disposed engine.
         await app.state.jobs.close()
-        if observers is not None and observe in observers:
-            observers.remove(observe)
+        stop_observing()
 
 
 def _error(status: int, code: str, message: str) -> Response[ErrorResponse]:

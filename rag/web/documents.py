@@ -21,12 +21,14 @@ from litestar.enums import RequestEncodingType
 from litestar.handlers import HTTPRouteHandler
 from litestar.params import Body, FromPath, QueryParameter
 from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from rag.config import Settings
 from rag.db.tables import Chunk, Document
 from rag.errors import ConfigError, NotFound
 from rag.ingest import store
 from rag.jobs import JobRunner
+from rag.ports import QAService
 from rag.web import uploads
 
 MB = 1024 * 1024
@@ -79,11 +81,17 @@ class Deleted(msgspec.Struct, frozen=True):
     file_removed: bool
 
 
-def _service(request: Request[Any, Any, Any]) -> Any:
-    service = request.app.state.service
-    if not hasattr(service, "sessions") or not hasattr(service, "index"):
-        raise NotFound("this service keeps no documents")
+def _service(request: Request[Any, Any, Any]) -> QAService:
+    service: QAService = request.app.state.service
+    _db(service)  # a service without a database keeps no documents: 404 at once
     return service
+
+
+def _db(service: QAService) -> async_sessionmaker[AsyncSession]:
+    sessions = service.sessions
+    if sessions is None:
+        raise NotFound("this service keeps no documents")
+    return sessions
 
 
 def _settings(request: Request[Any, Any, Any]) -> Settings:
@@ -126,8 +134,8 @@ def _with_counts() -> Any:
     )
 
 
-async def _document(service: Any, settings: Settings, doc_id: str) -> DocumentOut:
-    async with service.sessions() as session:
+async def _document(service: QAService, settings: Settings, doc_id: str) -> DocumentOut:
+    async with _db(service)() as session:
         row = (await session.execute(_with_counts().where(Document.id == doc_id))).first()
     if row is None:
         raise NotFound(f"no document with id {doc_id}")
@@ -189,7 +197,7 @@ async def list_documents(
         query = query.where(Document.status == status)
         total_query = total_query.where(Document.status == status)
     query = query.order_by(Document.created_at.desc(), Document.id).limit(limit).offset(offset)
-    async with service.sessions() as session:
+    async with _db(service)() as session:
         total = int(await session.scalar(total_query) or 0)
         rows = (await session.execute(query)).all()
     items = [_out(doc, count, settings.upload_folder) for doc, count in rows]
@@ -237,7 +245,7 @@ def _unlink(path: Path) -> bool:
 @get("/v1/chunks/{chunk_id:str}", summary="One chunk with its document, pages and headings")
 async def get_chunk(request: Request[Any, Any, Any], chunk_id: FromPath[str]) -> ChunkOut:
     service = _service(request)
-    async with service.sessions() as session:
+    async with _db(service)() as session:
         row = (
             await session.execute(
                 select(Chunk, Document.path, Document.title)

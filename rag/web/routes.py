@@ -13,7 +13,6 @@ from litestar.openapi.spec import Example
 from litestar.params import Body, QueryParameter, RawBody, SkipValidation
 
 from rag.config import Settings
-from rag.errors import NotFound
 from rag.ports import QAService
 from rag.web.access_log import request_trace_id
 from rag.web.schemas import (
@@ -154,11 +153,7 @@ async def usage(
         int, QueryParameter(ge=1, le=366, description="How many UTC days, today included.")
     ] = 7,
 ) -> dict[str, object]:
-    # Not part of QAService: a service without a ledger (a test double) has no usage.
-    report = getattr(service, "usage_report", None)
-    if report is None:
-        raise NotFound("this service keeps no usage ledger")
-    return cast(dict[str, object], await report(days))
+    return await service.usage_report(days)
 
 
 @get("/healthz", summary="Liveness and index status", responses={500: _ERRORS[500]})

@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncGenerator, Callable, Iterable
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, Final
 
@@ -81,7 +81,7 @@ class EventStream:
     when the response is over; ``aclose`` is idempotent.
     """
 
-    def __init__(self, events: AsyncIterator[AnswerEvent], heartbeat_s: float) -> None:
+    def __init__(self, events: AsyncGenerator[AnswerEvent, None], heartbeat_s: float) -> None:
         self._heartbeat_s = heartbeat_s
         self._queue: asyncio.Queue[_Item] = asyncio.Queue(maxsize=1)
         self._head: _Item | None = None
@@ -89,7 +89,7 @@ class EventStream:
         self._observe = answer_observer.get()
         self._pump = asyncio.create_task(self._run(events), name="rag-sse-pump")
 
-    async def _run(self, events: AsyncIterator[AnswerEvent]) -> None:
+    async def _run(self, events: AsyncGenerator[AnswerEvent, None]) -> None:
         try:
             async for event in events:
                 if self._observe is not None:
@@ -100,9 +100,7 @@ class EventStream:
         finally:
             # On cancellation the generator may be parked at a ``yield``; closing it
             # here, in the task that iterated it, runs its ``finally`` right away.
-            aclose = getattr(events, "aclose", None)
-            if aclose is not None:
-                await aclose()
+            await events.aclose()
         await self._queue.put(_END)
 
     @staticmethod
