@@ -8,6 +8,7 @@ under a caller's feet.
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass, field
 from typing import Final, Protocol
 
 import msgspec
@@ -170,3 +171,48 @@ def event_payload(event: AnswerEvent) -> bytes:
     assert isinstance(data, dict)
     data.pop("type", None)
     return msgspec.json.encode(data)
+
+
+@dataclass
+class IngestReport:
+    """What an ingestion run did; filled in while it runs, so the one mutable value here."""
+
+    run_id: int = 0
+    files: int = 0
+    new: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    deleted: int = 0
+    skipped: int = 0
+    failed: int = 0
+    ignored: int = 0
+    chunks: int = 0
+    embedded: int = 0
+    reused: int = 0
+    seconds: float = 0.0
+    problems: list[dict[str, str]] = field(default_factory=list)
+    neurons: float = 0.0
+    """Workers AI neurons the run spent (set by ``RagService.ingest`` from the ledger)."""
+    usd: float = 0.0
+
+    def counts(self) -> dict[str, int]:
+        names = ("files", "new", "updated", "unchanged", "deleted", "skipped", "failed")
+        more = ("ignored", "chunks", "embedded", "reused")
+        return {name: getattr(self, name) for name in names + more}
+
+    def summary(self) -> str:
+        parts = [
+            f"{self.files} files",
+            f"{self.new} new",
+            f"{self.updated} updated",
+            f"{self.unchanged} unchanged",
+            f"{self.deleted} deleted",
+            f"{self.skipped} skipped",
+            f"{self.failed} failed",
+        ]
+        spent = f"; {self.neurons:,.1f} neurons (${self.usd:.4f})" if self.neurons > 0 else ""
+        return (
+            ", ".join(parts)
+            + f"; {self.embedded} chunks embedded, {self.reused} reused in {self.seconds:.1f} s"
+            + spent
+        )

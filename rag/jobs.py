@@ -26,8 +26,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
+from rag.domain import IngestReport
 from rag.errors import RagError
-from rag.ingest.runner import IngestReport, Progress
+from rag.ports import Progress
 
 log = logging.getLogger(__name__)
 

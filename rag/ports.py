@@ -9,14 +9,11 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 import numpy as np
 import numpy.typing as npt
 
-from rag.domain import AnswerEvent, Hit, Turn
+from rag.domain import AnswerEvent, Hit, IngestReport, Turn
 from rag.errors import NotFound
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-
-    from rag.ingest.runner import IngestReport, Progress
-    from rag.usage import Cost
 
 Vectors = npt.NDArray[np.float32]
 EmbedKind = Literal["query", "passage"]
@@ -127,6 +124,43 @@ class ChatModel(Protocol):
     def stream(self, question: str, sources: Sequence[Hit]) -> TextStream:
         """Answer text in pieces; ``[n]`` markers cite ``sources[n-1]``."""
         ...
+
+
+class Progress:
+    """What the ingestion job reports while it runs; the CLI draws it, tests may record it.
+
+    A class of no-ops rather than a Protocol: a display overrides what it draws.
+    """
+
+    def start(self, files: int) -> None: ...
+
+    def file_done(self, path: str, outcome: str, chunks: int) -> None:
+        """A file is settled: one that needs no embedding as soon as it is read, one
+        that does once it is written, so files may be reported out of reading order."""
+
+    def embedded(self, count: int) -> None:
+        """Texts embedded for the document ``file_done`` reports next (0 for none)."""
+
+
+class Cost(Protocol):
+    """What the ledger reads from a ``rag.backends.cloudflare.neurons.CallCost``."""
+
+    @property
+    def provider(self) -> str: ...
+    @property
+    def model(self) -> str: ...
+    @property
+    def kind(self) -> str: ...
+    @property
+    def input_tokens(self) -> int: ...
+    @property
+    def output_tokens(self) -> int: ...
+    @property
+    def neurons(self) -> float: ...
+    @property
+    def usd(self) -> float: ...
+    @property
+    def estimated(self) -> bool: ...
 
 
 class QAService(Protocol):

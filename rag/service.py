@@ -30,15 +30,15 @@ from rag.answer.flow import answer_events
 from rag.config import Settings
 from rag.db.engine import create_engine, session_factory, upgrade
 from rag.db.tables import Chunk, Document
-from rag.domain import MAX_TOP_K, AnswerEvent, DoneEvent, Hit, Turn, new_trace_id
+from rag.domain import MAX_TOP_K, AnswerEvent, DoneEvent, Hit, IngestReport, Turn, new_trace_id
 from rag.errors import CloudflareError, ConfigError, InputError
 from rag.ingest import store
-from rag.ingest.runner import Ingestor, IngestReport, Progress
-from rag.ports import QAService, VectorIndex
+from rag.ingest.runner import Ingestor
+from rag.ports import Cost, Progress, QAService, VectorIndex
 from rag.prompts import CONDENSE_MAX_TOKENS
 from rag.registry import Components, Overrides, build, cloudflare_client
 from rag.retrieval.retriever import Retriever
-from rag.usage import BudgetExhausted, Cost, projected_chat_neurons
+from rag.usage import BudgetExhausted, projected_chat_neurons
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from typing import Any, Protocol
+from typing import Any
 
 from sqlalchemy import func, insert, select
 
@@ -28,6 +28,7 @@ from rag.config import BudgetSettings, PriceSettings
 from rag.db.tables import UsageCall
 from rag.domain import Usage
 from rag.errors import RagError
+from rag.ports import Cost
 
 log = logging.getLogger(__name__)
 
@@ -43,27 +44,6 @@ class BudgetExhausted(RagError):
 
     status_code = 429
     code = "budget_exhausted"
-
-
-class Cost(Protocol):
-    """What the ledger reads from a ``rag.backends.cloudflare.neurons.CallCost``."""
-
-    @property
-    def provider(self) -> str: ...
-    @property
-    def model(self) -> str: ...
-    @property
-    def kind(self) -> str: ...
-    @property
-    def input_tokens(self) -> int: ...
-    @property
-    def output_tokens(self) -> int: ...
-    @property
-    def neurons(self) -> float: ...
-    @property
-    def usd(self) -> float: ...
-    @property
-    def estimated(self) -> bool: ...
 
 
 @dataclass

@@ -18,8 +18,7 @@ from rag.domain import ChunkDraft, LoadedDocument
 from rag.ingest import store
 from rag.ingest.batching import Prepared, Ready, Window
 from rag.ingest.discover import Found
-from rag.ingest.runner import Progress
-from rag.ports import EmbedKind, Vectors
+from rag.ports import EmbedKind, Progress, Vectors
 from rag.registry import Overrides
 from rag.service import open_service
 

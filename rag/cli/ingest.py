@@ -11,7 +11,7 @@ import click
 from rag.cli import common
 from rag.cli.cloudflare import wait_for_index
 from rag.cli.progress import RichProgress
-from rag.ingest.runner import IngestReport
+from rag.domain import IngestReport
 
 
 @click.command()

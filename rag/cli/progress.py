@@ -19,7 +19,7 @@ from rich.progress import (
 )
 
 from rag.evaluate.results import QuestionResult
-from rag.ingest.runner import Progress as IngestProgress
+from rag.ports import Progress as IngestProgress
 
 
 def progress_bar(console: Console, *, enabled: bool) -> Progress:

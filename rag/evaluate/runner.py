@@ -32,8 +32,7 @@ from rag.evaluate.question import RetrievalRecorder, evaluate_question
 from rag.evaluate.results import QuestionResult, RunRecord
 from rag.evaluate.store import new_run_id
 from rag.evaluate.summary import summarise
-from rag.ingest.runner import Progress
-from rag.ports import Embedder
+from rag.ports import Embedder, Progress
 from rag.registry import Overrides
 from rag.service import RagService, open_service
 

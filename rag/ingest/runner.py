@@ -28,20 +28,20 @@ import hashlib
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from rag.config import IngestSettings
+from rag.domain import IngestReport
 from rag.errors import DocumentError, IndexMismatch
 from rag.ingest import store
 from rag.ingest.batching import Prepared, Ready, Window
 from rag.ingest.chunker import chunk_document, chunker_fingerprint
 from rag.ingest.discover import Found, discover
 from rag.ingest.loaders import load
-from rag.ports import Embedder, VectorIndex
+from rag.ports import Embedder, Progress, VectorIndex
 
 log = logging.getLogger(__name__)
 
@@ -51,62 +51,6 @@ Sessions = Callable[[], Any]
 FLUSH_AT = 1000
 """Queued upserts (or deletes) that make the runner flush a durable-outbox index: one
 full Vectorize request (its batch size), so a 5,000-file run costs tens of requests."""
-
-
-@dataclass
-class IngestReport:
-    run_id: int = 0
-    files: int = 0
-    new: int = 0
-    updated: int = 0
-    unchanged: int = 0
-    deleted: int = 0
-    skipped: int = 0
-    failed: int = 0
-    ignored: int = 0
-    chunks: int = 0
-    embedded: int = 0
-    reused: int = 0
-    seconds: float = 0.0
-    problems: list[dict[str, str]] = field(default_factory=list)
-    neurons: float = 0.0
-    """Workers AI neurons the run spent (set by ``RagService.ingest`` from the ledger)."""
-    usd: float = 0.0
-
-    def counts(self) -> dict[str, int]:
-        names = ("files", "new", "updated", "unchanged", "deleted", "skipped", "failed")
-        more = ("ignored", "chunks", "embedded", "reused")
-        return {name: getattr(self, name) for name in names + more}
-
-    def summary(self) -> str:
-        parts = [
-            f"{self.files} files",
-            f"{self.new} new",
-            f"{self.updated} updated",
-            f"{self.unchanged} unchanged",
-            f"{self.deleted} deleted",
-            f"{self.skipped} skipped",
-            f"{self.failed} failed",
-        ]
-        spent = f"; {self.neurons:,.1f} neurons (${self.usd:.4f})" if self.neurons > 0 else ""
-        return (
-            ", ".join(parts)
-            + f"; {self.embedded} chunks embedded, {self.reused} reused in {self.seconds:.1f} s"
-            + spent
-        )
-
-
-class Progress:
-    """What the ingestion job reports while it runs; the CLI draws it, tests may record it."""
-
-    def start(self, files: int) -> None: ...
-
-    def file_done(self, path: str, outcome: str, chunks: int) -> None:
-        """A file is settled: one that needs no embedding as soon as it is read, one
-        that does once it is written, so files may be reported out of reading order."""
-
-    def embedded(self, count: int) -> None:
-        """Texts embedded for the document ``file_done`` reports next (0 for none)."""
 
 
 class Ingestor:

@@ -23,9 +23,8 @@ from litestar import Request, Response, get
 from litestar.exceptions import NotFoundException
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from rag.domain import AnswerEvent, DoneEvent, ErrorEvent
-from rag.ingest.runner import IngestReport
-from rag.usage import Cost
+from rag.domain import AnswerEvent, DoneEvent, ErrorEvent, IngestReport
+from rag.ports import Cost
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 """The classic text format every Prometheus version scrapes."""
