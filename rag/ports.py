@@ -126,6 +126,17 @@ class ChatModel(Protocol):
         ...
 
 
+class Condenser(Protocol):
+    """A chat model that rewrites a follow-up as a standalone question (one call, no stream)."""
+
+    @property
+    def name(self) -> str: ...
+
+    async def condense(self, question: str, history: Sequence[Turn]) -> str:
+        """The model's reply, raw; ``accept_rewrite`` decides whether it is usable."""
+        ...
+
+
 class Progress:
     """What the ingestion job reports while it runs; the CLI draws it, tests may record it.
 

@@ -30,7 +30,7 @@ from rag.answer.chain import FallbackChain, budget_gate
 from rag.config import Settings
 from rag.db.engine import session_factory
 from rag.errors import ConfigError
-from rag.ports import ChatModel, Embedder, KeywordSearch, Reranker, VectorIndex
+from rag.ports import ChatModel, Condenser, Embedder, KeywordSearch, Reranker, VectorIndex
 from rag.usage import Ledger
 
 if TYPE_CHECKING:
@@ -69,6 +69,8 @@ class Components:
     """The evidence gate's threshold: its scale belongs to the reranker."""
     client: CloudflareClient | None = None
     """The one ``CloudflareClient``, when a role runs on Workers AI or Vectorize."""
+    condenser: Condenser | None = None
+    """Who rewrites follow-ups (the chat model on Cloudflare); None: the local rule alone."""
     closers: list[Closer] = field(default_factory=list)
 
     async def aclose(self) -> None:
@@ -140,7 +142,10 @@ async def build(
         if overrides.wrap_embedder is not None:
             embedder = overrides.wrap_embedder(embedder)
         index = await NumpyIndex.load(engine, embedder.model_id, embedder.dimension)
-    providers = _chat_providers(settings, client, ledger, answer_embedder, overrides, closers)
+    condensers: list[Condenser] = []
+    providers = _chat_providers(
+        settings, client, ledger, answer_embedder, overrides, closers, condensers
+    )
     return Components(
         embedder=embedder,
         keyword=Fts5KeywordSearch(sessions),
@@ -150,6 +155,8 @@ async def build(
         index=index,
         min_relevance=min_relevance,
         client=client,
+        # On Cloudflare the chat model condenses follow-ups (when it is in the chain).
+        condenser=condensers[0] if condensers and settings.backend == "cloudflare" else None,
         closers=closers,
     )
 
@@ -171,6 +178,7 @@ def _chat_providers(
     answer_embedder: Embedder | None,
     overrides: Overrides,
     closers: list[Closer],
+    condensers: list[Condenser],
 ) -> list[ChatModel]:
     providers: list[ChatModel] = []
     for name in provider_names(settings):
@@ -193,7 +201,9 @@ def _chat_providers(
             if client is None:
                 raise ConfigError('chat provider "workers-ai" needs backend = "cloudflare"')
             prices = PriceTable(settings.prices)
-            providers.append(WorkersAIChat(client, settings.cloudflare, prices, ledger))
+            workers_ai = WorkersAIChat(client, settings.cloudflare, prices, ledger)
+            providers.append(workers_ai)
+            condensers.append(workers_ai)
         elif name == "openai":
             from rag.backends.openai import OpenAIChat
 

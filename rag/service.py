@@ -25,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from rag import __version__
 from rag.answer.cache import AnswerCache, cache_key, cacheable, key_parts, replay
-from rag.answer.condense import Condenser, condense_with
+from rag.answer.condense import condense_with
 from rag.answer.flow import answer_events
 from rag.config import Settings
 from rag.db.engine import create_engine, session_factory, upgrade
@@ -98,12 +98,7 @@ class RagService(QAService):
             settings, self.embedder.model_id, self.chat, components.min_relevance
         )
         self._metered = any(p.name.startswith("workers-ai:") for p in self.chat.providers)
-        # On Cloudflare the chat model condenses follow-ups (when it is in the chain).
-        self._condenser: Condenser | None = None
-        if settings.backend == "cloudflare":
-            self._condenser = next(
-                (p for p in self.chat.providers if isinstance(p, Condenser)), None
-            )
+        self._condenser = components.condenser
 
     @property
     def sessions(self) -> async_sessionmaker[AsyncSession]:

@@ -37,10 +37,11 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Final, Protocol, runtime_checkable
+from typing import Final
 
 from rag.domain import Turn
 from rag.errors import ModelError
+from rag.ports import Condenser
 from rag.text import content_words, words
 
 log = logging.getLogger(__name__)
@@ -137,18 +138,6 @@ def condense(question: str, history: Sequence[Turn] | None) -> str:
     if not terms:
         return question
     return f"{' '.join(terms)}: {question}"
-
-
-@runtime_checkable
-class Condenser(Protocol):
-    """A chat model that rewrites a follow-up as a standalone question (one call, no stream)."""
-
-    @property
-    def name(self) -> str: ...
-
-    async def condense(self, question: str, history: Sequence[Turn]) -> str:
-        """The model's reply, raw; ``accept_rewrite`` decides whether it is usable."""
-        ...
 
 
 Refusal = Callable[[str, Sequence[Turn]], Awaitable[str | None]]
