@@ -22,6 +22,9 @@ if TYPE_CHECKING:
 
 ROOT = Path(__file__).resolve().parents[1]
 CORPUS = ROOT / "corpus"
+LOCAL_URL = "http://127.0.0.1:8000"
+"""Base URL for in-process test clients: Litestar's default (testserver.local) is a Host
+that a server on loopback refuses, as it would a DNS-rebound name."""
 
 
 # The operator's shell may hold settings and secrets (RAG_DATABASE__URL, a real

@@ -11,7 +11,7 @@ from typing import Any
 
 import msgspec
 import pytest
-from conftest import make_settings
+from conftest import LOCAL_URL, make_settings
 from fakes import FakeEmbedder
 from litestar import Litestar
 from litestar.routes import HTTPRoute
@@ -49,7 +49,7 @@ async def open_keyed(tmp_path: Path, **sections: Any) -> AsyncIterator[Keyed]:
         keys = KeyStore(service.sessions)
         info, key = await keys.create("tests")
         app = create_app(settings, service=service)
-        async with AsyncTestClient(app=app) as client:
+        async with AsyncTestClient(app=app, base_url=LOCAL_URL) as client:
             yield Keyed(app, client, keys, key, info.id)
 
 
