@@ -28,6 +28,7 @@ from rag.registry import Overrides
 from rag.service import RagService, open_service
 from rag.web import create_app
 from rag.web.origin import (
+    COSTLY_READS,
     SAFE_METHODS,
     body_media_type,
     host_warning,
@@ -73,7 +74,8 @@ async def opened(tmp_path: Path) -> AsyncIterator[Opened]:
 
 
 def state_changing(app: Litestar) -> list[tuple[str, str]]:
-    return [(m, p) for m, p in endpoints(app) if m not in SAFE_METHODS]
+    """Every route that changes something or spends the budget."""
+    return [(m, p) for m, p in endpoints(app) if m not in SAFE_METHODS or (m, p) in COSTLY_READS]
 
 
 def assert_cross_site(response: httpx.Response, origin: str | None) -> None:
@@ -89,6 +91,7 @@ async def test_every_state_changing_route_refuses_a_foreign_origin(opened: Opene
     routes = state_changing(opened.app)
     assert {
         ("POST", "/v1/ask"),
+        ("GET", "/v1/ask"),
         ("POST", "/v1/search"),
         ("POST", "/v1/documents"),
         ("DELETE", "/v1/documents/some-id"),
@@ -156,12 +159,17 @@ async def test_an_origin_in_cors_origins_may_call(tmp_path: Path) -> None:
         assert_cross_site(other, "https://app.example:8443")
 
 
-async def test_reads_are_not_origin_checked(opened: Opened) -> None:
-    # A cross-site GET cannot change anything, and the page's EventSource is a GET;
-    # closed CORS keeps another origin from reading the answer.
-    response = await opened.client.get("/v1/documents", headers={"Origin": EVIL})
-    assert response.status_code == 200
-    assert "access-control-allow-origin" not in response.headers
+async def test_reads_are_not_origin_checked_but_questions_are(opened: Opened) -> None:
+    # A cross-site GET changes nothing, and closed CORS keeps its answer from the page.
+    for headers in FOREIGN:
+        response = await opened.client.get("/v1/documents", headers=headers)
+        assert response.status_code == 200
+        assert "access-control-allow-origin" not in response.headers
+    # A question spends the budget even when its answer is hidden from the asking page;
+    # the chat page's EventSource is same-origin.
+    for headers in SAME_ORIGIN:
+        asked = await opened.client.get("/v1/ask", params={"q": "zebra"}, headers=headers)
+        assert asked.status_code == 200, asked.text
 
 
 def json_routes(app: Litestar) -> list[str]:

@@ -7,17 +7,20 @@ browser will send requests there for them. Three checks close that:
   same-origin with itself, so CORS and the Origin check both pass; only the Host header
   still says ``evil.example``. ``[server] allowed_hosts`` names the hosts served; unset,
   a loopback bind serves only its loopback names.
-- **Origin.** A state-changing request (any method but GET, HEAD and OPTIONS) from a page
-  of another origin is refused, unless ``[web] cors_origins`` lists that origin. A form
-  post or a "simple" fetch needs no CORS preflight, so closed CORS alone does not stop
-  it. A request without ``Origin`` or ``Sec-Fetch-Site`` is not from a browser (curl,
-  the CLI, scripts) and passes: such a client could send any header it liked anyway.
+- **Origin.** A state-changing request (any method but GET, HEAD and OPTIONS), or a
+  question (``GET /v1/ask`` spends the model budget), from a page of another origin is
+  refused, unless ``[web] cors_origins`` lists that origin. A form post, a "simple"
+  fetch or an ``EventSource`` needs no CORS preflight: closed CORS hides the response
+  but the request is still made. A request without ``Origin`` or ``Sec-Fetch-Site`` is
+  not from a browser (curl, the CLI, scripts) and passes: such a client could send any
+  header it liked anyway.
 - **Body type.** A handler that decodes a JSON body accepts only ``application/json``
   (a multipart one only multipart): ``text/plain`` is exactly the type a cross-site
   page may send without a preflight.
 
 The first two run outside routing (``RequestGate``), so unknown paths and methods are
 covered too; the third is a guard, as it needs the handler to know what body it takes.
+Why these three: docs/design.md#requests-from-other-sites.
 """
 
 from __future__ import annotations
@@ -39,6 +42,8 @@ from rag.web.schemas import ErrorDetail, ErrorResponse
 
 LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "[::1]")
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+COSTLY_READS = frozenset({("GET", "/v1/ask")})
+"""Safe requests that still spend money, so another site's page may not make them."""
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 _ECHO_MAX = 100
 """Characters of a refused Host or Origin quoted back in the message."""
@@ -131,7 +136,8 @@ class RequestGate:
                 f"this server does not answer to the Host {shown}: "
                 "add the name to [server] allowed_hosts to serve it",
             )
-        if scope["method"] in SAFE_METHODS:
+        request = (scope["method"], scope["path"])
+        if request[0] in SAFE_METHODS and request not in COSTLY_READS:
             return None
         origin = headers.get("origin")
         site = headers.get("sec-fetch-site")
