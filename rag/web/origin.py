@@ -33,7 +33,7 @@ from litestar.connection import ASGIConnection
 from litestar.datastructures import Headers
 from litestar.enums import RequestEncodingType, ScopeType
 from litestar.handlers.base import BaseRouteHandler
-from litestar.types import ASGIApp, Receive, Scope, Send
+from litestar.types import ASGIApp, HTTPScope, Receive, Scope, Send
 
 from rag.config import Settings
 from rag.errors import RagError
@@ -116,19 +116,20 @@ class RequestGate:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == ScopeType.HTTP:
-            refusal = self._refusal(scope)
+            http: HTTPScope = scope
+            refusal = self._refusal(http)
             if refusal is not None:
                 await _refuse(send, *refusal)
                 return
         await self.app(scope, receive, send)
 
-    def _refusal(self, scope: Any) -> tuple[int, str, str] | None:
+    def _refusal(self, scope: HTTPScope) -> tuple[int, str, str] | None:
         headers = Headers.from_scope(scope)
         host = headers.get("host", "")
         if self.hosts is not None and not self._serves(host):
             # 421 Misdirected Request (RFC 9110, 15.5.20): the request is well formed but
             # names an authority this server does not answer for; 400 would blame its
-            # syntax. Browsers never retry a 421 elsewhere for HTTP/1.1.
+            # syntax, 403 the client's rights, when it is the name that is wrong.
             shown = _quoted(host) if host else "(none)"
             return (
                 421,
@@ -205,6 +206,6 @@ async def body_type_guard(
     sent = connection.headers.get("content-type", "")
     if sent.partition(";")[0].strip().lower() != expected:
         raise UnsupportedMediaType(
-            f"{connection.scope['path']} takes a {expected} body: send the header "
+            f"{connection.scope['path']} takes its body as {expected}: send the header "
             f"Content-Type: {expected} (got {_quoted(sent) if sent else 'none'})"
         )
