@@ -8,6 +8,7 @@ are never read from the file: they live in the environment only.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import tomllib
 from collections.abc import Mapping
@@ -80,6 +81,13 @@ class ServerSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw
     port: int = 8000
     heartbeat_s: float = 15.0
     max_question_chars: int = 2000
+    allowed_hosts: tuple[str, ...] = ()
+    """Host header values served ("name" any port, "name:port" that port only, "*" any).
+    Empty means localhost, 127.0.0.1 and [::1] when ``host`` is a loopback address (no
+    DNS rebinding onto a local server), and any name otherwise."""
+    trusted_proxies: tuple[str, ...] = ()
+    """Addresses or networks (CIDR) of the proxies whose ``X-Forwarded-For`` and
+    ``X-Forwarded-Proto`` are believed; empty believes nobody's."""
 
 
 class CloudflareSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -318,12 +326,28 @@ def _check_ranges(s: Settings) -> None:
         problems.append("retrieval.keyword_weight must be >= 0")
     if not 1 <= s.server.port <= 65535:
         problems.append("server.port must be between 1 and 65535")
+    problems.extend(_bad_proxies(s.server.trusted_proxies))
     if s.auth.rate_limit_per_minute < 0:
         problems.append("auth.rate_limit_per_minute must be >= 0 (0 = no limit)")
     if s.uploads.max_mb <= 0 or s.web.max_body_mb <= 0:
         problems.append("uploads.max_mb and web.max_body_mb must be > 0")
     if problems:
         raise ConfigError("invalid setting: " + "; ".join(problems))
+
+
+def _bad_proxies(entries: tuple[str, ...]) -> list[str]:
+    # Strict: uvicorn's middleware would quietly take "10.0.0.1/8" as a literal name
+    # and trust nothing, which an operator would only find out from the logs.
+    bad = []
+    for entry in entries:
+        try:
+            ipaddress.ip_network(entry, strict=True)
+        except ValueError:
+            bad.append(
+                f"server.trusted_proxies: {entry!r} is not an IP address or network "
+                "(for example 10.0.0.5 or 10.0.0.0/8)"
+            )
+    return bad
 
 
 def effective(settings: Settings, environ: Mapping[str, str] | None = None) -> dict[str, Any]:

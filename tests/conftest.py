@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
@@ -17,11 +18,15 @@ from rag.service import RagService, open_service
 
 if TYPE_CHECKING:
     from cf_fake import FakeCloudflare
+    from litestar import Litestar
 
     from rag.backends.cloudflare.client import CloudflareClient
 
 ROOT = Path(__file__).resolve().parents[1]
 CORPUS = ROOT / "corpus"
+LOCAL_URL = "http://127.0.0.1:8000"
+"""Base URL for in-process test clients: Litestar's default (testserver.local) is a Host
+that a server on loopback refuses, as it would a DNS-rebound name."""
 
 
 # The operator's shell may hold settings and secrets (RAG_DATABASE__URL, a real
@@ -44,6 +49,22 @@ def make_settings(tmp_path: Path, **sections: Mapping[str, object]) -> Settings:
     """Default settings with the database under ``tmp_path`` and per-section overrides."""
     raw: dict[str, object] = {"data_dir": str(tmp_path / "data"), **sections}
     return msgspec.convert(raw, Settings)
+
+
+def endpoints(app: Litestar, prefix: str = "/") -> list[tuple[str, str]]:
+    """Every (method, concrete path) the app serves under ``prefix``, OPTIONS and HEAD
+    aside: taken from the app itself, so a test over them covers routes added later."""
+    from litestar.routes import HTTPRoute
+
+    found = []
+    for route in app.routes:
+        if not isinstance(route, HTTPRoute) or not route.path.startswith(prefix):
+            continue
+        path = re.sub(r"\{[^}]+\}", "some-id", route.path)
+        for method in route.methods:
+            if method not in ("OPTIONS", "HEAD"):
+                found.append((method, path))
+    return sorted(found)
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import make_settings
+from conftest import LOCAL_URL, make_settings
 from fakes import ScriptedService
 from litestar.testing import AsyncTestClient
 from page_assets import REMOTE, asset_urls
@@ -29,7 +29,7 @@ async def locked(tmp_path: Path) -> AsyncIterator[AsyncTestClient[Any]]:
     """The app with API keys required and none usable: only open routes answer 200."""
     settings = make_settings(tmp_path, auth={"required": True})
     app = create_app(settings, ScriptedService())
-    async with AsyncTestClient(app=app) as client:
+    async with AsyncTestClient(app=app, base_url=LOCAL_URL) as client:
         yield client
 
 

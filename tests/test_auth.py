@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -11,10 +10,9 @@ from typing import Any
 
 import msgspec
 import pytest
-from conftest import make_settings
+from conftest import LOCAL_URL, endpoints, make_settings
 from fakes import FakeEmbedder
 from litestar import Litestar
-from litestar.routes import HTTPRoute
 from litestar.testing import AsyncTestClient
 
 from rag.config import AuthSettings, ServerSettings, Settings
@@ -49,7 +47,7 @@ async def open_keyed(tmp_path: Path, **sections: Any) -> AsyncIterator[Keyed]:
         keys = KeyStore(service.sessions)
         info, key = await keys.create("tests")
         app = create_app(settings, service=service)
-        async with AsyncTestClient(app=app) as client:
+        async with AsyncTestClient(app=app, base_url=LOCAL_URL) as client:
             yield Keyed(app, client, keys, key, info.id)
 
 
@@ -59,19 +57,6 @@ async def keyed(tmp_path: Path) -> AsyncIterator[Keyed]:
         yield opened
 
 
-def v1_endpoints(app: Litestar) -> list[tuple[str, str]]:
-    """Every (method, concrete path) the app serves under /v1, OPTIONS aside."""
-    found = []
-    for route in app.routes:
-        if not isinstance(route, HTTPRoute) or not route.path.startswith("/v1"):
-            continue
-        path = re.sub(r"\{[^}]+\}", "some-id", route.path)
-        for method in route.methods:
-            if method not in ("OPTIONS", "HEAD"):
-                found.append((method, path))
-    return sorted(found)
-
-
 def assert_refused(response: Any) -> None:
     assert response.status_code == 401, response.text
     assert response.json() == {"error": {"code": "unauthorized", "message": REFUSED}}
@@ -79,7 +64,7 @@ def assert_refused(response: Any) -> None:
 
 
 async def test_every_v1_route_needs_a_key(keyed: Keyed) -> None:
-    endpoints = v1_endpoints(keyed.app)
+    v1 = endpoints(keyed.app, "/v1")
     # The enumeration itself must see the routes this API is known to have.
     assert {
         ("POST", "/v1/ask"),
@@ -94,7 +79,7 @@ async def test_every_v1_route_needs_a_key(keyed: Keyed) -> None:
         ("POST", "/v1/ingest"),
         ("GET", "/v1/jobs"),
         ("GET", "/v1/jobs/some-id"),
-    } <= set(endpoints)
+    } <= set(v1)
     wrong_keys: list[dict[str, str]] = [
         {},
         keyed.bearer("rag_not-a-real-key"),
@@ -102,7 +87,7 @@ async def test_every_v1_route_needs_a_key(keyed: Keyed) -> None:
         {"Authorization": "Bearer "},
         {"X-Api-Key": keyed.key},
     ]
-    for method, path in endpoints:
+    for method, path in v1:
         for headers in wrong_keys:
             assert_refused(await keyed.client.request(method, path, headers=headers))
 

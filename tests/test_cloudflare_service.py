@@ -13,6 +13,7 @@ import msgspec
 import pytest
 from cf_fake import FakeCloudflare
 from cf_service import cloudflare_service, write_server_docs
+from conftest import LOCAL_URL
 from litestar.testing import AsyncTestClient
 from sqlalchemy import select
 
@@ -80,7 +81,9 @@ async def test_ingest_ask_and_pay_in_neurons(
         assert again.cached and again.usage.neurons == 0 and again.answer == done.answer
         assert len(fake.calls("llama")) == chats
 
-        async with AsyncTestClient(app=create_app(service.settings, service)) as client:
+        async with AsyncTestClient(
+            app=create_app(service.settings, service), base_url=LOCAL_URL
+        ) as client:
             response = await client.get("/v1/usage", params={"days": "2"})
         assert response.status_code == 200
         report = response.json()

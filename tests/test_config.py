@@ -33,6 +33,14 @@ def test_list_values_from_the_environment(tmp_path: Path) -> None:
     assert settings.ingest.extensions == (".md",)
 
 
+def test_trusted_proxies_take_addresses_and_networks(tmp_path: Path) -> None:
+    proxies = '["10.0.0.5", "10.1.0.0/16", "fd00::/8"]'
+    settings = load_settings(
+        environ={"RAG_CONFIG": str(_write(tmp_path, "")), "RAG_SERVER__TRUSTED_PROXIES": proxies}
+    )
+    assert settings.server.trusted_proxies == ("10.0.0.5", "10.1.0.0/16", "fd00::/8")
+
+
 @pytest.mark.parametrize(
     ("text", "env", "message"),
     [
@@ -45,6 +53,12 @@ def test_list_values_from_the_environment(tmp_path: Path) -> None:
         ("[ingest]\nchunk_tokens = 400\n", {}, "ingest.chunk_tokens must leave room"),
         ("[server]\nport = 0\n", {}, "server.port must be between"),
         ("[retrieval\n", {}, "not valid TOML"),
+        (
+            "[server]\ntrusted_proxies = ['10.0.0.1/8']\n",
+            {},
+            "server.trusted_proxies: '10.0.0.1/8' is not an IP address or network",
+        ),
+        ("", {"RAG_SERVER__TRUSTED_PROXIES": '["proxy.internal"]'}, "'proxy.internal' is not"),
     ],
 )
 def test_bad_settings_fail_naming_the_key(

@@ -12,7 +12,7 @@ from typing import Any
 
 import msgspec
 import pytest
-from conftest import make_settings
+from conftest import LOCAL_URL, make_settings
 from fakes import FakeEmbedder
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
@@ -48,7 +48,7 @@ async def open_api(tmp_path: Path, embedder: Any = None, **sections: Any) -> Asy
     settings = make_settings(tmp_path, **sections)
     async with (
         open_service(settings, Overrides(embedder=embedder or FakeEmbedder())) as service,
-        AsyncTestClient(app=create_app(settings, service=service)) as client,
+        AsyncTestClient(app=create_app(settings, service=service), base_url=LOCAL_URL) as client,
     ):
         yield Api(client, service, uploads, tmp_path)
 
@@ -350,7 +350,7 @@ async def test_delete_reaches_vectorize_on_the_cloudflare_backend(tmp_path: Path
                 answer_embedder=FakeEmbedder(),
             ),
         ) as service,
-        AsyncTestClient(app=create_app(settings, service=service)) as client,
+        AsyncTestClient(app=create_app(settings, service=service), base_url=LOCAL_URL) as client,
     ):
         doc = (await client.post("/v1/documents", files={"file": ("guide.md", GUIDE)})).json()
         assert doc["status"] == "ok", doc

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import make_settings
+from conftest import LOCAL_URL, make_settings
 from fakes import FakeEmbedder, parse_sse
 from httpx import Response
 from litestar import Litestar
@@ -105,7 +105,9 @@ async def open_harness(tmp_path: Path, **retrieval: object) -> AsyncIterator[Har
     async with open_service(settings, Overrides(embedder=FakeEmbedder())) as service:
         report = await service.ingest([write_docs(tmp_path / "docs")])
         assert (report.new, report.failed, report.skipped) == (3, 0, 0)
-        async with AsyncTestClient(app=create_app(settings, service=service)) as client:
+        async with AsyncTestClient(
+            app=create_app(settings, service=service), base_url=LOCAL_URL
+        ) as client:
             yield Harness(client, service)
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import make_settings
+from conftest import LOCAL_URL, make_settings
 from fakes import FakeEmbedder
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
@@ -35,7 +35,7 @@ async def open_client(
     settings = make_settings(tmp_path, **sections)
     async with (
         open_service(settings, Overrides(embedder=FakeEmbedder())) as service,
-        AsyncTestClient(app=create_app(settings, service=service)) as client,
+        AsyncTestClient(app=create_app(settings, service=service), base_url=LOCAL_URL) as client,
     ):
         yield client, service
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import make_settings
+from conftest import LOCAL_URL, make_settings
 from fakes import FakeEmbedder
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
@@ -36,7 +36,7 @@ async def open_client(
     settings = make_settings(tmp_path, **sections)
     async with (
         open_service(settings, Overrides(embedder=FakeEmbedder())) as service,
-        AsyncTestClient(app=create_app(settings, service=service)) as client,
+        AsyncTestClient(app=create_app(settings, service=service), base_url=LOCAL_URL) as client,
     ):
         upload = await client.post("/v1/documents", files={"file": ("guide.md", DOC)})
         assert upload.status_code == 201, upload.text
@@ -154,7 +154,9 @@ async def test_log_line_names_the_key_id_never_the_key(
     settings = make_settings(tmp_path, auth=auth, uploads={"folder": str(tmp_path / "u")})
     async with open_service(settings, Overrides(embedder=FakeEmbedder())) as service:
         info, key = await KeyStore(service.sessions).create("ops")
-        async with AsyncTestClient(app=create_app(settings, service=service)) as client:
+        async with AsyncTestClient(
+            app=create_app(settings, service=service), base_url=LOCAL_URL
+        ) as client:
             with caplog.at_level(logging.INFO, logger="rag.access"):
                 await client.get("/v1/ask", params={"q": QUESTION, "key": key})
                 await client.get("/v1/jobs", headers={"Authorization": f"Bearer {key}"})

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import LOCAL_URL
 from fakes import Call, ScriptedService
 from litestar.testing import AsyncTestClient
 from page_assets import REMOTE, asset_urls
@@ -35,7 +36,9 @@ SVG_NAMESPACE = "http://www.w3.org/2000/svg"  # a name, never fetched
 @pytest.fixture
 async def client() -> AsyncIterator[AsyncTestClient[Any]]:
     service = ScriptedService([SourcesEvent(()), DeltaEvent("Hi."), DONE])
-    async with AsyncTestClient(app=create_app(Settings(), service)) as test_client:
+    async with AsyncTestClient(
+        app=create_app(Settings(), service), base_url=LOCAL_URL
+    ) as test_client:
         yield test_client
 
 

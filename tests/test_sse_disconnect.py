@@ -17,6 +17,7 @@ import uvicorn
 from fakes import ScriptedService, Step
 from litestar import Litestar
 
+from rag.cli.serve import server_config
 from rag.config import ServerSettings, Settings
 from rag.domain import AnswerEvent, DeltaEvent, SourcesEvent
 from rag.web import create_app
@@ -46,11 +47,12 @@ class EndlessService(ScriptedService):
 
 @contextmanager
 def serve(app: Litestar) -> Iterator[str]:
-    """Run ``app`` under uvicorn on an ephemeral loopback port; yield its base URL."""
-    config = uvicorn.Config(
+    """Run ``app`` under uvicorn, as ``rag serve`` does, on an ephemeral loopback port;
+    yield its base URL."""
+    config = server_config(
         app,
-        host="127.0.0.1",
-        port=0,
+        "127.0.0.1",
+        0,
         http="h11",
         ws="none",
         lifespan="on",

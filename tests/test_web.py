@@ -17,6 +17,7 @@ from contextlib import asynccontextmanager
 import fakes
 import msgspec
 import pytest
+from conftest import LOCAL_URL
 from fakes import Call, Pause, ScriptedService, Step, parse_sse
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
@@ -73,7 +74,9 @@ def names(frames: list[tuple[str, str]]) -> list[str]:
 async def client_for(
     service: ScriptedService, conf: Settings | None = None
 ) -> AsyncIterator[AsyncTestClient[Litestar]]:
-    async with AsyncTestClient(app=create_app(conf or settings(), service)) as client:
+    async with AsyncTestClient(
+        app=create_app(conf or settings(), service), base_url=LOCAL_URL
+    ) as client:
         yield client
 
 
@@ -385,7 +388,7 @@ async def test_without_a_service_the_app_opens_and_closes_the_real_one(
     module.open_service = open_service  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "rag.service", module)
     app = create_app(settings())
-    async with AsyncTestClient(app=app) as client:
+    async with AsyncTestClient(app=app, base_url=LOCAL_URL) as client:
         assert opened == ["open"]
         response = await client.get("/healthz")
         assert response.json()["status"] == "ok"

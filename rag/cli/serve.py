@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import click
 import msgspec
@@ -10,6 +11,23 @@ import msgspec
 from rag.cli import common
 from rag.cli.keys import with_key_store
 from rag.cli.progress import RichProgress
+
+if TYPE_CHECKING:
+    import uvicorn
+    from litestar import Litestar
+
+
+def server_config(app: Litestar, host: str, port: int, **options: Any) -> uvicorn.Config:
+    """How ``rag serve`` runs the app under uvicorn (the socket-level tests run it so too)."""
+    import uvicorn
+
+    # Open SSE streams would hold shutdown for ever; after 5 s they are closed.
+    # uvicorn's access log is off: the app logs each request itself, as JSON.
+    # Its proxy headers are off too: it believes X-Forwarded-For from 127.0.0.1 by
+    # default, which is every client of a local server. The app applies
+    # [server] trusted_proxies instead (rag/web/app.py).
+    options = {"access_log": False, "timeout_graceful_shutdown": 5, **options}
+    return uvicorn.Config(app, host=host, port=port, proxy_headers=False, **options)
 
 
 @click.command()
@@ -33,11 +51,13 @@ def serve(ctx: click.Context, host: str | None, port: int | None, no_ingest: boo
     from rag.web.access_log import configure_access_log
     from rag.web.app import create_app
     from rag.web.auth import access_warning
+    from rag.web.origin import host_warning
 
     settings = common.settings(ctx)
     bind_host = host or settings.server.host
     bind_port = port or settings.server.port
-    # The app decides whether API keys are required from the address it is bound to.
+    # The app decides whether API keys are required, and which Host names it answers
+    # to, from the address it is bound to.
     settings = msgspec.structs.replace(
         settings, server=msgspec.structs.replace(settings.server, host=bind_host, port=bind_port)
     )
@@ -54,19 +74,11 @@ def serve(ctx: click.Context, host: str | None, port: int | None, no_ingest: boo
                 click.echo(report.summary(), err=True)
             app = create_app(settings, service=service)
             keys = await with_key_store(settings, lambda store: store.active_count())
-            if warning := access_warning(settings, keys):
-                common.note("WARNING:", warning, "bold red")
+            for warning in (access_warning(settings, keys), host_warning(settings)):
+                if warning:
+                    common.note("WARNING:", warning, "bold red")
             configure_access_log()
-            # Open SSE streams would hold shutdown for ever; after 5 s they are closed.
-            # uvicorn's access log is off: the app logs each request itself, as JSON.
-            config = uvicorn.Config(
-                app,
-                host=bind_host,
-                port=bind_port,
-                log_level="info",
-                access_log=False,
-                timeout_graceful_shutdown=5,
-            )
+            config = server_config(app, bind_host, bind_port, log_level="info")
             common.say(
                 f"serving on http://{bind_host}:{bind_port}  (OpenAPI: /schema)", console=common.err
             )

@@ -1,9 +1,12 @@
 """The Litestar application factory: routes, access control, limits, observability.
 
-Layers, outermost first: ``RequestObserver`` (one log line and the request metrics
-for every request, 404s included), CORS (only with ``[web] cors_origins``), routing,
-the access guard (API key and rate limit on ``/v1``), then the handler, whose request
-body is capped at ``[web] max_body_mb`` (uploads: ``[uploads] max_mb``).
+Layers, outermost first: uvicorn's ``ProxyHeadersMiddleware`` (the client address and
+scheme, from ``X-Forwarded-*`` only when the peer is in ``[server] trusted_proxies``),
+``RequestObserver`` (one log line and the request metrics for every request, 404s
+included), ``RequestGate`` (the Host check, and cross-site requests refused), CORS (only
+with ``[web] cors_origins``), routing, the guards (API key and rate limit on ``/v1``,
+then the body's media type), then the handler, whose request body is capped at
+``[web] max_body_mb`` (uploads: ``[uploads] max_mb``).
 """
 
 from __future__ import annotations
@@ -19,7 +22,8 @@ from litestar.datastructures import State
 from litestar.exceptions import HTTPException, SerializationException, ValidationException
 from litestar.logging import LoggingConfig
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
-from litestar.types import ControllerRouterHandler
+from litestar.types import ASGIApp, ControllerRouterHandler
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from rag.config import Settings
 from rag.errors import RagError
@@ -31,6 +35,7 @@ from rag.web.auth import API_PREFIX, Access, access_guard
 from rag.web.documents import MB, upload_handler
 from rag.web.documents import ROUTES as DOCUMENT_ROUTES
 from rag.web.metrics import Metrics, metrics_endpoint
+from rag.web.origin import RequestGate, body_type_guard
 from rag.web.page import PAGE_ROUTES
 from rag.web.routes import DEPENDENCIES, ROUTES
 from rag.web.schemas import ErrorDetail, ErrorResponse
@@ -63,7 +68,8 @@ def create_app(settings: Settings, service: QAService | None = None) -> Litestar
         dependencies=DEPENDENCIES,
         state=state,
         lifespan=[_lifespan(settings, open_service=service is None)],
-        guards=[access_guard],
+        # The key first: a caller without one learns nothing about the routes' bodies.
+        guards=[access_guard, body_type_guard],
         request_max_body_size=int(settings.web.max_body_mb * MB),
         cors_config=_cors(settings),
         exception_handlers={
@@ -79,7 +85,16 @@ def create_app(settings: Settings, service: QAService | None = None) -> Litestar
     )
     # Around Litestar's own handler rather than as middleware: middleware only runs for
     # requests that matched a route, and 404s, 405s and preflights belong in the log.
-    app.asgi_handler = RequestObserver(app.asgi_handler, metrics, settings.web.log_questions)
+    observed = RequestObserver(
+        RequestGate(app.asgi_handler, settings), metrics, settings.web.log_questions
+    )
+    # In the app rather than left to the server, so the rule is the same under any ASGI
+    # server and in tests; `rag serve` turns uvicorn's own copy off (it trusts loopback,
+    # that is every peer of a local server). Outermost, so that the log, the rate limit
+    # and the same-origin check all see the client's address and scheme.
+    app.asgi_handler = cast(
+        ASGIApp, ProxyHeadersMiddleware(cast(Any, observed), list(settings.server.trusted_proxies))
+    )
     return app
 
 
