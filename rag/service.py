@@ -90,7 +90,8 @@ class RagService(QAService):
         self.engine = engine
         self._sessions = session_factory(engine)
         # The answer's own database work: gives up on a held lock quickly (see above).
-        self._quick = session_factory(best_effort_engine or engine)
+        self.best_effort_engine = best_effort_engine or engine
+        self._quick = session_factory(self.best_effort_engine)
         self.db_path = sqlite_path(settings.database_url)
         self.best_effort = BestEffort(self.db_path)
         self.embedder = components.embedder
