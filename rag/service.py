@@ -23,7 +23,7 @@ import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 from sqlalchemy import func, select, text
@@ -48,6 +48,8 @@ from rag.retrieval.retriever import Retriever
 from rag.usage import BudgetExhausted, projected_chat_neurons
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 def checked_text(value: object, field: str, limit: int) -> str:
@@ -128,22 +130,10 @@ class RagService(QAService):
         return self._sessions
 
     def observe_costs(self, observer: Callable[[Cost], None]) -> Callable[[], None]:
-        self.ledger.observers.append(observer)
-
-        def stop() -> None:
-            if observer in self.ledger.observers:
-                self.ledger.observers.remove(observer)
-
-        return stop
+        return _subscribe(self.ledger.observers, observer)
 
     def observe_db_failures(self, observer: FailureObserver) -> Callable[[], None]:
-        self.best_effort.observers.append(observer)
-
-        def stop() -> None:
-            if observer in self.best_effort.observers:
-                self.best_effort.observers.remove(observer)
-
-        return stop
+        return _subscribe(self.best_effort.observers, observer)
 
     async def ask(
         self,
@@ -274,9 +264,11 @@ class RagService(QAService):
                 writable = True
         except Exception as exc:
             why = reason(exc)
-        if writable and self.best_effort.failing:
-            writable = False
-            why = "; ".join(f"{what} failing: {r}" for what, r in self.best_effort.failing.items())
+        failing = [
+            f"{k}s failing: {r}" for k, r in self.best_effort.failing.items() if "write" in k
+        ]
+        if writable and failing:
+            writable, why = False, "; ".join(failing)
         status = "ok" if writable else "degraded" if readable else "unavailable"
         return {
             "status": status,
@@ -359,6 +351,17 @@ class RagService(QAService):
                 await self.index.reload()  # Vectorize has nothing to reload
             self._generation = current
         return current
+
+
+def _subscribe(observers: list[T], observer: T) -> Callable[[], None]:
+    """Add ``observer``; the function returned removes it again (once is enough)."""
+    observers.append(observer)
+
+    def stop() -> None:
+        if observer in observers:
+            observers.remove(observer)
+
+    return stop
 
 
 async def drain_outbox(index: VectorIndex) -> None:

@@ -176,6 +176,9 @@ async def test_a_full_database_answers_and_names_the_failed_upload(tmp_path: Pat
         await reconnect(service, f"PRAGMA max_page_count = {pages}")
         assert not done_of(await ask(client, FRESH))["cached"]
         assert await metric(client, 'rag_db_write_failures_total{what="cache"}') == 1
+        # The probe changes nothing, so needs no room: the failing writes tell.
+        ready = (await client.get("/readyz")).json()
+        assert ready["database"]["reason"] == "cache writes failing: disk full"
         response = await client.post("/v1/documents", files={"file": ("otter.md", UPLOAD)})
         assert response.status_code == 507
         assert response.json()["error"]["code"] == "disk_full"

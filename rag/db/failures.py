@@ -88,8 +88,11 @@ def cause_of(exc: BaseException) -> Cause | None:
 def reason(exc: BaseException, path: Path | None = None) -> str:
     """A few words on the cause; with ``path`` (a SQLite file), which part is read-only."""
     cause = cause_of(exc) or Cause.OTHER
-    readonly = cause in (Cause.READ_ONLY, Cause.CANNOT_OPEN) and path is not None
-    if readonly and path is not None and (found := _unwritable(path)):
+    if (
+        cause in (Cause.READ_ONLY, Cause.CANNOT_OPEN)
+        and path is not None
+        and (found := _unwritable(path))
+    ):
         return found
     if cause is Cause.OTHER:
         return _first_line(exc)
@@ -161,8 +164,8 @@ class BestEffort:
     """Database work an answer can do without: a failure is logged once while it lasts,
     counted by the observers, and swallowed.
 
-    ``failing`` holds what is failing now and why (readiness reports it); the next
-    success of that work clears it, with a log line saying so.
+    ``failing`` holds what is failing now ("cache write", "budget read") and why
+    (readiness reports it); the next success of that work clears it, with a log line.
     """
 
     def __init__(self, path: Path | None) -> None:
@@ -177,11 +180,11 @@ class BestEffort:
         except Exception as exc:
             self._failed(what, op, exc)
         else:
-            if self.failing.pop(what, None) is not None:
+            if self.failing.pop(f"{what} {op}", None) is not None:
                 log.info("%s %ss work again", what, op)
 
     def _failed(self, what: str, op: Operation, exc: Exception) -> None:
-        if what not in self.failing:
+        if f"{what} {op}" not in self.failing:
             # Once per outage, not per answer; never the question, only the cause.
             # Anything that is not the database may be a bug: its traceback is wanted.
             log.warning(
@@ -193,7 +196,7 @@ class BestEffort:
                 exc_info=exc if cause_of(exc) is None else None,
             )
         # Without the path: readiness reports this to whoever asks.
-        self.failing[what] = reason(exc)
+        self.failing[f"{what} {op}"] = reason(exc)
         for observe in self.observers:
             try:
                 observe(what, op)
