@@ -23,6 +23,12 @@ from rag.errors import ConfigError
 class DatabaseSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     url: str = ""
     """Empty means a SQLite file ``rag.db`` in ``data_dir``."""
+    lock_wait_s: float = 30.0
+    """How long a write that must happen (ingestion, deletes, API keys) waits for a write
+    lock another process holds (a backup, VACUUM, migration or CLI ingest)."""
+    best_effort_wait_s: float = 0.5
+    """The same wait for the writes an answer can do without (the answer cache, its hit
+    counter, the usage ledger): a held lock delays an answer by at most this much."""
 
 
 class IngestSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -329,6 +335,8 @@ def _check_ranges(s: Settings) -> None:
     problems.extend(_bad_proxies(s.server.trusted_proxies))
     if s.auth.rate_limit_per_minute < 0:
         problems.append("auth.rate_limit_per_minute must be >= 0 (0 = no limit)")
+    if s.database.lock_wait_s < 0 or s.database.best_effort_wait_s < 0:
+        problems.append("database.lock_wait_s and database.best_effort_wait_s must be >= 0")
     if s.uploads.max_mb <= 0 or s.web.max_body_mb <= 0:
         problems.append("uploads.max_mb and web.max_body_mb must be > 0")
     if problems:

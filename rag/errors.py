@@ -24,7 +24,11 @@ machine-readable ``code``; the message is written for the person who reads it.
     │       ├── StreamTruncated      a stream that broke or ended without [DONE]
     │       ├── ModelNotFound        (also a ConfigError, above)
     │       └── AuthError            (also a ConfigError, above)
-    └── IndexMismatch          stored vectors do not fit the configured model (409)
+    ├── IndexMismatch          stored vectors do not fit the configured model (409)
+    └── StorageError           the database or the data folder failed (503); names the cause
+        ├── DatabaseBusy          another writer held the lock too long: retryable (503)
+        ├── DiskFull              no room left on the disk (507)
+        └── ReadOnlyStorage       the database or its folder cannot be written (503)
 """
 
 from __future__ import annotations
@@ -167,3 +171,28 @@ class AuthError(ConfigError, CloudflareError):
     status_code = 502
     retryable = False
     code = "auth"
+
+
+class StorageError(RagError):
+    """The database or the data folder failed under a write that had to succeed (an
+    upload, an ingest, start-up); ``rag.db.failures`` decides which one and why.
+
+    Answers never raise these: their own writes are best-effort.
+    """
+
+    status_code = 503
+    code = "storage"
+
+
+class DatabaseBusy(StorageError):
+    retryable = True
+    code = "database_busy"
+
+
+class DiskFull(StorageError):
+    status_code = 507
+    code = "disk_full"
+
+
+class ReadOnlyStorage(StorageError):
+    code = "read_only"

@@ -225,3 +225,13 @@ class QAService(Protocol):
     def observe_costs(self, observer: Callable[[Cost], None]) -> Callable[[], None]:
         """Call ``observer`` with every costed model call until the returned function runs."""
         return lambda: None
+
+    def observe_db_failures(self, observer: Callable[[str, str], None]) -> Callable[[], None]:
+        """Call ``observer`` with (what, "read" or "write") for every best-effort database
+        operation that failed (``rag.db.failures``), until the returned function runs."""
+        return lambda: None
+
+    async def readiness(self) -> dict[str, object]:
+        """``status`` ("ok", "degraded": answers work but writes fail, "unavailable") and,
+        for a service with a database, ``database``: readable, writable and the reason."""
+        return {"status": "ok"}

@@ -74,7 +74,8 @@ class Components:
     closers: list[Closer] = field(default_factory=list)
 
     async def aclose(self) -> None:
-        await self.ledger.close()
+        # Closing must go on to release the models whatever the database says.
+        await self.ledger.close(quietly=True)
         for close in self.closers:
             await close()
 

@@ -8,6 +8,12 @@ A follow-up question is condensed before the cache and retrieval: on Cloudflare 
 Workers AI chat model (one small, unstreamed call, in the answer's usage) when the local
 rule says it needs its earlier turns; over budget, or when that call fails, the local
 rule condenses it instead (``rag.answer.condense``).
+
+An answer never depends on a database write: the cache lookup, its hit counter, the
+usage ledger and the cache entry go through a second engine that waits at most
+``[database] best_effort_wait_s`` for a lock, and a failure of any of them is logged
+once, counted (``rag.db.failures.BestEffort``) and stepped over. Writes that must
+happen (ingestion, deletes, start-up) raise a ``StorageError`` naming the cause.
 """
 
 from __future__ import annotations
@@ -17,10 +23,10 @@ import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from rag import __version__
@@ -28,7 +34,8 @@ from rag.answer.cache import AnswerCache, cache_key, cacheable, key_parts, repla
 from rag.answer.condense import condense_with
 from rag.answer.flow import answer_events
 from rag.config import Settings
-from rag.db.engine import create_engine, session_factory, upgrade
+from rag.db.engine import create_engine, session_factory, sqlite_path, upgrade
+from rag.db.failures import BestEffort, FailureObserver, reason, storage_errors
 from rag.db.tables import Chunk, Document
 from rag.domain import MAX_TOP_K, AnswerEvent, DoneEvent, Hit, IngestReport, Turn, new_trace_id
 from rag.errors import CloudflareError, ConfigError, InputError
@@ -41,6 +48,8 @@ from rag.retrieval.retriever import Retriever
 from rag.usage import BudgetExhausted, projected_chat_neurons
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 def checked_text(value: object, field: str, limit: int) -> str:
@@ -72,15 +81,26 @@ def checked_k(k: int | None, default: int, candidates: int) -> int:
 class RagService(QAService):
     """Ask, search and ingest over one database and one set of models."""
 
-    def __init__(self, settings: Settings, engine: AsyncEngine, components: Components) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        engine: AsyncEngine,
+        components: Components,
+        best_effort_engine: AsyncEngine | None = None,
+    ) -> None:
         self.settings = settings
         self.engine = engine
         self._sessions = session_factory(engine)
+        # The answer's own database work: gives up on a held lock quickly (see above).
+        self.best_effort_engine = best_effort_engine or engine
+        self._quick = session_factory(self.best_effort_engine)
+        self.db_path = sqlite_path(settings.database_url)
+        self.best_effort = BestEffort(self.db_path)
         self.embedder = components.embedder
         self.chat = components.chat
         self.reranker = components.reranker
         self.ledger = components.ledger
-        self.cache = AnswerCache(self.sessions, settings.cache)
+        self.cache = AnswerCache(self._quick, settings.cache)
         self.index: VectorIndex = components.index
         self.retriever = Retriever(
             self.sessions,
@@ -105,13 +125,10 @@ class RagService(QAService):
         return self._sessions
 
     def observe_costs(self, observer: Callable[[Cost], None]) -> Callable[[], None]:
-        self.ledger.observers.append(observer)
+        return _subscribe(self.ledger.observers, observer)
 
-        def stop() -> None:
-            if observer in self.ledger.observers:
-                self.ledger.observers.remove(observer)
-
-        return stop
+    def observe_db_failures(self, observer: FailureObserver) -> Callable[[], None]:
+        return _subscribe(self.best_effort.observers, observer)
 
     async def ask(
         self,
@@ -142,7 +159,9 @@ class RagService(QAService):
                         )
                 generation = await self._sync_index()
                 key = cache_key(question, generation=generation, top_k=k, **self._key_parts)
-                cached = await self.cache.get(key)
+                cached = None
+                async with self.best_effort.attempt("cache", "read"):
+                    cached = await self.cache.get(key)
                 if cached is not None:
                     for event in replay(cached, began):
                         if isinstance(event, DoneEvent) and meter.calls:
@@ -151,10 +170,12 @@ class RagService(QAService):
                                 event, usage=meter.usage(), trace_id=trace_id
                             )
                         yield event
+                    async with self.best_effort.attempt("hits"):
+                        await self.cache.count_hit(key)
                     return
                 retrieval = await self.retriever.retrieve(question, k)
                 if self._metered and self.settings.budget.daily_neurons > 0:
-                    await self.ledger.refresh()  # the gate reads it before generation
+                    await self._refresh_spend()  # the gate reads it before generation
                 events: list[AnswerEvent] = []
                 async for event in answer_events(
                     question, retrieval, self.chat, began, trace_id=trace_id, usage=meter.usage
@@ -163,18 +184,29 @@ class RagService(QAService):
                     if isinstance(event, DoneEvent):
                         # Written before ``done`` goes out: a client that leaves right
                         # after it must not lose the answer's cost or its cache entry.
-                        await self.ledger.flush()
+                        await self._flush_ledger()
                         if cacheable(events, self.chat.preferred):
-                            await self.cache.put(key, question, generation, events)
+                            async with self.best_effort.attempt("cache"):
+                                await self.cache.put(key, question, generation, events)
                     yield event
             finally:
-                await self.ledger.flush_quietly()
+                await self._flush_ledger()
+
+    async def _flush_ledger(self) -> None:
+        """Record what was spent; rows that cannot be written stay buffered for later."""
+        async with self.best_effort.attempt("ledger"):
+            await self.ledger.flush(self._quick)
+
+    async def _refresh_spend(self) -> None:
+        """Today's spend for the budget; the figure in memory stands in when the read fails."""
+        async with self.best_effort.attempt("budget", "read"):
+            await self.ledger.refresh()
 
     async def _condense_refusal(self, question: str, history: Sequence[Turn]) -> str | None:
         """Why the chat model must not condense this follow-up: the budget, like the gate."""
         if self.settings.budget.daily_neurons <= 0:
             return None
-        await self.ledger.refresh()
+        await self._refresh_spend()
         chars = len(question) + sum(len(t.question) + len(t.answer) for t in history)
         model = self.settings.cloudflare.chat_model
         projected = projected_chat_neurons(self.settings.prices, model, chars, CONDENSE_MAX_TOKENS)
@@ -187,7 +219,7 @@ class RagService(QAService):
             try:
                 return (await self.retriever.retrieve(query, self._k(k))).hits
             finally:
-                await self.ledger.flush()
+                await self._flush_ledger()
 
     async def health(self) -> dict[str, object]:
         async with self.sessions() as session:
@@ -208,6 +240,36 @@ class RagService(QAService):
             "vectors_loaded": self.index.loaded(),
         }
 
+    async def readiness(self) -> dict[str, object]:
+        """Whether the database can be read and written now (``GET /readyz``).
+
+        The write probe opens a write transaction (a delete that matches nothing) on the
+        quick engine and rolls it back: a held lock costs it ``best_effort_wait_s``. A
+        full disk shows only when a real write needs a new page, so best-effort writes
+        failing now count as not writable until one succeeds. Reasons carry no paths:
+        this answers anyone who can reach the server.
+        """
+        readable, writable, why = False, False, ""
+        try:
+            async with self._quick() as session:
+                await session.execute(select(Document.id).limit(1))
+                readable = True
+                await session.execute(text("DELETE FROM answer_cache WHERE 1 = 0"))
+                await session.rollback()
+                writable = True
+        except Exception as exc:
+            why = reason(exc)
+        failing = [
+            f"{k}s failing: {r}" for k, r in self.best_effort.failing.items() if "write" in k
+        ]
+        if writable and failing:
+            writable, why = False, "; ".join(failing)
+        status = "ok" if writable else "degraded" if readable else "unavailable"
+        return {
+            "status": status,
+            "database": {"readable": readable, "writable": writable, "reason": why or None},
+        }
+
     async def usage_report(self, days: int = 7) -> dict[str, Any]:
         """Per-day usage and today's budget: ``rag usage`` and ``GET /v1/usage``."""
         return await self.ledger.report(days)
@@ -224,17 +286,19 @@ class RagService(QAService):
         ingestor = Ingestor(
             self.settings.ingest, self.sessions, self.embedder, self.index, progress
         )
-        with self.ledger.meter("ingest") as meter:
+        with self.ledger.meter("ingest") as meter, storage_errors(self.db_path):
             try:
                 report = await ingestor.run(paths)
             finally:
                 await self.ledger.close()
+            async with self.sessions() as session:
+                # Our own writes are already in the in-memory index.
+                self._generation = await store.generation(session)
         usage = meter.usage()
         report.neurons, report.usd = usage.neurons, usage.usd
-        async with self.sessions() as session:
-            # Our own writes are already in the in-memory index.
-            self._generation = await store.generation(session)
-        await self.cache.purge(self._generation)
+        # Entries of other generations are never served again: dropping them can wait.
+        async with self.best_effort.attempt("cache"):
+            await self.cache.purge(self._generation)
         return report
 
     async def delete_document(self, doc_id: str) -> tuple[str, list[str]] | None:
@@ -244,14 +308,15 @@ class RagService(QAService):
         one (Vectorize), so a crash between the two loses nothing.
         """
         durable = self.index.durable_outbox
-        async with self.sessions() as session, session.begin():
-            doc = await session.get(Document, doc_id)
-            if doc is None:
-                return None
-            source = doc.source
-            lost = await store.delete_document(
-                session, doc, outbox=self.embedder.model_id if durable else None
-            )
+        with storage_errors(self.db_path):
+            async with self.sessions() as session, session.begin():
+                doc = await session.get(Document, doc_id)
+                if doc is None:
+                    return None
+                source = doc.source
+                lost = await store.delete_document(
+                    session, doc, outbox=self.embedder.model_id if durable else None
+                )
         if durable:
             await self.index.flush()
         else:
@@ -283,6 +348,17 @@ class RagService(QAService):
         return current
 
 
+def _subscribe(observers: list[T], observer: T) -> Callable[[], None]:
+    """Add ``observer``; the function returned removes it again (once is enough)."""
+    observers.append(observer)
+
+    def stop() -> None:
+        if observer in observers:
+            observers.remove(observer)
+
+    return stop
+
+
 async def drain_outbox(index: VectorIndex) -> None:
     """Send index writes a killed ingest left queued (``index_outbox``; Vectorize only).
 
@@ -309,21 +385,26 @@ async def open_service(
     # Before anything else: missing credentials fail at once, naming what to set.
     client = cloudflare_client(settings, overrides)
     components: Components | None = None
-    engine = None
+    engines: list[AsyncEngine] = []
+    url, db = settings.database_url, settings.database
+    path = sqlite_path(url)
     try:
-        if migrate:
-            await upgrade(settings.database_url)
-        engine = create_engine(settings.database_url)
-        components = await build(settings, engine, client, overrides)
+        with storage_errors(path, "open"):
+            if migrate:
+                await upgrade(url)
+            engines.append(create_engine(url, db.lock_wait_s))
+            engines.append(create_engine(url, db.best_effort_wait_s))
+        components = await build(settings, engines[0], client, overrides)
         await drain_outbox(components.index)
-        service = RagService(settings, engine, components)
-        async with service.sessions() as session:
-            service._generation = await store.generation(session)
+        service = RagService(settings, engines[0], components, engines[1])
+        with storage_errors(path, "open"):
+            async with service.sessions() as session:
+                service._generation = await store.generation(session)
         yield service
     finally:
         if components is not None:
             await components.aclose()
         if client is not None:
             await client.aclose()
-        if engine is not None:
+        for engine in engines:
             await engine.dispose()

@@ -38,6 +38,9 @@ PROMPT_OVERHEAD_TOKENS = 200
 FLUSH_EVERY = 50
 """Pending rows that make the ledger write in the background (long ingest runs)."""
 
+MAX_PENDING = 10_000
+"""Unwritten rows kept while the database refuses writes; older ones are dropped."""
+
 
 class BudgetExhausted(RagError):
     """The day's neuron budget is spent; raised where no cheaper fallback exists (ingest)."""
@@ -139,17 +142,23 @@ class Ledger:
                 # An answer generator finalised from another task: that context is not ours.
                 _meter.set(None)
 
-    async def flush(self) -> None:
-        """Write the buffered rows in one short transaction."""
+    async def flush(self, sessions: Any = None) -> None:
+        """Write the buffered rows in one short transaction (through ``sessions`` when
+        given: the service's quick-to-give-up engine, around an answer)."""
         async with self._lock:
             rows, self._pending = self._pending, []
             if not rows:
                 return
             try:
-                async with self.sessions() as session, session.begin():
+                async with (sessions or self.sessions)() as session, session.begin():
                     await session.execute(insert(UsageCall), rows)
             except BaseException:
                 self._pending[:0] = rows  # keep them for the next flush
+                if (extra := len(self._pending) - MAX_PENDING) > 0:
+                    # A database that stays unwritable must not grow the buffer for
+                    # ever; the day's spend in memory (the budget) keeps these calls.
+                    del self._pending[:extra]
+                    log.warning("usage ledger: %d unwritten rows dropped, the oldest", extra)
                 raise
 
     async def flush_quietly(self) -> None:
@@ -160,10 +169,10 @@ class Ledger:
         except Exception:
             log.exception("writing the usage ledger failed; the rows stay buffered")
 
-    async def close(self) -> None:
+    async def close(self, *, quietly: bool = False) -> None:
         if self._background is not None:
             await asyncio.wait({self._background})
-        await self.flush()
+        await (self.flush_quietly() if quietly else self.flush())
 
     def _flush_soon(self) -> None:
         if self._background is not None and not self._background.done():
@@ -181,7 +190,12 @@ class Ledger:
             log.exception("writing the usage ledger failed; the rows stay buffered")
 
     async def refresh(self) -> float:
-        """Today's neurons from the database plus the rows not written yet; cached for checks."""
+        """Today's neurons from the database plus the rows not written yet; cached for checks.
+
+        When the read fails the figure in memory stays: the last read plus every call
+        recorded since in this process. Another process's spend since then is missed,
+        which is chosen over refusing every metered answer while the database is down.
+        """
         today = utc_day(self.clock())
         async with self._lock:
             async with self.sessions() as session:

@@ -112,7 +112,8 @@ async def test_entries_round_trip_and_the_least_recently_used_go_first(sessions:
     cache = AnswerCache(sessions, CacheSettings(max_entries=2), clock)
     await cache.put("a", "qa", 1, ANSWER)
     await cache.put("b", "qb", 1, ANSWER)
-    assert await cache.get("a") == ANSWER  # a is now more recent than b
+    assert await cache.get("a") == ANSWER
+    await cache.count_hit("a")  # a is now more recent than b
     await cache.put("c", "qc", 1, ANSWER)
     assert await cache.get("b") is None
     assert await cache.get("a") == ANSWER and await cache.get("c") == ANSWER

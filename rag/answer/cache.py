@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, select, update
 
 from rag.answer.chain import FallbackChain
 from rag.config import CacheSettings, Settings
@@ -133,17 +133,25 @@ class AnswerCache:
         self.clock = clock
 
     async def get(self, key: str) -> list[AnswerEvent] | None:
-        """The stored events for ``key`` (counting the hit), or None."""
+        """The stored events for ``key``, or None. Only reads: ``count_hit`` writes."""
         if not self.enabled:
             return None
+        async with self.sessions() as session:
+            raw = await session.scalar(select(CachedAnswer.events).where(CachedAnswer.key == key))
+        return None if raw is None else msgspec.convert(raw, list[AnswerEvent])
+
+    async def count_hit(self, key: str) -> None:
+        """Count a replay and mark the entry recently used (what trimming keeps).
+
+        Apart from ``get`` so that the answer never waits on a write: the service does
+        this after the replay, and a failure costs only the entry's place in the order.
+        """
         async with self.sessions() as session, session.begin():
-            row = await session.get(CachedAnswer, key)
-            if row is None:
-                return None
-            row.hits += 1
-            row.used_at = self._now()
-            raw = row.events
-        return msgspec.convert(raw, list[AnswerEvent])
+            await session.execute(
+                update(CachedAnswer)
+                .where(CachedAnswer.key == key)
+                .values(hits=CachedAnswer.hits + 1, used_at=self._now())
+            )
 
     async def put(
         self, key: str, question: str, generation: int, events: Sequence[AnswerEvent]

@@ -4,9 +4,12 @@ Exit codes, one policy for every command:
 
 * **0**: success.
 * **1**: runtime failure: the command was understood but did not succeed: a model,
-  Cloudflare or index failure, an answer stream that ended in an error, an unexpected
-  exception (``RAG_DEBUG=1`` shows its traceback), a ``--fail-under``/``--fail-over``/
-  ``--baseline`` shortfall, a ``--wait`` that timed out, drift ``rag audit`` left.
+  Cloudflare or index failure, a database that cannot be opened or written (a full
+  disk, a read-only folder: ``StorageError``; the settings are right, the storage under
+  them is not, and the same command works once it is), an answer stream that ended in
+  an error, an unexpected exception (``RAG_DEBUG=1`` shows its traceback), a
+  ``--fail-under``/``--fail-over``/``--baseline`` shortfall, a ``--wait`` that timed
+  out, drift ``rag audit`` left.
 * **2**: usage, input or configuration error: click's own usage errors, bad or missing
   settings and credentials (``ConfigError``), an argument that cannot be served
   (``InputError``: an empty question, a missing path or dataset), a named thing that

@@ -25,24 +25,42 @@ def sqlite_path(url: str) -> Path | None:
     return Path(parsed.database)
 
 
-def create_engine(url: str) -> AsyncEngine:
+LOCK_WAIT_S = 30.0
+"""How long a write waits for another writer (an ingest in another process) by default."""
+
+
+def create_engine(url: str, lock_wait_s: float = LOCK_WAIT_S) -> AsyncEngine:
+    """An engine whose writes wait at most ``lock_wait_s`` for a lock another holds.
+
+    The service keeps two: one that waits long (ingestion, deletes, migrations) and one
+    that gives up quickly, for the best-effort writes around an answer
+    (``[database] best_effort_wait_s``).
+    """
     path = sqlite_path(url)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
-    engine = create_async_engine(url)
+    wait_ms = max(int(lock_wait_s * 1000), 0)
+    options: dict[str, Any] = {}
+    if make_url(url).drivername == "postgresql+asyncpg":
+        options["connect_args"] = {"server_settings": {"lock_timeout": str(wait_ms)}}
+    engine = create_async_engine(url, **options)
     if engine.dialect.name == "sqlite":
-        event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+
+        def on_connect(dbapi_connection: Any, _record: Any) -> None:
+            _sqlite_pragmas(dbapi_connection, wait_ms)
+
+        event.listen(engine.sync_engine, "connect", on_connect)
     return engine
 
 
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+def _sqlite_pragmas(dbapi_connection: Any, busy_timeout_ms: int) -> None:
     # WAL lets the web app read while an ingest writes; foreign keys make deleting a
     # document take its chunks and vectors with it; busy_timeout waits out a writer
-    # in another process instead of failing at once.
+    # in another process instead of failing at once, for as long as the engine allows.
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute(f"PRAGMA busy_timeout={busy_timeout_ms}")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.close()
 

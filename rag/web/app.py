@@ -23,9 +23,11 @@ from litestar.exceptions import HTTPException, SerializationException, Validatio
 from litestar.logging import LoggingConfig
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 from litestar.types import ASGIApp, ControllerRouterHandler
+from sqlalchemy.exc import SQLAlchemyError
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from rag.config import Settings
+from rag.db.failures import as_storage_error
 from rag.errors import RagError
 from rag.jobs import JobRunner
 from rag.ports import QAService
@@ -50,7 +52,6 @@ def create_app(settings: Settings, service: QAService | None = None) -> Litestar
     metrics.jobs_running.set_function(lambda: jobs.running)
     state = State({"settings": settings, "service": service, "metrics": metrics, "jobs": jobs})
     # The key store reads the service's database, which may open only at startup.
-    # The real service opens at startup (lifespan), so the key store asks for it late.
     state.access = Access(settings, lambda: state.service.sessions if state.service else None)
     api = [h for h in ROUTES if all(path.startswith(API_PREFIX) for path in h.paths)]
     app = Litestar(
@@ -75,6 +76,8 @@ def create_app(settings: Settings, service: QAService | None = None) -> Litestar
         exception_handlers={
             RagError: _rag_error,
             HTTPException: _http_error,
+            SQLAlchemyError: _storage_error,
+            OSError: _storage_error,
             Exception: _internal_error,
         },
         openapi_config=openapi_config(),
@@ -140,13 +143,18 @@ def _lifespan(
 async def _observed(app: Litestar) -> AsyncIterator[None]:
     """Count the service's model costs in the metrics while the app runs; stop jobs at exit."""
     service: QAService = app.state.service
-    stop_observing = service.observe_costs(app.state.metrics.observe_cost)
+    metrics: Metrics = app.state.metrics
+    stops = [
+        service.observe_costs(metrics.observe_cost),
+        service.observe_db_failures(metrics.observe_db_failure),
+    ]
     try:
         yield
     finally:
         # Before the service closes: a job must not write to a disposed engine.
         await app.state.jobs.close()
-        stop_observing()
+        for stop in stops:
+            stop()
 
 
 def _error(status: int, code: str, message: str) -> Response[ErrorResponse]:
@@ -222,6 +230,16 @@ def _validation_message(exc: ValidationException) -> str:
         # and an enum message quotes the value, which may well contain the field's name.
         problems.append(f"{key}: {message}" if key else message)
     return "; ".join(problems) or exc.detail
+
+
+def _storage_error(request: Request[Any, Any, Any], exc: Exception) -> Response[ErrorResponse]:
+    """A full disk or a read-only folder under a write that had to happen (an upload, an
+    ingest) is named (``disk_full``, 507; ``read_only``...), not an ``internal`` 500."""
+    error = as_storage_error(exc, None)
+    if error is None:
+        return _internal_error(request, exc)
+    log.error("%s %s failed: %s", request.method, request.url.path, exc)
+    return _rag_error(request, error)
 
 
 def _internal_error(request: Request[Any, Any, Any], exc: Exception) -> Response[ErrorResponse]:

@@ -11,6 +11,7 @@ Where the figures come from:
 * answer stages, providers, cache hits: each answer's ``done`` event as it streams;
 * tokens, neurons, dollars by model: every costed call the usage ledger records,
   so ingestion and search count as well as answers;
+* database failures: every best-effort read or write the service stepped over;
 * ingestion: the reports of upload ingests and ``/v1/ingest`` jobs in this process
   (a ``rag ingest`` in another process is in the ``ingest_runs`` table, not here).
 """
@@ -102,6 +103,18 @@ class Metrics:
             ["trigger"],
             registry=r,
         )
+        self.db_write_failures = Counter(
+            "rag_db_write_failures",
+            "Best-effort database writes that failed; the answers went on without them.",
+            ["what"],
+            registry=r,
+        )
+        self.db_read_failures = Counter(
+            "rag_db_read_failures",
+            "Best-effort database reads that failed (the cache lookup, today's spend).",
+            ["what"],
+            registry=r,
+        )
         self.jobs_running = Gauge(
             "rag_ingest_jobs_running", "Ingestion jobs running now.", registry=r
         )
@@ -133,6 +146,10 @@ class Metrics:
         self.tokens.labels(model, kind, "output").inc(max(cost.output_tokens, 0))
         self.neurons.labels(model, kind).inc(max(cost.neurons, 0.0))
         self.usd.labels(model, kind).inc(max(cost.usd, 0.0))
+
+    def observe_db_failure(self, what: str, op: str) -> None:
+        """A service observer: one best-effort database read or write that failed."""
+        (self.db_read_failures if op == "read" else self.db_write_failures).labels(what).inc()
 
     def observe_ingest(self, report: IngestReport, trigger: str) -> None:
         for outcome in _OUTCOMES:

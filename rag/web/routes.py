@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Annotated, cast
+from typing import Annotated, Any, cast
 
-from litestar import get, post
+from litestar import Response, get, post
 from litestar.datastructures import State
 from litestar.di import NamedDependency, Provide
 from litestar.openapi import ResponseSpec
@@ -161,4 +161,16 @@ async def healthz(service: NamedDependency[SkipValidation[QAService]]) -> dict[s
     return await service.health()
 
 
-ROUTES = [ask_post, ask_get, search, usage, healthz]
+@get(
+    "/readyz",
+    summary="Readiness: can the database be read and written now",
+    description="`status` is `ok`, `degraded` (answers work, writes fail: uploads and "
+    "ingestion would not) or `unavailable` (a 503: the database cannot be read); "
+    "`database` says which and why.",
+)
+async def readyz(service: NamedDependency[SkipValidation[QAService]]) -> Response[dict[str, Any]]:
+    ready = await service.readiness()
+    return Response(ready, status_code=503 if ready["status"] == "unavailable" else 200)
+
+
+ROUTES = [ask_post, ask_get, search, usage, healthz, readyz]
