@@ -80,6 +80,20 @@ class ServerSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw
     port: int = 8000
     heartbeat_s: float = 15.0
     max_question_chars: int = 2000
+    header_timeout_s: float = 10.0
+    """A connection must send a whole request line and headers within this many seconds
+    of opening (or of its previous response), or it is closed: a client trickling bytes
+    cannot hold a socket for ever. Generous for any real client on a slow link."""
+    keepalive_timeout_s: int = 5
+    """An idle keep-alive connection is closed after this many seconds (uvicorn's own)."""
+    max_connections: int = 100
+    """Connections served at once (uvicorn's ``limit_concurrency``); a request beyond it
+    gets 503 and the connection is closed. Far below the usual 1,024 open files, so the
+    process never runs out of descriptors for its database, model and health checks."""
+    max_concurrent_answers: int = 8
+    """Answer streams at once; ``/v1/ask`` beyond it gets 503 with ``Retry-After``. The
+    local answerer is CPU-bound (one answer keeps both cores busy for ~0.2 s), so more in
+    flight on a 2-core machine only makes every answer slower."""
 
 
 class CloudflareSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -318,6 +332,10 @@ def _check_ranges(s: Settings) -> None:
         problems.append("retrieval.keyword_weight must be >= 0")
     if not 1 <= s.server.port <= 65535:
         problems.append("server.port must be between 1 and 65535")
+    if s.server.header_timeout_s <= 0 or s.server.keepalive_timeout_s < 1:
+        problems.append("server.header_timeout_s must be > 0 and keepalive_timeout_s >= 1")
+    if s.server.max_connections < 1 or s.server.max_concurrent_answers < 1:
+        problems.append("server.max_connections and max_concurrent_answers must be >= 1")
     if s.auth.rate_limit_per_minute < 0:
         problems.append("auth.rate_limit_per_minute must be >= 0 (0 = no limit)")
     if s.uploads.max_mb <= 0 or s.web.max_body_mb <= 0:

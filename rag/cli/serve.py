@@ -29,10 +29,12 @@ def serve(ctx: click.Context, host: str | None, port: int | None, no_ingest: boo
     """
     import uvicorn
 
+    from rag.logs import RepeatFilter, guard_logging
     from rag.service import open_service
     from rag.web.access_log import configure_access_log
     from rag.web.app import create_app
     from rag.web.auth import access_warning
+    from rag.web.protocol import header_deadline_protocol
 
     settings = common.settings(ctx)
     bind_host = host or settings.server.host
@@ -59,14 +61,20 @@ def serve(ctx: click.Context, host: str | None, port: int | None, no_ingest: boo
             configure_access_log()
             # Open SSE streams would hold shutdown for ever; after 5 s they are closed.
             # uvicorn's access log is off: the app logs each request itself, as JSON.
+            server = settings.server
             config = uvicorn.Config(
                 app,
                 host=bind_host,
                 port=bind_port,
+                http=header_deadline_protocol(server.header_timeout_s),
                 log_level="info",
                 access_log=False,
                 timeout_graceful_shutdown=5,
+                timeout_keep_alive=server.keepalive_timeout_s,
+                limit_concurrency=server.max_connections,
             )
+            # After uvicorn.Config, which installs the server's log handlers.
+            guard_logging(RepeatFilter())
             common.say(
                 f"serving on http://{bind_host}:{bind_port}  (OpenAPI: /schema)", console=common.err
             )
