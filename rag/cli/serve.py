@@ -34,7 +34,7 @@ def serve(ctx: click.Context, host: str | None, port: int | None, no_ingest: boo
     from rag.web.access_log import configure_access_log
     from rag.web.app import create_app
     from rag.web.auth import access_warning
-    from rag.web.protocol import header_deadline_protocol
+    from rag.web.server import uvicorn_config
 
     settings = common.settings(ctx)
     bind_host = host or settings.server.host
@@ -59,20 +59,7 @@ def serve(ctx: click.Context, host: str | None, port: int | None, no_ingest: boo
             if warning := access_warning(settings, keys):
                 common.note("WARNING:", warning, "bold red")
             configure_access_log()
-            # Open SSE streams would hold shutdown for ever; after 5 s they are closed.
-            # uvicorn's access log is off: the app logs each request itself, as JSON.
-            server = settings.server
-            config = uvicorn.Config(
-                app,
-                host=bind_host,
-                port=bind_port,
-                http=header_deadline_protocol(server.header_timeout_s),
-                log_level="info",
-                access_log=False,
-                timeout_graceful_shutdown=5,
-                timeout_keep_alive=server.keepalive_timeout_s,
-                limit_concurrency=server.max_connections,
-            )
+            config = uvicorn_config(app, settings.server, log_level="info")
             # After uvicorn.Config, which installs the server's log handlers.
             guard_logging(RepeatFilter())
             common.say(

@@ -1,4 +1,9 @@
-"""uvicorn's h11 protocol with a deadline on the request line and headers.
+"""How uvicorn runs the app: bounded connections, keep-alive and header deadlines.
+
+``uvicorn_config`` is the one place the server's limits are set (``rag serve`` and the
+socket-level tests use it). uvicorn's ``limit_concurrency`` caps the connections served
+at once (a request beyond it gets uvicorn's own plain-text 503 and the connection is
+closed); the h11 protocol below adds the deadline on request headers that uvicorn lacks.
 
 uvicorn has no such timeout: its keep-alive timer is cancelled by the first byte a
 client sends and never set on a new connection, so a client that sends half a header
@@ -13,9 +18,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any
 
 import h11
+import uvicorn
+from litestar import Litestar
 from uvicorn.protocols.http.h11_impl import H11Protocol
+
+from rag.config import ServerSettings
 
 log = logging.getLogger(__name__)
 
@@ -63,3 +73,19 @@ def header_deadline_protocol(header_timeout_s: float) -> type[H11Protocol]:
     """The protocol class to give ``uvicorn.Config(http=...)``."""
     attributes = {"header_timeout_s": header_timeout_s}
     return type("HeaderDeadlineH11Protocol", (_HeaderDeadline,), attributes)
+
+
+def uvicorn_config(app: Litestar, server: ServerSettings, **options: Any) -> uvicorn.Config:
+    """The server for ``app`` with ``server``'s limits; ``options`` add to or override them."""
+    settings: dict[str, Any] = {
+        "host": server.host,
+        "port": server.port,
+        "http": header_deadline_protocol(server.header_timeout_s),
+        "timeout_keep_alive": server.keepalive_timeout_s,
+        "limit_concurrency": server.max_connections,
+        # Open SSE streams would hold shutdown for ever; after 5 s they are closed.
+        "timeout_graceful_shutdown": 5,
+        # The app logs each request itself, as JSON (rag.web.access_log).
+        "access_log": False,
+    }
+    return uvicorn.Config(app, **{**settings, **options})
