@@ -92,8 +92,10 @@ class ServerSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw
     process never runs out of descriptors for its database, model and health checks."""
     max_concurrent_answers: int = 8
     """Answer streams at once; ``/v1/ask`` beyond it gets 503 with ``Retry-After``. The
-    local answerer is CPU-bound (one answer keeps both cores busy for ~0.2 s), so more in
-    flight on a 2-core machine only makes every answer slower."""
+    local answerer is CPU-bound (160-280 ms of both cores to the first token, README), so
+    8 at once already means ~2 s for the last one on a 2-core machine; more in flight
+    would only make every answer slower. Cloudflare answers mostly wait on the network
+    and may take a higher cap."""
 
 
 class CloudflareSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):

@@ -4,6 +4,7 @@
 * ``FakeEmbedder``: a deterministic embedder that needs no model file;
 * ``ScriptedChat``: a ``ChatModel`` that plays a script;
 * ``ScriptedService``: a ``QAService`` that plays scripts and records what it was asked;
+* ``Clock``: time that moves only when a test says so;
 * ``hit``: a ``Hit`` with only what a test cares about; ``parse_sse``: an SSE body as frames;
 * ``serve``: the app under a real uvicorn on 127.0.0.1, configured as ``rag serve`` does.
 """
@@ -192,6 +193,16 @@ class ScriptedService(QAService):
 
     async def health(self) -> dict[str, object]:
         return {"status": "ok", "chunks": len(self.hits)}
+
+
+class Clock:
+    """A monotonic clock that moves only when a test sets ``now``."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
 
 
 def hit(n: int, text: str, **fields: Any) -> Hit:

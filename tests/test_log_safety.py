@@ -9,7 +9,7 @@ import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from fakes import ScriptedService, serve
+from fakes import Clock, ScriptedService, serve
 
 from rag.config import Settings
 from rag.logs import RepeatFilter, guard_logging, printable
@@ -17,14 +17,6 @@ from rag.web import create_app
 from rag.web.access_log import _TerminalFormatter
 
 FORGED = b'{"ts":"2026-01-01T00:00:00Z","msg":"request","level":"ERROR","forged":true}'
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @contextmanager
