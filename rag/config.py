@@ -94,6 +94,22 @@ class ServerSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw
     trusted_proxies: tuple[str, ...] = ()
     """Addresses or networks (CIDR) of the proxies whose ``X-Forwarded-For`` and
     ``X-Forwarded-Proto`` are believed; empty believes nobody's."""
+    header_timeout_s: float = 10.0
+    """A connection must send a whole request line and headers within this many seconds
+    of opening (or of its previous response), or it is closed: a client trickling bytes
+    cannot hold a socket for ever. Generous for any real client on a slow link."""
+    keepalive_timeout_s: int = 5
+    """An idle keep-alive connection is closed after this many seconds (uvicorn's own)."""
+    max_connections: int = 100
+    """Connections served at once (uvicorn's ``limit_concurrency``); a request beyond it
+    gets 503 and the connection is closed. Far below the usual 1,024 open files, so the
+    process never runs out of descriptors for its database, model and health checks."""
+    max_concurrent_answers: int = 8
+    """Answer streams at once; ``/v1/ask`` beyond it gets 503 with ``Retry-After``. The
+    local answerer is CPU-bound (160-280 ms of both cores to the first token, README), so
+    8 at once already means ~2 s for the last one on a 2-core machine; more in flight
+    would only make every answer slower. Cloudflare answers mostly wait on the network
+    and may take a higher cap."""
 
 
 class CloudflareSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -333,6 +349,10 @@ def _check_ranges(s: Settings) -> None:
     if not 1 <= s.server.port <= 65535:
         problems.append("server.port must be between 1 and 65535")
     problems.extend(_bad_proxies(s.server.trusted_proxies))
+    if s.server.header_timeout_s <= 0 or s.server.keepalive_timeout_s < 1:
+        problems.append("server.header_timeout_s must be > 0 and keepalive_timeout_s >= 1")
+    if s.server.max_connections < 1 or s.server.max_concurrent_answers < 1:
+        problems.append("server.max_connections and max_concurrent_answers must be >= 1")
     if s.auth.rate_limit_per_minute < 0:
         problems.append("auth.rate_limit_per_minute must be >= 0 (0 = no limit)")
     if s.database.lock_wait_s < 0 or s.database.best_effort_wait_s < 0:

@@ -31,6 +31,9 @@ from __future__ import annotations
 import re
 from typing import Final, Literal, NamedTuple
 
+CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
+"""C0 controls and DEL: never part of a name or a path a person wrote."""
+
 # A letter or digit, then word characters and the joiners of identifiers and contractions,
 # ending on a word character.
 _WORD = re.compile(r"[^\W_](?:[\w.\-/']*\w)?")

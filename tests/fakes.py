@@ -4,7 +4,9 @@
 * ``FakeEmbedder``: a deterministic embedder that needs no model file;
 * ``ScriptedChat``: a ``ChatModel`` that plays a script;
 * ``ScriptedService``: a ``QAService`` that plays scripts and records what it was asked;
-* ``hit``: a ``Hit`` with only what a test cares about; ``parse_sse``: an SSE body as frames.
+* ``Clock``: time that moves only when a test says so;
+* ``hit``: a ``Hit`` with only what a test cares about; ``parse_sse``: an SSE body as frames;
+* ``serve``: the app under a real uvicorn on 127.0.0.1, configured as ``rag serve`` does.
 """
 
 from __future__ import annotations
@@ -12,15 +14,22 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import re
-from collections.abc import AsyncGenerator, Sequence
+import threading
+import time
+from collections.abc import AsyncGenerator, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any, NamedTuple
 
+import msgspec
 import numpy as np
+import uvicorn
+from litestar import Litestar
 
 from rag.config import ServerSettings
 from rag.domain import AnswerEvent, Hit, Turn
 from rag.ports import EmbedKind, QAService, Tokenizer, Vectors
 from rag.service import checked_text
+from rag.web.server import uvicorn_config
 
 _TOKEN = re.compile(r"\w+|[^\w\s]")
 _WORD = re.compile(r"\w+")
@@ -186,6 +195,16 @@ class ScriptedService(QAService):
         return {"status": "ok", "chunks": len(self.hits)}
 
 
+class Clock:
+    """A monotonic clock that moves only when a test sets ``now``."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
 def hit(n: int, text: str, **fields: Any) -> Hit:
     """Hit number ``n`` (chunk ``c<n>`` of ``doc<n>.md``), scores falling with ``n``."""
     values: dict[str, Any] = {
@@ -212,3 +231,51 @@ def parse_sse(body: str) -> list[tuple[str, str]]:
         assert event_line.startswith("event: ") and data_line.startswith("data: "), frame
         frames.append((event_line[7:], data_line[6:]))
     return frames
+
+
+SERVER_WAIT_S = 5  # whole seconds: uvicorn types timeout_graceful_shutdown as an int
+
+
+class LiveServer(NamedTuple):
+    url: str
+    port: int
+    server: uvicorn.Server
+
+
+@contextmanager
+def serve(
+    app: Litestar, server: ServerSettings | None = None, **options: Any
+) -> Iterator[LiveServer]:
+    """Run ``app`` under uvicorn on an ephemeral loopback port with ``server``'s limits.
+
+    In-process test clients buffer whole responses and have no sockets; this is the
+    server ``rag serve`` runs (``rag.web.server.uvicorn_config``), in a thread.
+    """
+    limits = msgspec.structs.replace(server or ServerSettings(), host="127.0.0.1", port=0)
+    config = uvicorn_config(
+        app,
+        limits,
+        **{
+            "ws": "none",
+            "lifespan": "on",
+            "log_config": None,
+            "log_level": "warning",
+            "timeout_graceful_shutdown": SERVER_WAIT_S,
+            **options,
+        },
+    )
+    uv = uvicorn.Server(config)
+    thread = threading.Thread(target=uv.run, name="uvicorn-test", daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + SERVER_WAIT_S
+        while not uv.started:
+            assert thread.is_alive(), "uvicorn exited during startup"
+            assert time.monotonic() < deadline, "uvicorn did not start"
+            time.sleep(0.01)
+        port = uv.servers[0].sockets[0].getsockname()[1]
+        yield LiveServer(f"http://127.0.0.1:{port}", port, uv)
+    finally:
+        uv.should_exit = True
+        thread.join(SERVER_WAIT_S * 2)
+        assert not thread.is_alive(), "uvicorn did not shut down"

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 from conftest import LOCAL_URL, make_settings
-from fakes import FakeEmbedder
+from fakes import Clock, FakeEmbedder
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
@@ -18,14 +18,6 @@ from rag.registry import Overrides
 from rag.service import RagService, open_service
 from rag.web import create_app
 from rag.web.limits import MAX_CLIENTS, RateLimiter, TooManyRequests
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @asynccontextmanager

@@ -17,11 +17,10 @@ from typing import Any
 import httpx
 import pytest
 from conftest import LOCAL_URL, endpoints, make_settings
-from fakes import FakeEmbedder, ScriptedService
+from fakes import FakeEmbedder, ScriptedService, serve
 from litestar import Litestar
 from litestar.routes import HTTPRoute
 from litestar.testing import AsyncTestClient
-from test_sse_disconnect import serve
 
 from rag.config import Settings
 from rag.registry import Overrides
@@ -304,21 +303,21 @@ def accepted(url: str, forwarded_for: list[str]) -> int:
 def test_forwarded_for_from_an_untrusted_peer_is_ignored() -> None:
     # The default rate limit (120 a minute); a fresh spoofed address on every request.
     spoofed = [f"198.51.100.{n}" for n in range(150)]
-    with serve(limited([])) as url:
-        assert accepted(url, spoofed) == 120
+    with serve(limited([])) as live:
+        assert accepted(live.url, spoofed) == 120
 
 
 def test_forwarded_for_from_a_trusted_proxy_names_the_client(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     clients = [f"198.51.100.{n}" for n in range(150)]
-    with serve(limited(["127.0.0.1"])) as url, caplog.at_level(logging.INFO, "rag.access"):
+    with serve(limited(["127.0.0.1"])) as live, caplog.at_level(logging.INFO, "rag.access"):
         # Each client its own bucket, all through the one proxy.
-        assert accepted(url, clients) == 150
+        assert accepted(live.url, clients) == 150
         # The right-most address that is not a proxy: whatever the client put before it
         # is its own claim, so one client spoofing fresh addresses still hits the limit.
         spoofing = [f"203.0.113.{n % 250}, 192.0.2.7, 127.0.0.1" for n in range(150)]
-        assert accepted(url, spoofing) == 120
+        assert accepted(live.url, spoofing) == 120
     logged = {json.loads(r.getMessage())["client"] for r in caplog.records}
     assert "198.51.100.149" in logged and "192.0.2.7" in logged
     assert not any(c.startswith("203.0.113.") for c in logged) and "127.0.0.1" not in logged
@@ -331,12 +330,12 @@ def search_from(url: str, origin: str, **headers: str) -> httpx.Response:
 
 def test_a_trusted_proxy_tells_the_scheme_for_the_origin_check() -> None:
     # TLS ends at the proxy: the page is https, the request reaching the app is http.
-    with serve(limited(["127.0.0.1"])) as url:
-        origin = url.replace("http://", "https://")
-        told = search_from(url, origin, **{"X-Forwarded-Proto": "https"})
+    with serve(limited(["127.0.0.1"])) as live:
+        origin = live.url.replace("http://", "https://")
+        told = search_from(live.url, origin, **{"X-Forwarded-Proto": "https"})
         assert told.status_code == 200, told.text
-        assert_cross_site(search_from(url, origin), origin)
-    with serve(limited([])) as url:
-        origin = url.replace("http://", "https://")
-        spoofed = search_from(url, origin, **{"X-Forwarded-Proto": "https"})
+        assert_cross_site(search_from(live.url, origin), origin)
+    with serve(limited([])) as live:
+        origin = live.url.replace("http://", "https://")
+        spoofed = search_from(live.url, origin, **{"X-Forwarded-Proto": "https"})
         assert_cross_site(spoofed, origin)

@@ -9,20 +9,16 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import AsyncGenerator, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import AsyncGenerator, Sequence
 
 import httpx
-import uvicorn
-from fakes import ScriptedService, Step
-from litestar import Litestar
+from fakes import SERVER_WAIT_S, ScriptedService, Step, serve
 
-from rag.cli.serve import server_config
 from rag.config import ServerSettings, Settings
 from rag.domain import AnswerEvent, DeltaEvent, SourcesEvent
 from rag.web import create_app
 
-WAIT_S = 5  # whole seconds: uvicorn types timeout_graceful_shutdown as an int
+WAIT_S = SERVER_WAIT_S
 
 
 class EndlessService(ScriptedService):
@@ -43,38 +39,6 @@ class EndlessService(ScriptedService):
                 yield DeltaEvent(text=f"token{self.produced} ")
         finally:
             self.ended.set()
-
-
-@contextmanager
-def serve(app: Litestar) -> Iterator[str]:
-    """Run ``app`` under uvicorn, as ``rag serve`` does, on an ephemeral loopback port;
-    yield its base URL."""
-    config = server_config(
-        app,
-        "127.0.0.1",
-        0,
-        http="h11",
-        ws="none",
-        lifespan="on",
-        log_config=None,
-        log_level="warning",
-        timeout_graceful_shutdown=WAIT_S,
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, name="uvicorn-test", daemon=True)
-    thread.start()
-    try:
-        deadline = time.monotonic() + WAIT_S
-        while not server.started:
-            assert thread.is_alive(), "uvicorn exited during startup"
-            assert time.monotonic() < deadline, "uvicorn did not start"
-            time.sleep(0.01)
-        port = server.servers[0].sockets[0].getsockname()[1]
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(WAIT_S * 2)
-        assert not thread.is_alive(), "uvicorn did not shut down"
 
 
 class FrameReader:
@@ -108,7 +72,8 @@ def wait_until_quiet(service: EndlessService) -> None:
 
 def test_disconnect_mid_answer_closes_the_service_generator() -> None:
     service = EndlessService()
-    with serve(create_app(Settings(), service)) as url, httpx.Client(base_url=url) as client:
+    app = create_app(Settings(), service)
+    with serve(app) as live, httpx.Client(base_url=live.url) as client:
         with client.stream("POST", "/v1/ask", json={"question": "go on"}) as response:
             assert response.status_code == 200
             reader = FrameReader(response)
@@ -125,7 +90,7 @@ def test_disconnect_mid_answer_closes_the_service_generator() -> None:
 def test_disconnect_while_idle_cancels_the_pending_step() -> None:
     service = EndlessService(idle=True)
     conf = Settings(server=ServerSettings(heartbeat_s=0.05))
-    with serve(create_app(conf, service)) as url, httpx.Client(base_url=url) as client:
+    with serve(create_app(conf, service)) as live, httpx.Client(base_url=live.url) as client:
         with client.stream("GET", "/v1/ask", params={"q": "go on"}) as response:
             assert response.status_code == 200
             reader = FrameReader(response)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import click
 import msgspec
@@ -13,21 +13,7 @@ from rag.cli.keys import with_key_store
 from rag.cli.progress import RichProgress
 
 if TYPE_CHECKING:
-    import uvicorn
-    from litestar import Litestar
-
-
-def server_config(app: Litestar, host: str, port: int, **options: Any) -> uvicorn.Config:
-    """How ``rag serve`` runs the app under uvicorn (the socket-level tests run it so too)."""
-    import uvicorn
-
-    # Open SSE streams would hold shutdown for ever; after 5 s they are closed.
-    # uvicorn's access log is off: the app logs each request itself, as JSON.
-    # Its proxy headers are off too: it believes X-Forwarded-For from 127.0.0.1 by
-    # default, which is every client of a local server. The app applies
-    # [server] trusted_proxies instead (rag/web/app.py).
-    options = {"access_log": False, "timeout_graceful_shutdown": 5, **options}
-    return uvicorn.Config(app, host=host, port=port, proxy_headers=False, **options)
+    pass
 
 
 @click.command()
@@ -47,11 +33,13 @@ def serve(ctx: click.Context, host: str | None, port: int | None, no_ingest: boo
     """
     import uvicorn
 
+    from rag.logs import RepeatFilter, guard_logging
     from rag.service import open_service
     from rag.web.access_log import configure_access_log
     from rag.web.app import create_app
     from rag.web.auth import access_warning
     from rag.web.origin import host_warning
+    from rag.web.server import uvicorn_config
 
     settings = common.settings(ctx)
     bind_host = host or settings.server.host
@@ -78,7 +66,9 @@ def serve(ctx: click.Context, host: str | None, port: int | None, no_ingest: boo
                 if warning:
                     common.note("WARNING:", warning, "bold red")
             configure_access_log()
-            config = server_config(app, bind_host, bind_port, log_level="info")
+            config = uvicorn_config(app, settings.server, log_level="info")
+            # After uvicorn.Config, which installs the server's log handlers.
+            guard_logging(RepeatFilter())
             common.say(
                 f"serving on http://{bind_host}:{bind_port}  (OpenAPI: /schema)", console=common.err
             )

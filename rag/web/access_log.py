@@ -28,6 +28,7 @@ from litestar.enums import ScopeType
 from litestar.types import ASGIApp, HTTPScope, Message, Receive, ReceiveMessage, Scope, Send
 
 from rag.domain import new_trace_id
+from rag.logs import printable
 from rag.web.sse import answer_observer
 
 log = logging.getLogger("rag.access")
@@ -150,8 +151,9 @@ class _TerminalFormatter(logging.Formatter):
         if not isinstance(fields, dict):
             return super().format(record)
         key = f" key={fields['key_id']}" if fields["key_id"] is not None else ""
+        # JSON escapes what the path carries; this line must too, or a %0A forges a line.
         return (
-            f"{fields['method']} {fields['path']} {fields['status']} "
+            f"{printable(fields['method'])} {printable(fields['path'])} {fields['status']} "
             f"{fields['duration_ms']:.0f} ms trace={fields['trace_id']}{key}"
         )
 

@@ -19,12 +19,13 @@ from __future__ import annotations
 import html
 from typing import Any, Final
 
-from litestar import Request, Router
+from litestar import MediaType, Request, Response, Router
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import OpenAPIRenderPlugin, YamlRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
 
 from rag.web.page import PAGE_HEADERS
+from rag.web.schemas import ErrorDetail, ErrorResponse
 
 SCHEMA_PATH: Final = "/schema"
 BEARER: Final[list[dict[str, list[str]]]] = [{"bearer": []}]
@@ -85,5 +86,19 @@ def openapi_config() -> OpenAPIConfig:
             route_handlers=[],
             include_in_schema=False,
             response_headers=PAGE_HEADERS,
+            after_request=_json_not_found,
         ),
+    )
+
+
+def _json_not_found(response: Response[Any]) -> Response[Any]:
+    """Litestar answers an unknown ``/schema/...`` page with an HTML 404 of its own; the
+    API's one error shape instead, like every other miss."""
+    if response.status_code != 404 or response.media_type != MediaType.HTML:
+        return response
+    message = "no such page of the API docs: the schema is at /schema/openapi.json"
+    return Response(
+        ErrorResponse(ErrorDetail(code="not_found", message=message)),
+        status_code=404,
+        media_type=MediaType.JSON,
     )

@@ -30,12 +30,15 @@ from rag.config import Settings
 from rag.db.failures import as_storage_error
 from rag.errors import RagError
 from rag.jobs import JobRunner
+from rag.logs import printable
 from rag.ports import QAService
 from rag.web.access_log import RequestObserver
+from rag.web.answer_slots import AnswerSlots
 from rag.web.api_docs import BEARER, openapi_config
 from rag.web.auth import API_PREFIX, Access, access_guard
 from rag.web.documents import MB, upload_handler
 from rag.web.documents import ROUTES as DOCUMENT_ROUTES
+from rag.web.edge import Edge
 from rag.web.metrics import Metrics, metrics_endpoint
 from rag.web.origin import RequestGate, body_type_guard
 from rag.web.page import PAGE_ROUTES
@@ -51,6 +54,7 @@ def create_app(settings: Settings, service: QAService | None = None) -> Litestar
     jobs = JobRunner(on_report=metrics.observe_ingest)
     metrics.jobs_running.set_function(lambda: jobs.running)
     state = State({"settings": settings, "service": service, "metrics": metrics, "jobs": jobs})
+    state.answer_slots = AnswerSlots(settings.server.max_concurrent_answers)
     # The key store reads the service's database, which may open only at startup.
     state.access = Access(settings, lambda: state.service.sessions if state.service else None)
     api = [h for h in ROUTES if all(path.startswith(API_PREFIX) for path in h.paths)]
@@ -88,8 +92,9 @@ def create_app(settings: Settings, service: QAService | None = None) -> Litestar
     )
     # Around Litestar's own handler rather than as middleware: middleware only runs for
     # requests that matched a route, and 404s, 405s and preflights belong in the log.
+    # Edge inside the observer, so what it refuses is logged and counted like the rest.
     observed = RequestObserver(
-        RequestGate(app.asgi_handler, settings), metrics, settings.web.log_questions
+        Edge(RequestGate(app.asgi_handler, settings)), metrics, settings.web.log_questions
     )
     # In the app rather than left to the server, so the rule is the same under any ASGI
     # server and in tests; `rag serve` turns uvicorn's own copy off (it trusts loopback,
@@ -167,7 +172,7 @@ def _error(status: int, code: str, message: str) -> Response[ErrorResponse]:
 
 def _rag_error(request: Request[Any, Any, Any], exc: RagError) -> Response[ErrorResponse]:
     if exc.status_code >= 500:
-        log.error("%s %s failed: %s", request.method, request.url.path, exc.message)
+        log.error("%s %s failed: %s", request.method, printable(request.url.path), exc.message)
     response = _error(exc.status_code, exc.code, exc.message)
     headers = getattr(exc, "headers", None)  # WWW-Authenticate on 401, Retry-After on 429
     if isinstance(headers, dict):
@@ -243,5 +248,5 @@ def _storage_error(request: Request[Any, Any, Any], exc: Exception) -> Response[
 
 
 def _internal_error(request: Request[Any, Any, Any], exc: Exception) -> Response[ErrorResponse]:
-    log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
+    log.error("%s %s failed", request.method, printable(request.url.path), exc_info=exc)
     return _error(HTTP_500_INTERNAL_SERVER_ERROR, "internal", "internal error")

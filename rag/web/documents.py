@@ -25,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from rag.config import Settings
 from rag.db.tables import Chunk, Document
-from rag.errors import ConfigError, NotFound
+from rag.errors import ConfigError, InputError, NotFound
 from rag.ingest import store
 from rag.jobs import JobRunner
 from rag.ports import QAService
@@ -34,6 +34,8 @@ from rag.web import uploads
 MB = 1024 * 1024
 MULTIPART_SLACK = 64 * 1024
 """Room in the request-size limit for the multipart framing around the file."""
+MAX_OFFSET = 2**63 - 1
+"""The database's largest integer: a larger offset is a 400, not an overflow (500)."""
 
 
 class DocumentOut(msgspec.Struct, frozen=True):
@@ -181,14 +183,30 @@ def upload_handler(settings: Settings) -> HTTPRouteHandler:
         summary="Upload a document (multipart) and ingest it",
         request_max_body_size=int(settings.uploads.max_mb * MB) + MULTIPART_SLACK,
         status_code=201,
+        before_request=require_file_part,
     )(upload_document)
+
+
+async def require_file_part(request: Request[Any, Any, Any]) -> None:
+    """A 400 for a form without a file, before Litestar looks for one (and fails with 500).
+
+    A part with an empty ``filename`` is not a file to the multipart parser, so it is
+    refused here too. The parsed form is kept on the request: the body is read once.
+    """
+    form = await request.form()
+    if not any(isinstance(value, UploadFile) for value in form.values()):
+        raise InputError(
+            "the upload has no file: send the document as a multipart part with a "
+            'non-empty file name (Content-Disposition: form-data; name="file"; '
+            'filename="guide.md")'
+        )
 
 
 @get("/v1/documents", summary="Documents, newest first, with status and failure reasons")
 async def list_documents(
     request: Request[Any, Any, Any],
     limit: Annotated[int, QueryParameter(ge=1, le=200)] = 50,
-    offset: Annotated[int, QueryParameter(ge=0)] = 0,
+    offset: Annotated[int, QueryParameter(ge=0, le=MAX_OFFSET)] = 0,
     status: Annotated[Literal["ok", "skipped", "failed"] | None, QueryParameter()] = None,
 ) -> DocumentPage:
     service, settings = _service(request), _settings(request)

@@ -15,6 +15,7 @@ from litestar.params import Body, QueryParameter, RawBody, SkipValidation
 from rag.config import Settings
 from rag.ports import QAService
 from rag.web.access_log import request_trace_id
+from rag.web.answer_slots import AnswerSlots
 from rag.web.schemas import (
     HISTORY_PARAM_MAX_CHARS,
     HISTORY_TURNS_MAX,
@@ -39,9 +40,14 @@ def provide_settings(state: State) -> Settings:
     return cast(Settings, state.settings)
 
 
+def provide_answer_slots(state: State) -> AnswerSlots:
+    return cast(AnswerSlots, state.answer_slots)
+
+
 DEPENDENCIES = {
     "service": Provide(provide_service, sync_to_thread=False),
     "settings": Provide(provide_settings, sync_to_thread=False),
+    "answer_slots": Provide(provide_answer_slots, sync_to_thread=False),
 }
 
 
@@ -51,13 +57,19 @@ async def _answer_stream(
     question: str,
     top_k: int | None,
     history: Sequence[HistoryTurn] | None,
+    slots: AnswerSlots,
 ) -> SSEStream:
     # The service validates the question, once for every caller; an InputError raised
     # before the first event is a 400 (``EventStream.start``), never a stream.
     # An empty history is no history: the same call, and the same cache entry, as none.
-    answer = service.ask(question, top_k, history or None, trace_id=request_trace_id())
-    events = EventStream(answer, settings.server.heartbeat_s)
-    await events.start()
+    slot = slots.take()
+    try:
+        answer = service.ask(question, top_k, history or None, trace_id=request_trace_id())
+        events = EventStream(answer, settings.server.heartbeat_s, on_close=slot.release)
+        await events.start()
+    except BaseException:
+        slot.release()
+        raise
     return SSEStream(events)
 
 
@@ -65,6 +77,10 @@ async def _answer_stream(
 # Litestar's default ValidationException body.
 _ERRORS = {
     400: ResponseSpec(ErrorResponse, description="The request is invalid; the message says why."),
+    503: ResponseSpec(
+        ErrorResponse,
+        description="Busy (too many answers in flight) or shutting down; see Retry-After.",
+    ),
     500: ResponseSpec(ErrorResponse, description="Internal error; no details are disclosed."),
 }
 
@@ -95,11 +111,14 @@ async def ask_post(
     body: RawBody,
     service: NamedDependency[SkipValidation[QAService]],
     settings: NamedDependency[SkipValidation[Settings]],
+    answer_slots: NamedDependency[SkipValidation[AnswerSlots]],
 ) -> SSEStream:
     # ``data`` gives the OpenAPI body schema and Litestar's (lax) validation; the raw
     # ``body`` is decoded again strictly so a wrong JSON type is a 400, not coerced.
     data = decode_strict(body, AskRequest)
-    return await _answer_stream(service, settings, data.question, data.top_k, data.history)
+    return await _answer_stream(
+        service, settings, data.question, data.top_k, data.history, answer_slots
+    )
 
 
 @get(
@@ -114,6 +133,7 @@ async def ask_get(
     question: Annotated[str, QueryParameter(name="q", description="The question.")],
     service: NamedDependency[SkipValidation[QAService]],
     settings: NamedDependency[SkipValidation[Settings]],
+    answer_slots: NamedDependency[SkipValidation[AnswerSlots]],
     top_k: Annotated[
         int | None,
         QueryParameter(ge=1, le=TOP_K_MAX, description="How many sources to use."),
@@ -128,7 +148,7 @@ async def ask_get(
     ] = None,
 ) -> SSEStream:
     turns = parse_history(history)
-    return await _answer_stream(service, settings, question, top_k, turns)
+    return await _answer_stream(service, settings, question, top_k, turns, answer_slots)
 
 
 @post("/v1/search", summary="Ranked chunks for a query", responses=_ERRORS, status_code=200)

@@ -81,8 +81,14 @@ class EventStream:
     when the response is over; ``aclose`` is idempotent.
     """
 
-    def __init__(self, events: AsyncGenerator[AnswerEvent, None], heartbeat_s: float) -> None:
+    def __init__(
+        self,
+        events: AsyncGenerator[AnswerEvent, None],
+        heartbeat_s: float,
+        on_close: Callable[[], None] | None = None,
+    ) -> None:
         self._heartbeat_s = heartbeat_s
+        self._on_close = on_close
         self._queue: asyncio.Queue[_Item] = asyncio.Queue(maxsize=1)
         self._head: _Item | None = None
         self._finished = False
@@ -161,7 +167,11 @@ class EventStream:
         """Stop the pump (closing the service's generator) and wait for it to finish."""
         self._finished = True
         self._pump.cancel()
-        await asyncio.wait({self._pump})
+        try:
+            await asyncio.wait({self._pump})
+        finally:
+            if self._on_close is not None:
+                self._on_close()
         if not self._pump.cancelled() and (exc := self._pump.exception()) is not None:
             log.error("closing the answer stream failed", exc_info=exc)
 

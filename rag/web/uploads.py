@@ -27,6 +27,7 @@ from rag.config import IngestSettings
 from rag.errors import InputError, RagError, UnsupportedDocument
 from rag.ingest.loaders import readable_extensions, supported
 from rag.ingest.loaders.text import decode_text
+from rag.text import CONTROL_CHARS
 
 MAX_STEM = 100
 _BLOCK = 1 << 20
@@ -55,8 +56,12 @@ def safe_name(raw: str | None) -> str:
     """The client's file name made safe to create in the upload folder, or ``InputError``."""
     if raw is None or not raw.strip():
         raise InputError("the uploaded file has no name: send a multipart part with a filename")
-    if "\x00" in raw:
-        raise InputError("the file name contains a NUL byte")
+    if bad := CONTROL_CHARS.search(raw):
+        # Refused rather than cleaned: a line break in a name is an attack, not a typo.
+        raise InputError(
+            f"the file name contains a control character ({bad.group()!r}): "
+            "NUL, CR, LF and other control characters are not allowed"
+        )
     base = raw.replace("\\", "/").rsplit("/", 1)[-1]
     ascii_name = unicodedata.normalize("NFKD", base).encode("ascii", "ignore").decode()
     stem, dot, ext = ascii_name.rpartition(".")
