@@ -108,7 +108,7 @@ def test_a_path_with_nul_and_line_feed_cannot_forge_a_log_line() -> None:
         serve(app) as live,
         socket.create_connection(("127.0.0.1", live.port), timeout=5) as sock,
     ):
-        sock.sendall(b"GET /static/%00%0A" + FORGED + b" HTTP/1.1\r\nHost: x\r\n\r\n")
+        sock.sendall(b"GET /static/%00%0A" + FORGED + b" HTTP/1.1\r\nHost: localhost\r\n\r\n")
         reply = sock.recv(65536)
     assert reply.startswith(b"HTTP/1.1 400"), reply
     lines = json_out.getvalue().splitlines()

@@ -80,7 +80,7 @@ def test_a_kept_alive_connection_trickling_its_next_request_is_closed() -> None:
         serve(create_app(Settings(), ScriptedService()), limits(keepalive_timeout_s=60)) as live,
         connect(live.port) as sock,
     ):
-        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
         first = read_response(sock)
         assert first.startswith(b"HTTP/1.1 200"), first
         sock.sendall(b"GET /healthz HTTP/1.1\r\n")
@@ -169,7 +169,7 @@ def test_shutdown_mid_upload_answers_503_in_the_error_shape() -> None:
         connect(live.port) as sock,
     ):
         sock.sendall(
-            b"POST /v1/documents HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n"
+            b"POST /v1/documents HTTP/1.1\r\nHost: localhost\r\nContent-Length: 100000\r\n"
             b"Content-Type: multipart/form-data; boundary=B\r\n\r\n--B\r\n"
         )
         time.sleep(0.2)
