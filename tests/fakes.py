@@ -4,7 +4,8 @@
 * ``FakeEmbedder``: a deterministic embedder that needs no model file;
 * ``ScriptedChat``: a ``ChatModel`` that plays a script;
 * ``ScriptedService``: a ``QAService`` that plays scripts and records what it was asked;
-* ``hit``: a ``Hit`` with only what a test cares about; ``parse_sse``: an SSE body as frames.
+* ``hit``: a ``Hit`` with only what a test cares about; ``parse_sse``: an SSE body as frames;
+* ``upload``: ``POST /v1/documents`` and wait for the document to leave ``pending``.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import re
 from collections.abc import AsyncGenerator, Sequence
 from typing import Any, NamedTuple
 
+import httpx
 import numpy as np
 
 from rag.config import ServerSettings
@@ -212,3 +214,24 @@ def parse_sse(body: str) -> list[tuple[str, str]]:
         assert event_line.startswith("event: ") and data_line.startswith("data: "), frame
         frames.append((event_line[7:], data_line[6:]))
     return frames
+
+
+async def upload(
+    client: httpx.AsyncClient, name: str, content: bytes, *, timeout_s: float = 30.0, **kwargs: Any
+) -> dict[str, Any]:
+    """Upload a file, wait for its ingestion job to end, and return its document.
+
+    ``client``: Litestar's ``AsyncTestClient`` (an ``httpx.AsyncClient``) or a real one.
+    """
+    response = await client.post("/v1/documents", files={"file": (name, content)}, **kwargs)
+    assert response.status_code in (200, 202), response.text
+    doc_id, job = response.json()["document"]["id"], response.json()["job"]
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while job is not None and job["state"] in ("queued", "running"):
+        assert asyncio.get_running_loop().time() < deadline, f"the job of {name} never ended"
+        await asyncio.sleep(0.01)
+        job = (await client.get(f"/v1/jobs/{job['id']}", **kwargs)).json()
+    fetched = await client.get(f"/v1/documents/{doc_id}", **kwargs)
+    assert fetched.status_code == 200, fetched.text
+    doc: dict[str, Any] = fetched.json()
+    return doc
