@@ -160,8 +160,8 @@ async def test_the_quota_is_per_api_key(tmp_path: Path) -> None:
         keys = KeyStore(service.sessions)
         (first, key_a), (second, key_b) = await keys.create("a"), await keys.create("b")
         async with AsyncTestClient(app=create_app(settings, service=service)) as client:
-            a = {"headers": {"Authorization": f"Bearer {key_a}"}}
-            b = {"headers": {"Authorization": f"Bearer {key_b}"}}
+            a: dict[str, Any] = {"headers": {"Authorization": f"Bearer {key_a}"}}
+            b: dict[str, Any] = {"headers": {"Authorization": f"Bearer {key_b}"}}
             assert (await upload(client, "a.md", b"a" * 150, **a))["status"] == "ok"
             over = await client.post("/v1/documents", files={"file": ("a2.md", b"z" * 100)}, **a)
             assert over.status_code == 413 and "this API key" in over.json()["error"]["message"]
