@@ -184,8 +184,10 @@ class UploadSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw
     """What one API key (or, with keys not required, the anonymous client) may keep in
     the upload folder; an upload beyond it answers 413. 0 = no limit."""
     max_concurrent_jobs: int = 2
-    """Upload ingestion jobs run at once; more wait their turn (queued). Two on two cores:
-    a slow file (a PDF may take ``ingest.pdf_timeout_s``) holds one slot, not every upload."""
+    """Ingestion jobs (uploads and ``POST /v1/ingest``) run at once; more wait their turn
+    (queued). Two on two cores: a slow file (a PDF may take ``ingest.pdf_timeout_s`` in its
+    worker process) holds one slot, not every upload, and embedding, which uses every core,
+    gains nothing from more."""
 
 
 class WebSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):

@@ -227,9 +227,11 @@ async def upload(
     assert response.status_code in (200, 202), response.text
     doc_id, job = response.json()["document"]["id"], response.json()["job"]
     deadline = asyncio.get_running_loop().time() + timeout_s
+    pause = 0.01
     while job is not None and job["state"] in ("queued", "running"):
         assert asyncio.get_running_loop().time() < deadline, f"the job of {name} never ended"
-        await asyncio.sleep(0.01)
+        await asyncio.sleep(pause)
+        pause = min(pause * 1.5, 0.2)  # a slow job must not spend the rate limit's allowance
         job = (await client.get(f"/v1/jobs/{job['id']}", **kwargs)).json()
     fetched = await client.get(f"/v1/documents/{doc_id}", **kwargs)
     assert fetched.status_code == 200, fetched.text
