@@ -111,29 +111,20 @@ class UploadStore:
                     if same is not None:
                         return Admitted(same, created=False)
                     await self._check_quota(session, owner, received.size)
-                return await self._place(sessions, received, name, owner)
+                for target in uploads.candidates(self.folder, name):
+                    if await asyncio.to_thread(os.path.lexists, target):
+                        continue
+                    doc = await _record(
+                        sessions, self.folder, target, received.sha256, received.size, owner
+                    )
+                    if doc is None:
+                        continue  # a record names it (its file is gone): never reuse a name
+                    if await asyncio.to_thread(uploads.link, received.part, target):
+                        return Admitted(doc, created=True)
+                    await _forget(sessions, doc.id)  # someone else's file took the name
+                raise AssertionError("unreachable: candidates raises when it runs out")
         finally:
             await asyncio.to_thread(received.discard)
-
-    async def _place(
-        self,
-        sessions: async_sessionmaker[AsyncSession],
-        received: uploads.Received,
-        name: str,
-        owner: int | None,
-    ) -> Admitted:
-        for target in uploads.candidates(self.folder, name):
-            if await asyncio.to_thread(os.path.lexists, target):
-                continue
-            doc = await _record(
-                sessions, self.folder, target, received.sha256, received.size, owner
-            )
-            if doc is None:
-                continue  # a record already names it (its file is gone): never reuse a name
-            if await asyncio.to_thread(uploads.link, received.part, target):
-                return Admitted(doc, created=True)
-            await _forget(sessions, doc.id)  # someone else's file appeared under the name
-        raise AssertionError("unreachable: candidates raises when it runs out")
 
     async def _check_quota(self, session: AsyncSession, owner: int | None, size: int) -> None:
         limit = self.settings.uploads.max_total_mb
