@@ -210,6 +210,14 @@ class UploadSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw
     """Where ``POST /v1/documents`` saves files; empty means ``<data_dir>/uploads``."""
     max_mb: float = 20.0
     """Largest file accepted (413 beyond it)."""
+    max_total_mb: float = 500.0
+    """What one API key (or, with keys not required, the anonymous client) may keep in
+    the upload folder; an upload beyond it answers 413. 0 = no limit."""
+    max_concurrent_jobs: int = 2
+    """Ingestion jobs (uploads and ``POST /v1/ingest``) run at once; more wait their turn
+    (queued). Two on two cores: a slow file (a PDF may take ``ingest.pdf_timeout_s`` in its
+    worker process) holds one slot, not every upload, and embedding, which uses every core,
+    gains nothing from more."""
 
 
 class WebSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -359,6 +367,10 @@ def _check_ranges(s: Settings) -> None:
         problems.append("database.lock_wait_s and database.best_effort_wait_s must be >= 0")
     if s.uploads.max_mb <= 0 or s.web.max_body_mb <= 0:
         problems.append("uploads.max_mb and web.max_body_mb must be > 0")
+    if s.uploads.max_total_mb < 0:
+        problems.append("uploads.max_total_mb must be >= 0 (0 = no limit)")
+    if s.uploads.max_concurrent_jobs < 1:
+        problems.append("uploads.max_concurrent_jobs must be at least 1")
     if problems:
         raise ConfigError("invalid setting: " + "; ".join(problems))
 

@@ -9,11 +9,13 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 import numpy as np
 import numpy.typing as npt
 
-from rag.domain import AnswerEvent, Hit, IngestReport, Turn
+from rag.domain import AnswerEvent, Hit, IngestReport, LoadedDocument, Turn
 from rag.errors import NotFound
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+    from rag.config import IngestSettings
 
 Vectors = npt.NDArray[np.float32]
 EmbedKind = Literal["query", "passage"]
@@ -151,6 +153,10 @@ class Progress:
 
     def embedded(self, count: int) -> None:
         """Texts embedded for the document ``file_done`` reports next (0 for none)."""
+
+
+Loader = Callable[[Path, "IngestSettings"], LoadedDocument]
+"""Reads one file into a document (``rag.ingest.loaders.load``); blocking, may be slow."""
 
 
 class Cost(Protocol):

@@ -30,7 +30,16 @@ from rag.answer.chain import FallbackChain, budget_gate
 from rag.config import Settings
 from rag.db.engine import session_factory
 from rag.errors import ConfigError
-from rag.ports import ChatModel, Condenser, Embedder, KeywordSearch, Reranker, VectorIndex
+from rag.ingest.loaders import load
+from rag.ports import (
+    ChatModel,
+    Condenser,
+    Embedder,
+    KeywordSearch,
+    Loader,
+    Reranker,
+    VectorIndex,
+)
 from rag.usage import Ledger
 
 if TYPE_CHECKING:
@@ -53,6 +62,8 @@ class Overrides:
     """Where secrets are read (``os.environ`` by default)."""
     cloudflare_transport: httpx.AsyncBaseTransport | None = None
     openai_transport: httpx.AsyncBaseTransport | None = None
+    loader: Loader | None = None
+    """Replaces ``rag.ingest.loaders.load`` (tests: a file that takes its time to read)."""
 
 
 @dataclass
@@ -67,6 +78,8 @@ class Components:
     index: VectorIndex
     min_relevance: float
     """The evidence gate's threshold: its scale belongs to the reranker."""
+    loader: Loader = load
+    """Reads one file for ingestion."""
     client: CloudflareClient | None = None
     """The one ``CloudflareClient``, when a role runs on Workers AI or Vectorize."""
     condenser: Condenser | None = None
@@ -155,6 +168,7 @@ async def build(
         ledger=ledger,
         index=index,
         min_relevance=min_relevance,
+        loader=overrides.loader or load,
         client=client,
         # On Cloudflare the chat model condenses follow-ups (when it is in the chain).
         condenser=condensers[0] if condensers and settings.backend == "cloudflare" else None,

@@ -102,6 +102,7 @@ class RagService(QAService):
         self.ledger = components.ledger
         self.cache = AnswerCache(self._quick, settings.cache)
         self.index: VectorIndex = components.index
+        self.loader = components.loader
         self.retriever = Retriever(
             self.sessions,
             components.embedder,
@@ -284,7 +285,7 @@ class RagService(QAService):
                     "(0 = no cap) or wait for 00:00 UTC"
                 )
         ingestor = Ingestor(
-            self.settings.ingest, self.sessions, self.embedder, self.index, progress
+            self.settings.ingest, self.sessions, self.embedder, self.index, progress, self.loader
         )
         with self.ledger.meter("ingest") as meter, storage_errors(self.db_path):
             try:

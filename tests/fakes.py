@@ -7,6 +7,7 @@
 * ``Clock``: time that moves only when a test says so;
 * ``hit``: a ``Hit`` with only what a test cares about; ``parse_sse``: an SSE body as frames;
 * ``serve``: the app under a real uvicorn on 127.0.0.1, configured as ``rag serve`` does.
+* ``upload``: ``POST /v1/documents`` and wait for the document to leave ``pending``.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from collections.abc import AsyncGenerator, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, NamedTuple
 
+import httpx
 import msgspec
 import numpy as np
 import uvicorn
@@ -279,3 +281,26 @@ def serve(
         uv.should_exit = True
         thread.join(SERVER_WAIT_S * 2)
         assert not thread.is_alive(), "uvicorn did not shut down"
+
+
+async def upload(
+    client: httpx.AsyncClient, name: str, content: bytes, *, timeout_s: float = 30.0, **kwargs: Any
+) -> dict[str, Any]:
+    """Upload a file, wait for its ingestion job to end, and return its document.
+
+    ``client``: Litestar's ``AsyncTestClient`` (an ``httpx.AsyncClient``) or a real one.
+    """
+    response = await client.post("/v1/documents", files={"file": (name, content)}, **kwargs)
+    assert response.status_code in (200, 202), response.text
+    doc_id, job = response.json()["document"]["id"], response.json()["job"]
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    pause = 0.01
+    while job is not None and job["state"] in ("queued", "running"):
+        assert asyncio.get_running_loop().time() < deadline, f"the job of {name} never ended"
+        await asyncio.sleep(pause)
+        pause = min(pause * 1.5, 0.2)  # a slow job must not spend the rate limit's allowance
+        job = (await client.get(f"/v1/jobs/{job['id']}", **kwargs)).json()
+    fetched = await client.get(f"/v1/documents/{doc_id}", **kwargs)
+    assert fetched.status_code == 200, fetched.text
+    doc: dict[str, Any] = fetched.json()
+    return doc

@@ -98,7 +98,7 @@ async def test_a_valid_key_is_let_in_and_its_use_recorded(keyed: Keyed) -> None:
     upload = await keyed.client.post(
         "/v1/documents", files={"file": ("guide.md", DOC)}, headers=keyed.bearer()
     )
-    assert upload.status_code == 201, upload.text
+    assert upload.status_code == 202, upload.text
     [info] = await keyed.keys.list()
     assert info.last_used_at is not None
 

@@ -13,7 +13,7 @@ from typing import Any
 import msgspec
 import pytest
 from conftest import LOCAL_URL, make_settings
-from fakes import FakeEmbedder
+from fakes import FakeEmbedder, upload
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
@@ -28,6 +28,7 @@ from rag.web import create_app
 GUIDE = b"# Zebra guide\n\nThe zebra protocol moves striped parcels between warehouses.\n"
 OTHER = b"# Llama notes\n\nLlamas carry wool bales across the mountain pass every spring.\n"
 ELF = b"\x7fELF\x02\x01\x01\x00" + bytes(200)
+PE = b"MZ" + bytes(0x3A) + (0x40).to_bytes(4, "little") + b"PE\x00\x00" + bytes(100)
 
 
 @dataclass
@@ -39,6 +40,10 @@ class Api:
 
     async def upload(self, name: str, content: bytes) -> Any:
         return await self.client.post("/v1/documents", files={"file": (name, content)})
+
+    async def ingested(self, name: str, content: bytes) -> dict[str, Any]:
+        """Upload and wait for the ingestion job to settle the document."""
+        return await upload(self.client, name, content)
 
 
 @asynccontextmanager
@@ -69,10 +74,18 @@ async def search_documents(api: Api, query: str) -> list[str]:
     return [hit["document"] for hit in response.json()["hits"]]
 
 
-async def test_upload_is_saved_ingested_and_searchable(api: Api) -> None:
+async def test_upload_is_answered_at_once_then_ingested_and_searchable(api: Api) -> None:
     response = await api.upload("guide.md", GUIDE)
-    assert response.status_code == 201, response.text
-    doc = response.json()
+    assert response.status_code == 202, response.text
+    accepted, job = response.json()["document"], response.json()["job"]
+    assert accepted["status"] == "pending" and accepted["path"] == "guide.md"
+    assert accepted["chunks"] == 0 and accepted["upload"] is True
+    assert job["kind"] == "upload" and job["document_id"] == accepted["id"]
+    assert job["state"] in ("queued", "running")
+    assert response.headers["location"] == f"/v1/jobs/{job['id']}"
+    finished = await wait_for_job(api, job["id"])
+    assert finished["state"] == "finished" and finished["result"]["files"] == 1
+    doc = (await api.client.get(f"/v1/documents/{accepted['id']}")).json()
     assert doc["path"] == "guide.md" and doc["status"] == "ok" and doc["upload"] is True
     assert doc["chunks"] >= 1 and doc["reason"] is None and doc["title"] == "Zebra guide"
     assert (api.uploads / "guide.md").read_bytes() == GUIDE
@@ -82,11 +95,14 @@ async def test_upload_is_saved_ingested_and_searchable(api: Api) -> None:
 
 
 async def test_same_name_never_overwrites_another_upload(api: Api) -> None:
-    first = (await api.upload("guide.md", GUIDE)).json()
-    again = await api.upload("guide.md", GUIDE)
-    assert again.status_code == 200 and again.json()["id"] == first["id"]
+    first = await api.ingested("guide.md", GUIDE)
+    for name in ("guide.md", "copy-of-guide.md"):
+        # The same bytes are the same upload, whatever the name: nothing stored twice.
+        again = await api.upload(name, GUIDE)
+        assert again.status_code == 200, again.text
+        assert again.json() == {"document": first, "job": None}
     other = await api.upload("guide.md", OTHER)
-    assert other.status_code == 201 and other.json()["path"] == "guide-2.md"
+    assert other.status_code == 202 and other.json()["document"]["path"] == "guide-2.md"
     assert (api.uploads / "guide.md").read_bytes() == GUIDE
     assert (api.uploads / "guide-2.md").read_bytes() == OTHER
 
@@ -105,10 +121,18 @@ async def test_oversized_upload_is_413_naming_the_limit(api: Api, size: int) -> 
 @pytest.mark.parametrize(
     ("name", "content", "reason"),
     [
-        ("data.txt", ELF, "not text"),
+        ("data.txt", ELF, "an ELF executable"),
         ("notes.md", b"hello\x00world" * 10, "not text"),
-        ("report.pdf", ELF, "not a PDF"),
+        ("report.pdf", ELF, "an ELF executable"),
         ("report.pdf", b"just some words, no PDF header at all", "not a PDF"),
+        # The marker anywhere but at byte 0 is what polyglot files rely on.
+        ("report.pdf", b"#!/bin/sh\necho hi\n%PDF-1.7\n", "not a PDF"),
+        ("report.pdf", b" \n%PDF-1.7\n", "not a PDF"),
+        ("report.pdf", b"\xef\xbb\xbf%PDF-1.7\n", "not a PDF"),
+        ("notes.txt", b"%PDF-1.7\n1 0 obj\n", "a PDF, not .txt text"),
+        ("notes.md", b"PK\x03\x04" + b"word " * 20, "a ZIP archive, not .md text"),
+        ("tool.txt", PE, "a Windows (PE) executable"),
+        ("tool.md", b"\xcf\xfa\xed\xfe" + bytes(60), "a Mach-O executable"),
         ("tool.exe", ELF, "unsupported file type '.exe'"),
         ("/etc/passwd", b"root:x:0:0:root:/root:/bin/bash\n", "has no extension"),
     ],
@@ -177,8 +201,8 @@ async def test_the_accepted_types_follow_the_settings(
 async def test_file_names_are_sanitised_into_the_folder(api: Api, name: str, saved: str) -> None:
     before = files_outside(api.root, api.uploads)
     response = await api.upload(name, GUIDE)
-    assert response.status_code == 201, response.text
-    assert response.json()["path"] == saved
+    assert response.status_code == 202, response.text
+    assert response.json()["document"]["path"] == saved
     assert [p.name for p in api.uploads.iterdir()] == [saved]
     assert files_outside(api.root, api.uploads) == before
 
@@ -208,18 +232,46 @@ async def test_a_nul_byte_in_the_file_name_is_refused(api: Api, raw: bytes) -> N
     assert files_outside(api.root, api.uploads) == before
 
 
-async def test_unreadable_pdf_is_recorded_with_its_reason(api: Api) -> None:
-    response = await api.upload("broken.pdf", b"%PDF-1.7\nthis is no PDF body at all\n")
-    assert response.status_code == 201, response.text
-    doc = response.json()
+@pytest.mark.parametrize(
+    ("name", "content"),
+    [
+        # Accepted: text is text whatever its first bytes (a script, a word starting MZ).
+        ("install.txt", b"#!/bin/sh\necho the zebra protocol installs itself\n"),
+        ("mz.md", b"MZ is the code of the zebra depot in the parcel network.\n"),
+    ],
+)
+async def test_text_that_merely_looks_like_a_signature_is_text(
+    api: Api, name: str, content: bytes
+) -> None:
+    doc = await api.ingested(name, content)
+    assert doc["status"] == "ok", doc
+    assert (api.uploads / name).read_bytes() == content
+
+
+BROKEN_PDF = b"%PDF-1.7\nthis is no PDF body at all\n"
+
+
+async def test_a_failed_upload_keeps_its_reason_not_its_file(api: Api) -> None:
+    doc = await api.ingested("broken.pdf", BROKEN_PDF)
     assert doc["status"] == "failed" and doc["chunks"] == 0 and doc["reason"]
+    assert list(api.uploads.iterdir()) == []  # the bytes are no use to anyone
     failed = (await api.client.get("/v1/documents", params={"status": "failed"})).json()
     assert [d["id"] for d in failed["items"]] == [doc["id"]]
+    # The same bytes again, under any name: the record answers, nothing is stored.
+    for name in ("broken.pdf", "broken-again.pdf"):
+        again = await api.upload(name, BROKEN_PDF)
+        assert again.status_code == 200, again.text
+        assert again.json() == {"document": doc, "job": None}
+        assert list(api.uploads.iterdir()) == []
+    assert (await api.client.get("/v1/documents")).json()["total"] == 1
+    # Deleting the record allows another try.
+    assert (await api.client.delete(f"/v1/documents/{doc['id']}")).status_code == 200
+    assert (await api.upload("broken.pdf", BROKEN_PDF)).status_code == 202
 
 
 async def test_delete_reaches_the_vector_index_and_the_file(api: Api) -> None:
-    kept = (await api.upload("llama.md", OTHER)).json()
-    doc = (await api.upload("guide.md", GUIDE)).json()
+    kept = await api.ingested("llama.md", OTHER)
+    doc = await api.ingested("guide.md", GUIDE)
     hits = await api.client.post("/v1/search", json={"query": "zebra protocol", "k": 1})
     chunk_id = hits.json()["hits"][0]["chunk_id"]
     index = api.service.index
@@ -243,7 +295,7 @@ async def test_delete_reaches_the_vector_index_and_the_file(api: Api) -> None:
 
 
 async def test_chunk_has_what_the_chat_page_shows(api: Api) -> None:
-    doc = (await api.upload("guide.md", GUIDE)).json()
+    doc = await api.ingested("guide.md", GUIDE)
     hits = await api.client.post("/v1/search", json={"query": "zebra protocol", "k": 1})
     chunk_id = hits.json()["hits"][0]["chunk_id"]
     chunk = (await api.client.get(f"/v1/chunks/{chunk_id}")).json()
@@ -256,7 +308,7 @@ async def test_chunk_has_what_the_chat_page_shows(api: Api) -> None:
 async def test_documents_are_paginated(api: Api) -> None:
     for n in range(5):
         body = f"# Note {n}\n\nUnique subject number {n} about topic{n}.\n".encode()
-        assert (await api.upload(f"note{n}.md", body)).status_code == 201
+        assert (await api.ingested(f"note{n}.md", body))["status"] == "ok"
     seen: list[str] = []
     offset: int | None = 0
     while offset is not None:
@@ -287,7 +339,7 @@ class GatedEmbedder(FakeEmbedder):
 async def wait_for_job(api: Api, job_id: str) -> dict[str, Any]:
     for _ in range(500):
         job = (await api.client.get(f"/v1/jobs/{job_id}")).json()
-        if job["state"] != "running":
+        if job["state"] not in ("queued", "running"):
             return dict(job)
         await asyncio.sleep(0.01)
     raise AssertionError("the job did not finish")
@@ -305,7 +357,7 @@ async def test_ingest_job_reports_progress_result_and_refuses_a_twin(tmp_path: P
         assert started.status_code == 202, started.text
         job = started.json()
         assert started.headers["location"] == f"/v1/jobs/{job['id']}"
-        assert job["state"] == "running" and job["folder"] == str(folder.resolve())
+        assert job["state"] in ("queued", "running") and job["folder"] == str(folder.resolve())
         twin = await api.client.post("/v1/ingest")
         assert twin.status_code == 409 and job["id"] in twin.json()["error"]["message"]
         assert twin.headers["location"] == f"/v1/jobs/{job['id']}"
@@ -352,7 +404,7 @@ async def test_delete_reaches_vectorize_on_the_cloudflare_backend(tmp_path: Path
         ) as service,
         AsyncTestClient(app=create_app(settings, service=service), base_url=LOCAL_URL) as client,
     ):
-        doc = (await client.post("/v1/documents", files={"file": ("guide.md", GUIDE)})).json()
+        doc = await upload(client, "guide.md", GUIDE)
         assert doc["status"] == "ok", doc
         fake.vectorize.process()  # Vectorize applies writes asynchronously
         stored = fake.vectorize.indexes[settings.cloudflare.index_name].vectors

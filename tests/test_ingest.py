@@ -6,12 +6,14 @@ import sqlite3
 from pathlib import Path
 
 import pytest
+from fakes import FakeEmbedder
 
-from rag.config import IngestSettings
+from rag.config import IngestSettings, Settings
 from rag.domain import LoadedDocument
 from rag.errors import InputError
 from rag.ingest.loaders import load
-from rag.service import RagService
+from rag.registry import Overrides
+from rag.service import RagService, open_service
 
 DOCS = {
     "guide.md": "# Guide\n\n## Install\n\nRun the installer with pip. "
@@ -128,18 +130,17 @@ async def test_single_file_and_missing_path(service: RagService, tmp_path: Path)
 
 
 async def test_a_loader_bug_costs_one_file_not_the_batch(
-    service: RagService, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    settings: Settings, tmp_path: Path
 ) -> None:
-    from rag.ingest import runner
-
     def flaky_load(path: Path, settings: IngestSettings) -> LoadedDocument:
         if path.name == "notes.txt":
             raise KeyError("boom")
         return load(path, settings)
 
-    monkeypatch.setattr(runner, "load", flaky_load)
     folder = tmp_path / "docs"
     write_docs(folder, dict(DOCS))
-    report = await service.ingest([folder])
+    overrides = Overrides(embedder=FakeEmbedder(), loader=flaky_load)
+    async with open_service(settings, overrides) as service:
+        report = await service.ingest([folder])
     assert (report.new, report.failed) == (2, 1)
     assert "unexpected error" in report.problems[0]["reason"]

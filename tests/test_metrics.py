@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 from conftest import LOCAL_URL, make_settings
-from fakes import FakeEmbedder
+from fakes import FakeEmbedder, upload
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
 from prometheus_client.parser import text_string_to_metric_families
@@ -38,8 +38,7 @@ async def open_client(
         open_service(settings, Overrides(embedder=FakeEmbedder())) as service,
         AsyncTestClient(app=create_app(settings, service=service), base_url=LOCAL_URL) as client,
     ):
-        upload = await client.post("/v1/documents", files={"file": ("guide.md", DOC)})
-        assert upload.status_code == 201, upload.text
+        assert (await upload(client, "guide.md", DOC))["status"] == "ok"
         yield client, service
 
 
@@ -83,7 +82,7 @@ async def test_metrics_count_requests_stages_cache_tokens_and_ingestion(tmp_path
     found = samples(response.text)
     requests = "rag_http_requests_total"
     assert value(found, requests, route="/v1/ask", method="GET", status="200") == 2
-    assert value(found, requests, route="/v1/documents", method="POST", status="201") == 1
+    assert value(found, requests, route="/v1/documents", method="POST", status="202") == 1
     assert value(found, requests, route="(unmatched)", method="GET", status="404") == 1
     assert (
         value(found, "rag_http_request_duration_seconds_count", route="/v1/ask", method="GET") == 2

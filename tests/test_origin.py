@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import pytest
 from conftest import LOCAL_URL, endpoints, make_settings
-from fakes import FakeEmbedder, ScriptedService, serve
+from fakes import FakeEmbedder, ScriptedService, serve, upload
 from litestar import Litestar
 from litestar.routes import HTTPRoute
 from litestar.testing import AsyncTestClient
@@ -132,15 +132,13 @@ async def test_same_origin_and_non_browser_requests_pass(
     tmp_path: Path, headers: dict[str, str]
 ) -> None:
     async with open_app(tmp_path) as opened:
-        upload = await opened.client.post(
-            "/v1/documents", files={"file": ("zebra.md", DOC)}, headers=headers
-        )
-        assert upload.status_code == 201, upload.text
+        document = await upload(opened.client, "zebra.md", DOC, headers=headers)
+        assert document["status"] == "ok", document
         asked = await opened.client.post(
             "/v1/ask", json={"question": "What does the zebra protocol move?"}, headers=headers
         )
         assert asked.status_code == 200, asked.text
-        doc_id = upload.json()["id"]
+        doc_id = document["id"]
         deleted = await opened.client.delete(f"/v1/documents/{doc_id}", headers=headers)
         assert deleted.status_code == 200, deleted.text
 

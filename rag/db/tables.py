@@ -46,8 +46,11 @@ class Document(Base):
     mtime_ns: Mapped[int] = mapped_column(Integer, default=0)
     pages: Mapped[int | None] = mapped_column(Integer, nullable=True)
     status: Mapped[str] = mapped_column(String(16))
-    """ok, skipped or failed."""
+    """ok, skipped or failed; pending while an upload waits for its ingestion job."""
     reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    owner_key_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    """The API key that uploaded it (``api_keys.id``), for the per-key upload quota; None
+    for folder ingests and for uploads made while keys are not required."""
     chunker: Mapped[str] = mapped_column(String(64), default="")
     """Fingerprint of the chunker settings that cut this document."""
     created_at: Mapped[datetime] = mapped_column(DateTime, server_default=func.now())

@@ -41,7 +41,7 @@ from rag.ingest.batching import Prepared, Ready, Window
 from rag.ingest.chunker import chunk_document, chunker_fingerprint
 from rag.ingest.discover import Found, discover
 from rag.ingest.loaders import load
-from rag.ports import Embedder, Progress, VectorIndex
+from rag.ports import Embedder, Loader, Progress, VectorIndex
 
 log = logging.getLogger(__name__)
 
@@ -61,8 +61,10 @@ class Ingestor:
         embedder: Embedder,
         index: VectorIndex,
         progress: Progress | None = None,
+        loader: Loader = load,
     ) -> None:
         self.settings = settings
+        self.loader = loader
         self.sessions = sessions
         self.embedder = embedder
         self.index = index
@@ -158,9 +160,10 @@ class Ingestor:
                         {"path": item.relpath, "status": doc.status, "reason": reason}
                     )
                 return "unchanged", 0
-        outcome = "new" if doc is None else "updated"
+        # An upload's pending record was never ingested: its first run makes it new.
+        outcome = "new" if doc is None or doc.status == "pending" else "updated"
         try:
-            loaded = await asyncio.to_thread(load, item.path, self.settings)
+            loaded = await asyncio.to_thread(self.loader, item.path, self.settings)
         except DocumentError as exc:
             return await self._problem(item, facts, exc.status, exc.message, report)
         except Exception as exc:  # a loader bug must cost one file, never the batch

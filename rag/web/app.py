@@ -44,6 +44,7 @@ from rag.web.origin import RequestGate, body_type_guard
 from rag.web.page import PAGE_ROUTES
 from rag.web.routes import DEPENDENCIES, ROUTES
 from rag.web.schemas import ErrorDetail, ErrorResponse
+from rag.web.upload_store import UploadStore
 
 log = logging.getLogger(__name__)
 
@@ -51,9 +52,17 @@ log = logging.getLogger(__name__)
 def create_app(settings: Settings, service: QAService | None = None) -> Litestar:
     """The web app. Without ``service`` it opens the real one at startup, closes it at shutdown."""
     metrics = Metrics()
-    jobs = JobRunner(on_report=metrics.observe_ingest)
+    jobs = JobRunner(metrics.observe_ingest, settings.uploads.max_concurrent_jobs)
     metrics.jobs_running.set_function(lambda: jobs.running)
-    state = State({"settings": settings, "service": service, "metrics": metrics, "jobs": jobs})
+    state = State(
+        {
+            "settings": settings,
+            "service": service,
+            "metrics": metrics,
+            "jobs": jobs,
+            "uploads": UploadStore(settings, jobs),
+        }
+    )
     state.answer_slots = AnswerSlots(settings.server.max_concurrent_answers)
     # The key store reads the service's database, which may open only at startup.
     state.access = Access(settings, lambda: state.service.sessions if state.service else None)
@@ -146,13 +155,15 @@ def _lifespan(
 
 @asynccontextmanager
 async def _observed(app: Litestar) -> AsyncIterator[None]:
-    """Count the service's model costs in the metrics while the app runs; stop jobs at exit."""
+    """Count the service's model costs in the metrics while the app runs; settle what a
+    killed process left of its uploads at start; stop jobs at exit."""
     service: QAService = app.state.service
     metrics: Metrics = app.state.metrics
     stops = [
         service.observe_costs(metrics.observe_cost),
         service.observe_db_failures(metrics.observe_db_failure),
     ]
+    await _recover_uploads(app.state.uploads, service)
     try:
         yield
     finally:
@@ -160,6 +171,24 @@ async def _observed(app: Litestar) -> AsyncIterator[None]:
         await app.state.jobs.close()
         for stop in stops:
             stop()
+
+
+async def _recover_uploads(desk: UploadStore, service: QAService) -> None:
+    # Secondary to serving: a folder it cannot read is logged, and the app starts anyway.
+    try:
+        found = await desk.recover(service)
+    except Exception:
+        log.exception("settling the upload folder %s at start failed", desk.folder)
+        return
+    if found.queued or found.forgotten or found.adopted or found.removed:
+        log.info(
+            "upload folder settled at start: %d pending uploads queued again, %d files "
+            "recorded and queued, %d unfinished uploads forgotten, %d files removed",
+            found.queued,
+            found.adopted,
+            found.forgotten,
+            found.removed,
+        )
 
 
 def _error(status: int, code: str, message: str) -> Response[ErrorResponse]:

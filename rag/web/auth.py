@@ -27,6 +27,9 @@ from rag.web.limits import RateLimiter
 
 API_PREFIX = "/v1/"
 QUERY_KEY_ROUTE = ("GET", "/v1/ask")
+KEY_ID = "key_id"
+"""Where the request's state keeps the id of the key that authenticated it (uploads
+record it as the owner, for the per-key quota)."""
 _REFUSED = "missing or invalid API key: send the header Authorization: Bearer <key>"
 
 
@@ -96,6 +99,7 @@ class Access:
                 self.limiter.take(client)
                 raise Unauthorized()
             client = f"key:{key_id}"
+            connection.state[KEY_ID] = key_id
             record = current_request.get()
             if record is not None:
                 record.key_id = key_id

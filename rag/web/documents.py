@@ -1,7 +1,8 @@
 """Operator API: documents (upload, list, read, delete), chunks, and ingestion jobs.
 
-Uploads are ingested before the response, so a 201 means the document is searchable
-(or recorded as failed, with the reason). A delete removes the document's chunks and
+An upload is stored, recorded as ``pending`` and answered at once (202, with its
+ingestion job); the job turns it ``ok``, or ``failed``/``skipped`` with the reason
+(``rag.web.upload_store``). A delete removes the document's chunks and
 vectors from SQLite and from the serving index (the local numpy index, or Vectorize
 when that backend serves), and the file itself when it is an upload; a document
 ingested from a folder comes back on that folder's next ingest unless its file goes too.
@@ -26,10 +27,11 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from rag.config import Settings
 from rag.db.tables import Chunk, Document
 from rag.errors import ConfigError, InputError, NotFound
-from rag.ingest import store
 from rag.jobs import JobRunner
 from rag.ports import QAService
 from rag.web import uploads
+from rag.web.auth import KEY_ID
+from rag.web.upload_store import UploadStore
 
 MB = 1024 * 1024
 MULTIPART_SLACK = 64 * 1024
@@ -47,7 +49,7 @@ class DocumentOut(msgspec.Struct, frozen=True):
     size: int
     pages: int | None
     status: str
-    """ok, skipped or failed."""
+    """pending (an upload waiting for its ingestion job), ok, skipped or failed."""
     reason: str | None
     chunks: int
     sha256: str
@@ -55,6 +57,12 @@ class DocumentOut(msgspec.Struct, frozen=True):
     updated_at: datetime
     upload: bool
     """True when the file lives in the upload folder (a delete removes it too)."""
+
+
+class UploadOut(msgspec.Struct, frozen=True):
+    document: DocumentOut
+    job: dict[str, Any] | None
+    """The ingestion job (``GET /v1/jobs/{id}``); null when the document needs none."""
 
 
 class DocumentPage(msgspec.Struct, frozen=True):
@@ -147,42 +155,49 @@ async def _document(service: QAService, settings: Settings, doc_id: str) -> Docu
 async def upload_document(
     request: Request[Any, Any, Any],
     data: Annotated[UploadFile, Body(media_type=RequestEncodingType.MULTI_PART)],
-) -> Response[DocumentOut]:
-    """Save the file in the upload folder, ingest it, answer with its document record.
+) -> Response[UploadOut]:
+    """Store the file, record it as pending and queue its ingestion; never wait for it.
 
-    201 for a new file; 200 when the same bytes were already uploaded under this name.
+    202 with the document and its job (``Location: /v1/jobs/{id}``); 200 with the
+    existing document when the same bytes were uploaded before (whatever its name and
+    outcome: a failed upload keeps its reason, and no second copy is kept).
     """
     service, settings = _service(request), _settings(request)
+    desk: UploadStore = request.app.state.uploads
     try:
         name = uploads.safe_name(data.filename)
         uploads.check_type(name, settings.ingest)
-        folder = settings.upload_folder.expanduser().resolve()
-        limit = int(settings.uploads.max_mb * MB)
-        jobs: JobRunner = request.app.state.jobs
-        async with jobs.folder(folder):
-            saved = await asyncio.to_thread(
-                uploads.save,
-                cast(BinaryIO, data.file),
-                folder,
-                name,
-                limit,
-                f"{settings.uploads.max_mb:g} MB ([uploads] max_mb)",
-            )
-            report = await service.ingest([saved.path])
+        received = await asyncio.to_thread(
+            uploads.receive,
+            cast(BinaryIO, data.file),
+            desk.folder,
+            name,
+            int(settings.uploads.max_mb * MB),
+            f"{settings.uploads.max_mb:g} MB ([uploads] max_mb)",
+        )
     finally:
         await data.close()
-    request.app.state.metrics.observe_ingest(report, "upload")
-    doc = await _document(service, settings, store.document_id(str(saved.path)))
-    return Response(doc, status_code=201 if saved.created else 200)
+    owner = request.state.get(KEY_ID)
+    admitted = await desk.admit(_db(service), received, name, owner)
+    doc = admitted.document
+    job = None
+    if doc.status == "pending":
+        # New; or uploaded before and still queued or running (its live job); or left
+        # pending by a job that failed as a whole (a model outage): tried again now.
+        job = desk.queue(service, doc.id, Path(doc.source))
+    out = UploadOut(await _document(service, settings, doc.id), job.as_dict() if job else None)
+    if job is None:
+        return Response(out, status_code=200)
+    return Response(out, status_code=202, headers={"Location": f"/v1/jobs/{job.id}"})
 
 
 def upload_handler(settings: Settings) -> HTTPRouteHandler:
     """The upload route with its own body limit: the file size, not ``[web] max_body_mb``."""
     return post(
         "/v1/documents",
-        summary="Upload a document (multipart) and ingest it",
+        summary="Upload a document (multipart); it is ingested by a job",
         request_max_body_size=int(settings.uploads.max_mb * MB) + MULTIPART_SLACK,
-        status_code=201,
+        status_code=202,
         before_request=require_file_part,
     )(upload_document)
 
@@ -207,7 +222,9 @@ async def list_documents(
     request: Request[Any, Any, Any],
     limit: Annotated[int, QueryParameter(ge=1, le=200)] = 50,
     offset: Annotated[int, QueryParameter(ge=0, le=MAX_OFFSET)] = 0,
-    status: Annotated[Literal["ok", "skipped", "failed"] | None, QueryParameter()] = None,
+    status: Annotated[
+        Literal["pending", "ok", "skipped", "failed"] | None, QueryParameter()
+    ] = None,
 ) -> DocumentPage:
     service, settings = _service(request), _settings(request)
     query, total_query = _with_counts(), select(func.count()).select_from(Document)
@@ -241,6 +258,9 @@ async def get_document(request: Request[Any, Any, Any], doc_id: FromPath[str]) -
 )
 async def delete_document(request: Request[Any, Any, Any], doc_id: FromPath[str]) -> Deleted:
     service, settings = _service(request), _settings(request)
+    desk: UploadStore = request.app.state.uploads
+    # Before the delete: a job finishing afterwards would write the document back.
+    await desk.jobs.cancel_for(doc_id, "the document was deleted")
     deleted = await service.delete_document(doc_id)
     if deleted is None:
         raise NotFound(f"no document with id {doc_id}")

@@ -1,14 +1,14 @@
-"""Uploaded files: a safe name, a type the content agrees with, saved without overwriting.
+"""Uploaded files: a safe name, a type the content agrees with, stored without overwriting.
 
 The client's file name is advice, never a path: only its last component survives
 (``../evil.md``, ``/etc/passwd`` and ``..\\x.md`` all lose their folders), reduced to
 ASCII letters, digits, ``.``, ``_`` and ``-``, with no leading dot (no hidden files)
-and no ``..``. A name already taken by a different file gets ``-2``, ``-3``... instead
-of replacing it; the same bytes under the same name are the same upload.
+and no ``..``. A name already taken gets ``-2``, ``-3``... instead of replacing it.
 
-The type is decided by the extension *and* the content: a PDF must carry ``%PDF-``
-within its first KiB (where readers look for it), text formats must decode the way the
-text loader decodes them (no NUL bytes, not mostly control characters).
+The type is decided by the extension *and* the content (``rag.web.sniff``). The bytes
+are first written to a hidden temporary file (``.upload-<random>.part``, which no folder
+ingest reads), and linked under their final name only once their document is recorded
+(``rag.web.upload_store``), so every crash leaves a state the next start can settle.
 """
 
 from __future__ import annotations
@@ -19,15 +19,16 @@ import os
 import re
 import unicodedata
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
 from rag.config import IngestSettings
-from rag.errors import InputError, RagError, UnsupportedDocument
+from rag.errors import InputError, RagError
 from rag.ingest.loaders import readable_extensions, supported
-from rag.ingest.loaders.text import decode_text
 from rag.text import CONTROL_CHARS
+from rag.web.sniff import UnsupportedMedia, check_content
 
 MAX_STEM = 100
 _BLOCK = 1 << 20
@@ -35,21 +36,9 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 _DOTS = re.compile(r"\.{2,}")
 
 
-class UnsupportedMedia(RagError):
-    status_code = 415
-    code = "unsupported_media_type"
-
-
 class TooLarge(RagError):
     status_code = 413
     code = "too_large"
-
-
-@dataclass(frozen=True, slots=True)
-class Saved:
-    path: Path
-    created: bool
-    """False when the very same bytes were already there under this name."""
 
 
 def safe_name(raw: str | None) -> str:
@@ -88,35 +77,43 @@ def check_type(name: str, settings: IngestSettings) -> None:
     raise UnsupportedMedia(f"{problem}: upload one of {', '.join(accepted)}")
 
 
-def sniff(path: Path, suffix: str) -> None:
-    """Refuse (415) content that does not match its extension."""
-    with path.open("rb") as handle:
-        head = handle.read(1024)
-    if suffix == ".pdf":
-        if b"%PDF-" not in head:
-            raise UnsupportedMedia("the file is not a PDF: its content does not start with %PDF-")
-        return
-    try:
-        decode_text(path.read_bytes(), suffix)  # the text loader's own test for "is text"
-    except UnsupportedDocument as exc:
-        raise UnsupportedMedia(f"the content is not text: {exc.message}") from None
+PART_PREFIX = ".upload-"
+PART_SUFFIX = ".part"
 
 
-def save(source: BinaryIO, folder: Path, name: str, max_bytes: int, limit_text: str) -> Saved:
-    """Copy ``source`` into ``folder`` under ``name`` (or a free variant of it). Blocking."""
+@dataclass(frozen=True, slots=True)
+class Received:
+    """An upload's bytes in a temporary file of the upload folder, checked, not yet placed."""
+
+    part: Path
+    sha256: str
+    size: int
+
+    def discard(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self.part.unlink()
+
+
+def receive(source: BinaryIO, folder: Path, name: str, max_bytes: int, limit_text: str) -> Received:
+    """Copy ``source`` into a temporary file of ``folder`` and check its content. Blocking."""
     folder.mkdir(parents=True, exist_ok=True)
-    # Hidden, so an ingest walking the folder never picks up a half-written file.
-    part = folder / f".upload-{uuid.uuid4().hex}.part"
+    part = folder / f"{PART_PREFIX}{uuid.uuid4().hex}{PART_SUFFIX}"
     try:
-        sha = _copy(source, part, max_bytes, limit_text)
-        sniff(part, Path(name).suffix.lower())
-        return _place(part, folder, name, sha)
-    finally:
+        sha, size = _copy(source, part, max_bytes, limit_text)
+        check_content(part, Path(name).suffix.lower())
+    except BaseException:
         with contextlib.suppress(FileNotFoundError):
             part.unlink()
+        raise
+    return Received(part, sha, size)
 
 
-def _copy(source: BinaryIO, target: Path, max_bytes: int, limit_text: str) -> str:
+def is_part(path: Path) -> bool:
+    """A temporary file of ``receive`` (left behind only by a crash)."""
+    return path.name.startswith(PART_PREFIX) and path.name.endswith(PART_SUFFIX)
+
+
+def _copy(source: BinaryIO, target: Path, max_bytes: int, limit_text: str) -> tuple[str, int]:
     digest = hashlib.sha256()
     written = 0
     with target.open("xb") as out:
@@ -128,30 +125,36 @@ def _copy(source: BinaryIO, target: Path, max_bytes: int, limit_text: str) -> st
             out.write(block)
     if written == 0:
         raise InputError("the uploaded file is empty")
-    return digest.hexdigest()
+    return digest.hexdigest(), written
 
 
-def _place(part: Path, folder: Path, name: str, sha: str) -> Saved:
+def candidates(folder: Path, name: str) -> Iterator[Path]:
+    """``name`` in ``folder``, then ``stem-2.ext``... up to ``stem-999.ext``."""
     stem, suffix = Path(name).stem, Path(name).suffix
     for attempt in range(1, 1000):
         candidate = folder / (name if attempt == 1 else f"{stem}-{attempt}{suffix}")
         # Belt and braces: whatever the name, the file lands directly in the folder.
         if candidate.resolve().parent != folder.resolve():
             raise InputError("refusing a file name that leaves the upload folder")
-        try:
-            # O_EXCL claims the name atomically: a concurrent upload of the same name
-            # gets the next one, and no existing file is ever replaced.
-            os.close(os.open(candidate, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
-        except FileExistsError:
-            if _sha256(candidate) == sha:
-                return Saved(candidate, created=False)
-            continue
-        os.replace(part, candidate)
-        return Saved(candidate, created=True)
+        yield candidate
     raise InputError(f"too many uploads named {name}: rename the file")
 
 
-def _sha256(path: Path) -> str:
+def link(part: Path, target: Path) -> bool:
+    """Give ``part``'s bytes the name ``target``, never replacing a file; False when taken.
+
+    A hard link fails when the name exists, so a file put there by anyone else survives.
+    """
+    try:
+        os.link(part, target)
+    except FileExistsError:
+        return False
+    with contextlib.suppress(FileNotFoundError):
+        part.unlink()
+    return True
+
+
+def sha256_of(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as handle:
         for block in iter(lambda: handle.read(_BLOCK), b""):

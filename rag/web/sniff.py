@@ -1,0 +1,97 @@
+"""What an uploaded file is, judged by its bytes: the stored type must match the content.
+
+Signatures are checked where their formats put them, at byte 0, never "somewhere in
+the first KiB":
+
+* A PDF starts with ``%PDF-``. ISO 32000 puts the header on the file's first line, and
+  pypdf reads it at offset 0 (a leading BOM, whitespace or anything else is what its
+  strict mode rejects). Acrobat's tolerance of up to 1 KiB of junk first is what
+  polyglot files (a PDF that is also an executable or an HTML page) rely on, so it is
+  not copied here: no prefix at all.
+* Executables are refused whatever their extension: ELF (``\\x7fELF``), Mach-O (the
+  four magics and the fat header) and PE (``MZ`` *and* a ``PE\\0\\0`` header where its
+  DOS stub points). ``MZ`` alone is not enough: a text file may well start with it.
+* Text formats must decode the way the text loader decodes them (no NUL byte, not
+  mostly control characters), and must not be another format in disguise (a PDF or a
+  ZIP named ``.txt``). A script starting with ``#!`` is text: it is stored as text
+  (never with an executable bit), which is exactly what it is.
+
+Office files (ZIP or OLE2 containers) are not accepted yet: their extensions have no
+loader, so ``check_type`` refuses them first. A loader that adds them adds a checker
+to ``_CHECKS`` (a ZIP holding ``[Content_Types].xml`` for ``.docx``), nothing else.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable
+from pathlib import Path
+
+from rag.errors import RagError, UnsupportedDocument
+from rag.ingest.loaders.text import decode_text
+
+HEAD_BYTES = 4096
+
+_MACHO = (
+    b"\xfe\xed\xfa\xce",
+    b"\xfe\xed\xfa\xcf",
+    b"\xce\xfa\xed\xfe",
+    b"\xcf\xfa\xed\xfe",
+    b"\xca\xfe\xba\xbe",  # fat (universal) binary; Java classes share it, and are no text either
+)
+_CONTAINERS = {b"PK\x03\x04": "a ZIP archive", b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1": "an OLE2 file"}
+
+
+class UnsupportedMedia(RagError):
+    status_code = 415
+    code = "unsupported_media_type"
+
+
+def executable(head: bytes) -> str | None:
+    """The kind of executable ``head`` starts, or None."""
+    if head.startswith(b"\x7fELF"):
+        return "an ELF executable"
+    if head.startswith(_MACHO):
+        return "a Mach-O executable"
+    if head.startswith(b"MZ") and len(head) >= 0x40:
+        (offset,) = struct.unpack_from("<I", head, 0x3C)
+        if head[offset : offset + 4] == b"PE\x00\x00":
+            return "a Windows (PE) executable"
+    return None
+
+
+def other_format(head: bytes) -> str | None:
+    """A binary document format ``head`` starts, or None."""
+    if head.startswith(b"%PDF-"):
+        return "a PDF"
+    return next((name for magic, name in _CONTAINERS.items() if head.startswith(magic)), None)
+
+
+def _pdf(path: Path, head: bytes, suffix: str) -> None:
+    if not head.startswith(b"%PDF-"):
+        raise UnsupportedMedia(
+            "the file is not a PDF: a PDF starts with %PDF- at its first byte, and this one "
+            "does not"
+        )
+
+
+def _text(path: Path, head: bytes, suffix: str) -> None:
+    if (kind := other_format(head)) is not None:
+        raise UnsupportedMedia(f"the content is {kind}, not {suffix} text")
+    try:
+        decode_text(path.read_bytes(), suffix)  # the text loader's own test for "is text"
+    except UnsupportedDocument as exc:
+        raise UnsupportedMedia(f"the content is not text: {exc.message}") from None
+
+
+_CHECKS: dict[str, Callable[[Path, bytes, str], None]] = {".pdf": _pdf}
+"""Checkers by extension; every other extension a loader reads is text."""
+
+
+def check_content(path: Path, suffix: str) -> None:
+    """Refuse (415) content that does not match its extension. Blocking: reads the file."""
+    with path.open("rb") as handle:
+        head = handle.read(HEAD_BYTES)
+    if (kind := executable(head)) is not None:
+        raise UnsupportedMedia(f"the file is {kind}, not a document")
+    _CHECKS.get(suffix, _text)(path, head, suffix)
