@@ -101,9 +101,10 @@ class ServerSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw
     keepalive_timeout_s: int = 5
     """An idle keep-alive connection is closed after this many seconds (uvicorn's own)."""
     max_connections: int = 100
-    """Connections served at once (uvicorn's ``limit_concurrency``); a request beyond it
-    gets 503 and the connection is closed. Far below the usual 1,024 open files, so the
-    process never runs out of descriptors for its database, model and health checks."""
+    """Connections served at once (``rag.web.server``); a request beyond it gets 503
+    ``busy`` with ``Retry-After`` and the connection is closed. Far below the usual 1,024
+    open files, so the process never runs out of descriptors for its database, model and
+    health checks."""
     max_concurrent_answers: int = 8
     """Answer streams at once; ``/v1/ask`` beyond it gets 503 with ``Retry-After``. The
     local answerer is CPU-bound (160-280 ms of both cores to the first token, README), so

@@ -158,6 +158,14 @@ def test_connections_beyond_the_limit_get_503() -> None:
             time.sleep(0.1)  # let the server register both connections
             response = httpx.get(f"{live.url}/healthz", timeout=10)
         assert response.status_code == 503
+        assert response.headers["retry-after"] == "1"
+        assert response.json()["error"]["code"] == "busy"
+        assert "[server] max_connections" in response.json()["error"]["message"]
+        # Once the others are gone, the next client is served.
+        deadline = time.monotonic() + 5
+        while httpx.get(f"{live.url}/healthz", timeout=10).status_code == 503:
+            assert time.monotonic() < deadline, "the server never served again"
+            time.sleep(0.05)
 
 
 def test_shutdown_mid_upload_answers_503_in_the_error_shape() -> None:
