@@ -372,8 +372,23 @@ def _check_ranges(s: Settings) -> None:
         problems.append("uploads.max_total_mb must be >= 0 (0 = no limit)")
     if s.uploads.max_concurrent_jobs < 1:
         problems.append("uploads.max_concurrent_jobs must be at least 1")
+    problems.extend(_overlapping_folders(s))
     if problems:
         raise ConfigError("invalid setting: " + "; ".join(problems))
+
+
+def _overlapping_folders(s: Settings) -> list[str]:
+    # A folder job deletes the documents whose files left its folder and ingests every file
+    # in it: over the upload folder it would forget failed uploads (their files are gone by
+    # design) and race the upload jobs for the same files.
+    uploads = s.upload_folder.expanduser().resolve()
+    folder = s.ingest_folder.expanduser().resolve()
+    if uploads == folder or folder in uploads.parents or uploads in folder.parents:
+        return [
+            f"web.ingest_folder ({folder}) and uploads.folder ({uploads}) overlap: "
+            "keep uploads out of the folder that POST /v1/ingest indexes"
+        ]
+    return []
 
 
 def _bad_proxies(entries: tuple[str, ...]) -> list[str]:

@@ -107,3 +107,24 @@ def test_the_shipped_config_file_spells_out_the_defaults(tmp_path: Path) -> None
     shipped = Path(__file__).resolve().parents[1] / "config.toml"
     settings = load_settings(environ={"RAG_CONFIG": str(shipped)})
     assert settings == load_settings(environ={"RAG_CONFIG": str(_write(tmp_path, ""))})
+
+
+@pytest.mark.parametrize(
+    ("uploads", "ingest"),
+    [("shared", "shared"), ("shared/uploads", "shared"), ("shared", "shared/inbox")],
+)
+def test_the_upload_folder_and_the_ingest_folder_must_not_overlap(
+    tmp_path: Path, uploads: str, ingest: str
+) -> None:
+    text = (
+        f"[uploads]\nfolder = '{tmp_path / uploads}'\n"
+        f"[web]\ningest_folder = '{tmp_path / ingest}'\n"
+    )
+    with pytest.raises(ConfigError, match=r"web\.ingest_folder .* and uploads\.folder .* overlap"):
+        load_settings(environ={"RAG_CONFIG": str(_write(tmp_path, text))})
+
+
+def test_separate_upload_and_ingest_folders_are_fine(tmp_path: Path) -> None:
+    text = f"[uploads]\nfolder = '{tmp_path / 'up'}'\n[web]\ningest_folder = '{tmp_path / 'in'}'\n"
+    settings = load_settings(environ={"RAG_CONFIG": str(_write(tmp_path, text))})
+    assert settings.upload_folder == tmp_path / "up"
