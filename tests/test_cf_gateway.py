@@ -132,7 +132,7 @@ async def test_the_fake_gateway_refuses_vectorize() -> None:
     url = f"{GATEWAY_BASE}/{fake.account_id}/{fake.gateway_id}/vectorize/v2/indexes"
     async with httpx.AsyncClient(transport=fake.transport) as http:
         response = await http.post(url, headers={"Authorization": f"Bearer {fake.token}"})
-    assert response.status_code == 400 and response.json()["error"][0]["code"] == 2008
+    assert response.status_code == 400 and response.json()["success"] is False
     assert fake.schema_errors and "vectorize" in fake.schema_errors[0]
 
 

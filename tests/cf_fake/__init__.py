@@ -212,7 +212,11 @@ class FakeCloudflare:
         return error_envelope(404, 7003, "No route for that URI")
 
     def _through_gateway(self, request: httpx.Request) -> tuple[str, httpx.Response | None]:
-        """The REST path a gateway request stands for, or the gateway's own refusal."""
+        """The REST path a gateway request stands for, or the gateway's own refusal.
+
+        Only 2009 is a documented gateway code; 2001 and 2008 are this fake's own, in the
+        gateway's error shape, and no test depends on their numbers.
+        """
         full = request.url.path
         prefix = f"{httpx.URL(GATEWAY_BASE).path}/{self.account_id}/{self.gateway_id}/"
         if not full.startswith(prefix):

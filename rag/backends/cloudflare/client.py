@@ -136,8 +136,7 @@ class CloudflareClient:
     ) -> tuple[str, Mapping[str, str] | None]:
         """Where ``path`` is sent: the gateway's absolute URL for Workers AI when one is
         set (httpx leaves an absolute URL alone, so the one client serves both hosts)."""
-        url = self.gateway.url(path) if self.gateway else None
-        if url is None or self.gateway is None:
+        if self.gateway is None or (url := self.gateway.url(path)) is None:
             return path, headers
         return url, {**(headers or {}), **self.gateway.headers()}
 
