@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -117,6 +118,13 @@ class CloudflareSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True
     """Workers AI and Vectorize over REST. The token comes from CLOUDFLARE_API_TOKEN only."""
 
     api_base: str = "https://api.cloudflare.com/client/v4"
+    """Cloudflare's REST API (tests point it at a fake). Vectorize is always called here,
+    and so is Workers AI unless ``gateway_id`` routes it through AI Gateway."""
+    gateway_id: str = ""
+    """An AI Gateway's name: every Workers AI call (embeddings, reranker, chat) then goes
+    to ``{gateway_base_url}/{account_id}/{gateway_id}/workers-ai/{model}``. Empty calls
+    Workers AI directly. An authenticated gateway also needs CLOUDFLARE_AIG_TOKEN."""
+    gateway_base_url: str = "https://gateway.ai.cloudflare.com/v1"
     account_id: str = ""
     """Empty reads CLOUDFLARE_ACCOUNT_ID from the environment."""
     embed_model: str = "@cf/baai/bge-base-en-v1.5"
@@ -269,7 +277,12 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
         return Path(self.web.ingest_folder or self.ingest.corpus)
 
 
-SECRET_ENV = ("CLOUDFLARE_API_TOKEN", "OPENAI_API_KEY", "OPENROUTER_API_KEY")
+SECRET_ENV = (
+    "CLOUDFLARE_API_TOKEN",
+    "CLOUDFLARE_AIG_TOKEN",
+    "OPENAI_API_KEY",
+    "OPENROUTER_API_KEY",
+)
 """Secrets live only in these environment variables; ``rag config`` shows them masked."""
 _SECTIONS = {name for name in Settings.__struct_fields__ if name not in ("backend", "data_dir")}
 _NOT_SETTINGS = ("RAG_CONFIG", "RAG_DEBUG")
@@ -373,6 +386,7 @@ def _check_ranges(s: Settings) -> None:
     if s.uploads.max_concurrent_jobs < 1:
         problems.append("uploads.max_concurrent_jobs must be at least 1")
     problems.extend(_overlapping_folders(s))
+    problems.extend(_bad_gateway(s.cloudflare))
     if problems:
         raise ConfigError("invalid setting: " + "; ".join(problems))
 
@@ -389,6 +403,22 @@ def _overlapping_folders(s: Settings) -> list[str]:
             "keep uploads out of the folder that POST /v1/ingest indexes"
         ]
     return []
+
+
+_GATEWAY_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+def _bad_gateway(cf: CloudflareSettings) -> list[str]:
+    # Both end up in a URL: a "/" or "?" in the name would send calls somewhere else.
+    bad = []
+    if cf.gateway_id and not _GATEWAY_ID.fullmatch(cf.gateway_id):
+        bad.append(
+            f"cloudflare.gateway_id: {cf.gateway_id!r} is not a gateway name "
+            "(letters, digits, - and _, at most 64)"
+        )
+    if not cf.gateway_base_url.startswith(("https://", "http://")):
+        bad.append("cloudflare.gateway_base_url must be an http(s) URL")
+    return bad
 
 
 def _bad_proxies(entries: tuple[str, ...]) -> list[str]:

@@ -69,6 +69,11 @@ class Meter:
 _meter: contextvars.ContextVar[Meter | None] = contextvars.ContextVar("rag_meter", default=None)
 
 
+def current_meter() -> Meter | None:
+    """The meter of the answer or ingest run this code is part of, if any."""
+    return _meter.get()
+
+
 def utc_now() -> datetime:
     return datetime.now(UTC)
 

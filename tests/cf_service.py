@@ -31,13 +31,15 @@ def write_server_docs(folder: Path) -> Path:
 
 @asynccontextmanager
 async def cloudflare_service(
-    fake: FakeCloudflare, tmp_path: Path, **sections: Any
+    fake: FakeCloudflare, tmp_path: Path, environ: dict[str, str] | None = None, **sections: Any
 ) -> AsyncIterator[RagService]:
+    """``cloudflare={...}`` adds to the fake's section; ``environ`` to its API token."""
     raw = msgspec.to_builtins(fake.settings())
+    raw["cloudflare"].update(sections.pop("cloudflare", {}))
     raw.update(data_dir=str(tmp_path / "data"), **sections)
     settings = msgspec.convert(raw, type(fake.settings()))
     overrides = Overrides(
-        environ={"CLOUDFLARE_API_TOKEN": fake.token},
+        environ={"CLOUDFLARE_API_TOKEN": fake.token, **(environ or {})},
         cloudflare_transport=fake.transport,
         answer_embedder=FakeEmbedder(),  # the extractive fallback, instead of ONNX
     )

@@ -7,6 +7,11 @@ every request, validates each against Cloudflare's schemas (``schema_errors``; t
 assert it stays empty) and can be scripted to fail: ``fail_next`` queues an error
 envelope (429 with ``Retry-After``, 3036, 5xx, ...) before the body, and
 ``script_chat`` makes a stream break mid-way or end without ``[DONE]``.
+
+It also plays AI Gateway (``GATEWAY_BASE``): Workers AI on the gateway's ``workers-ai``
+route, validated like the direct route; Vectorize there is refused (the gateway does
+not serve it) and counted in ``schema_errors``. With ``gateway_token`` set the gateway is
+an authenticated one and answers 401 code 2009 without ``cf-aig-authorization``.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from rag.config import Settings
 
 __all__ = [
     "API_BASE",
+    "GATEWAY_BASE",
     "ChatScript",
     "FakeCloudflare",
     "Recorded",
@@ -38,6 +44,8 @@ __all__ = [
 ]
 
 API_BASE = "https://api.cloudflare.test/client/v4"
+GATEWAY_BASE = "https://gateway.ai.cloudflare.test/v1"
+GATEWAY_HOST = httpx.URL(GATEWAY_BASE).host
 
 
 @cache
@@ -50,9 +58,12 @@ def shared_tokenizer() -> WordPieceTokenizer:
 class Recorded:
     method: str
     path: str
-    """Relative to ``/accounts/{account_id}``, percent-decoded."""
+    """Relative to ``/accounts/{account_id}``, percent-decoded; a gateway call is recorded
+    under the REST path it stands for (``/ai/run/{model}``), so scripting works on both."""
     headers: httpx.Headers
     body: bytes
+    url: str = ""
+    """The whole URL, as sent."""
 
     def json(self) -> Any:
         return json.loads(self.body)
@@ -72,6 +83,9 @@ class Failure:
 class FakeCloudflare:
     account_id: str = "0123456789abcdef0123456789abcdef"
     token: str = "test-token-never-logged"
+    gateway_id: str = "rag-gateway"
+    gateway_token: str | None = None
+    """Set: the gateway is authenticated and wants this in ``cf-aig-authorization``."""
     latency_s: float = 0.0
     """Added to every request, for concurrency tests and benchmarks."""
     chunk_delay_s: float = 0.0
@@ -122,14 +136,22 @@ class FakeCloudflare:
 
     def settings(self, **cloudflare: Any) -> Settings:
         """Settings for the cloudflare backend pointed at this fake."""
-        section = {"api_base": API_BASE, "account_id": self.account_id, **cloudflare}
+        section = {
+            "api_base": API_BASE,
+            "gateway_base_url": GATEWAY_BASE,
+            "account_id": self.account_id,
+            **cloudflare,
+        }
         return msgspec.convert({"backend": "cloudflare", "cloudflare": section}, Settings)
 
-    def client(self, **cloudflare: Any) -> CloudflareClient:
+    def client(self, aig_token: str | None = None, **cloudflare: Any) -> CloudflareClient:
         """A real client on this fake; its retry sleeps are recorded in ``sleeps``."""
+        environ = {"CLOUDFLARE_API_TOKEN": self.token}
+        if aig_token is not None:
+            environ["CLOUDFLARE_AIG_TOKEN"] = aig_token
         return CloudflareClient.from_settings(
             self.settings(**cloudflare),
-            environ={"CLOUDFLARE_API_TOKEN": self.token},
+            environ=environ,
             transport=self.transport,
             sleep=self._sleep,
         )
@@ -149,13 +171,23 @@ class FakeCloudflare:
     # The API.
 
     async def _handle(self, request: httpx.Request) -> httpx.Response:
-        prefix = f"/accounts/{self.account_id}"
-        full = request.url.path
-        path = full.split(prefix, 1)[1] if prefix in full else full
-        self.requests.append(Recorded(request.method, path, request.headers, request.content))
+        if request.url.host == GATEWAY_HOST:
+            path, refusal = self._through_gateway(request)
+            prefix_ok = refusal is None
+        else:
+            prefix = f"/accounts/{self.account_id}"
+            full = request.url.path
+            path = full.split(prefix, 1)[1] if prefix in full else full
+            prefix_ok = prefix in full
+            refusal = None
+        self.requests.append(
+            Recorded(request.method, path, request.headers, request.content, str(request.url))
+        )
+        if refusal is not None:
+            return refusal
         if request.headers.get("authorization") != f"Bearer {self.token}":
             return error_envelope(401, 10000, "Authentication error")
-        if prefix not in full:
+        if not prefix_ok:
             return error_envelope(404, 7003, "Could not route to the requested account")
         self.in_flight += 1
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
@@ -179,6 +211,25 @@ class FakeCloudflare:
         self.schema_errors.append(f"{request.method} {path}: no such endpoint in the spec")
         return error_envelope(404, 7003, "No route for that URI")
 
+    def _through_gateway(self, request: httpx.Request) -> tuple[str, httpx.Response | None]:
+        """The REST path a gateway request stands for, or the gateway's own refusal.
+
+        Only 2009 is a documented gateway code; 2001 and 2008 are this fake's own, in the
+        gateway's error shape, and no test depends on their numbers.
+        """
+        full = request.url.path
+        prefix = f"{httpx.URL(GATEWAY_BASE).path}/{self.account_id}/{self.gateway_id}/"
+        if not full.startswith(prefix):
+            return full, gateway_error(404, 2001, "gateway not found")
+        provider, _, rest = full.removeprefix(prefix).partition("/")
+        if provider != "workers-ai":
+            self.schema_errors.append(f"{request.method} {full}: AI Gateway has no {provider!r}")
+            return full, gateway_error(400, 2008, f"unsupported provider {provider}")
+        wanted = self.gateway_token
+        if wanted and request.headers.get("cf-aig-authorization") != f"Bearer {wanted}":
+            return f"/ai/run/{rest}", gateway_error(401, 2009, "Unauthorized")
+        return f"/ai/run/{rest}", None
+
     def _scripted(self, path: str) -> httpx.Response | None:
         for failure in self.failures:
             if failure.path in path and failure.times > 0:
@@ -186,6 +237,17 @@ class FakeCloudflare:
                 headers = {"Retry-After": failure.retry_after} if failure.retry_after else {}
                 return error_envelope(failure.status, failure.cf_code, failure.message, headers)
         return None
+
+
+def gateway_error(status: int, code: int, message: str) -> httpx.Response:
+    """AI Gateway's own refusal: "error", not "errors" (docs/cloudflare.md#ai-gateway)."""
+    body = {
+        "success": False,
+        "result": [],
+        "messages": [],
+        "error": [{"code": code, "message": message}],
+    }
+    return httpx.Response(status, json=body)
 
 
 def error_envelope(

@@ -4,6 +4,8 @@ Every Workers AI and Vectorize call goes through ``CloudflareClient``: it owns t
 ``httpx.AsyncClient`` (with an injectable transport, so tests run this very code against
 an in-process fake), parses the ``{"success", "result", "errors"}`` envelope, maps
 Cloudflare's codes to the ``CloudflareError`` family and retries what may succeed later.
+With ``[cloudflare] gateway_id`` set, Workers AI calls go to AI Gateway instead (absolute
+URLs on the same client, ``gateway.py``); retries and error mapping stay the same.
 
 Retries: at most ``max_retries`` more attempts, exponential backoff from 0.5 s capped at
 8 s with jitter; a ``Retry-After`` from Cloudflare is honoured up to 60 s, and a longer
@@ -28,6 +30,7 @@ from typing import Any
 
 import httpx
 
+from rag.backends.cloudflare.gateway import AUTH_HINT, Gateway
 from rag.config import Settings
 from rag.errors import (
     AuthError,
@@ -68,8 +71,10 @@ class CloudflareClient:
         transport: httpx.AsyncBaseTransport | None = None,
         sleep: Sleep = asyncio.sleep,
         jitter: Callable[[], float] = random.random,
+        gateway: Gateway | None = None,
     ) -> None:
         self.account_id = account_id
+        self.gateway = gateway
         self.api_base = api_base.rstrip("/")
         self.max_retries = max(0, max_retries)
         self._sleep = sleep
@@ -104,6 +109,10 @@ class CloudflareClient:
             missing.append("set [cloudflare] account_id in config.toml or CLOUDFLARE_ACCOUNT_ID")
         if missing:
             raise ConfigError("the cloudflare backend needs credentials: " + "; ".join(missing))
+        gateway = None
+        if cf.gateway_id:
+            aig_token = env.get("CLOUDFLARE_AIG_TOKEN", "")
+            gateway = Gateway.build(cf.gateway_base_url, account, cf.gateway_id, aig_token)
         return cls(
             api_base=cf.api_base,
             account_id=account,
@@ -112,10 +121,24 @@ class CloudflareClient:
             max_retries=cf.max_retries,
             transport=transport,
             sleep=sleep,
+            gateway=gateway,
         )
 
     def __repr__(self) -> str:
-        return f"CloudflareClient(api_base={self.api_base!r}, account_id={self.account_id!r})"
+        # Never the tokens: only where the calls go.
+        where = f"api_base={self.api_base!r}, account_id={self.account_id!r}"
+        if self.gateway:
+            where += f", gateway={self.gateway.prefix!r}"
+        return f"CloudflareClient({where})"
+
+    def _target(
+        self, path: str, headers: Mapping[str, str] | None
+    ) -> tuple[str, Mapping[str, str] | None]:
+        """Where ``path`` is sent: the gateway's absolute URL for Workers AI when one is
+        set (httpx leaves an absolute URL alone, so the one client serves both hosts)."""
+        if self.gateway is None or (url := self.gateway.url(path)) is None:
+            return path, headers
+        return url, {**(headers or {}), **self.gateway.headers()}
 
     async def aclose(self) -> None:
         await self._http.aclose()
@@ -145,9 +168,10 @@ class CloudflareClient:
         """The envelope's ``result``; retries retryable failures unless ``retry`` is off."""
         attempt = 0
         while True:
+            url, sent_headers = self._target(path, headers)
             try:
                 response = await self._http.request(
-                    method, path, json=json, content=content, headers=headers, params=params
+                    method, url, json=json, content=content, headers=sent_headers, params=params
                 )
                 return result_of(response, path)
             except httpx.TransportError as exc:
@@ -168,10 +192,9 @@ class CloudflareClient:
         attempt = 0
         while True:
             started = False
+            url, headers = self._target(path, {"Accept": "text/event-stream"})
             try:
-                async with self._http.stream(
-                    method, path, json=json, headers={"Accept": "text/event-stream"}
-                ) as response:
+                async with self._http.stream(method, url, json=json, headers=headers) as response:
                     if response.status_code >= 400 or "json" in response.headers.get(
                         "content-type", ""
                     ):
@@ -243,7 +266,9 @@ def result_of(response: httpx.Response, path: str) -> Any:
 def _first_error(body: Any) -> tuple[int | None, str | None]:
     if not isinstance(body, dict):
         return None, None
-    errors = body.get("errors")
+    # AI Gateway's own refusals (2009, an authenticated gateway without its token) say
+    # "error" where the REST API says "errors" (docs/cloudflare.md#ai-gateway).
+    errors = body.get("errors") or body.get("error")
     if not isinstance(errors, list) or not errors or not isinstance(errors[0], dict):
         return None, None
     raw_code, message = errors[0].get("code"), errors[0].get("message")
@@ -285,6 +310,8 @@ def error_for(
         return RequestTooLarge(f"{where}: request too large: {message}", **kwargs)
     if cf_code in TIMEOUT_CODES or status == 408:
         return UpstreamTimeout(f"{where}: timed out: {message}", **kwargs)
+    if cf_code == 2009:
+        return AuthError(f"{where}: {message}; {AUTH_HINT}", **kwargs)
     if status in (401, 403) or cf_code == 10000:
         hint = "" if cf_code in ACCESS_CODES else f"; {TOKEN_HINT}"
         return AuthError(f"{where}: access refused: {message}{hint}", **kwargs)
