@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +32,10 @@ def write_server_docs(folder: Path) -> Path:
 
 @asynccontextmanager
 async def cloudflare_service(
-    fake: FakeCloudflare, tmp_path: Path, **sections: Any
+    fake: FakeCloudflare,
+    tmp_path: Path,
+    clock: Callable[[], datetime] | None = None,
+    **sections: Any,
 ) -> AsyncIterator[RagService]:
     raw = msgspec.to_builtins(fake.settings())
     raw.update(data_dir=str(tmp_path / "data"), **sections)
@@ -40,6 +44,7 @@ async def cloudflare_service(
         environ={"CLOUDFLARE_API_TOKEN": fake.token},
         cloudflare_transport=fake.transport,
         answer_embedder=FakeEmbedder(),  # the extractive fallback, instead of ONNX
+        clock=clock,
     )
     async with open_service(settings, overrides) as service:
         yield service
