@@ -186,3 +186,51 @@ def test_old_cached_events_decode_without_the_field() -> None:
     )
     del stored["degraded"]
     assert msgspec.convert(stored, DoneEvent).degraded is None
+
+
+def test_the_cli_says_degraded_and_ingest_exits_1(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from contextlib import AbstractAsyncContextManager
+
+    from click.testing import CliRunner
+    from fakes import FakeEmbedder
+
+    from rag import service as rag_service
+    from rag.cli import main
+    from rag.registry import Overrides
+
+    fake, real = FakeCloudflare(), rag_service.open_service
+    overrides = Overrides(
+        environ={"CLOUDFLARE_API_TOKEN": fake.token},
+        cloudflare_transport=fake.transport,
+        answer_embedder=FakeEmbedder(),
+    )
+
+    def on_fake(settings: Settings, **options: Any) -> AbstractAsyncContextManager[RagService]:
+        on_cloudflare = msgspec.structs.replace(
+            settings, backend="cloudflare", cloudflare=fake.settings().cloudflare
+        )
+        return real(on_cloudflare, overrides, **options)
+
+    monkeypatch.setattr(rag_service, "open_service", on_fake)
+    config = tmp_path / "config.toml"
+    config.write_text(f'data_dir = "{tmp_path / "data"}"\n', encoding="utf-8")
+    env = {"RAG_CONFIG": str(config), "COLUMNS": "200"}
+    docs = str(write_server_docs(tmp_path / "docs"))
+
+    def rag(*args: str) -> Any:
+        return CliRunner().invoke(main, list(args), env=env, catch_exceptions=False)
+
+    assert rag("ingest", docs).exit_code == 0
+    fake.vectorize.process()
+    refuse_neurons(fake)
+    found = rag("search", "server port", "--json")
+    assert found.exit_code == 0 and json.loads(found.stdout)
+    assert "degraded: keyword-ranked only" in found.stderr and "(3036)" in found.stderr
+    asked = rag("ask", QUESTION)
+    assert asked.exit_code == 0 and "degraded: Workers AI daily neuron" in asked.stderr
+    refused = rag("ingest", docs)
+    assert refused.exit_code == 1 and "ingestion not started" in refused.stderr
+    assert "00:00 UTC" in refused.stderr
+    assert fake.violations() == []

@@ -146,8 +146,10 @@ class Retriever:
         if degraded is not None:
             # No query vector, so no cosine and no reranker score: the one evidence left
             # is lexical. FTS5 ORs the terms, so a single common word brings candidates;
-            # a stricter coverage than the normal gate's (which the cosine backs up)
-            # stands in for the missing semantic check, measured in the README.
+            # a stricter coverage than the normal gate's (which a cosine backs up) stands
+            # in for the missing semantic check. On the handbook, keyword-only: 0.5 keeps
+            # 53/54 answerable but refuses 5/10 unanswerable; 0.75 keeps 43/54, refuses
+            # 10/10 (README, "Degraded mode").
             grounded = bool(hits) and coverage >= self.degraded_min_coverage
         else:
             grounded = best is not None and coverage >= self.min_coverage
