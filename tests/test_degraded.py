@@ -164,26 +164,18 @@ def test_not_a_refusal_is_not_remembered() -> None:
     assert refusals.reason() is None
 
 
+def plain_done(**changes: Any) -> DoneEvent:
+    done = DoneEvent("Port 8000 [1].", (), True, "extractive", False, Usage(), Latency(), "t")
+    return msgspec.structs.replace(done, **changes)
+
+
 def test_degraded_answers_are_not_cached() -> None:
-    done = DoneEvent(
-        answer="Port 8000 [1].",
-        citations=(),
-        grounded=True,
-        provider="extractive",
-        cached=False,
-        usage=Usage(),
-        latency_ms=Latency(),
-        trace_id="t",
-    )
-    assert cacheable([done], "extractive")
-    degraded = msgspec.structs.replace(done, degraded="Workers AI refuses")
-    assert not cacheable([degraded], "extractive")
+    assert cacheable([plain_done()], "extractive")
+    assert not cacheable([plain_done(degraded="Workers AI refuses")], "extractive")
 
 
 def test_old_cached_events_decode_without_the_field() -> None:
-    stored: dict[str, Any] = msgspec.to_builtins(
-        DoneEvent("a", (), True, "x", False, Usage(), Latency(), "t")
-    )
+    stored: dict[str, Any] = msgspec.to_builtins(plain_done())
     del stored["degraded"]
     assert msgspec.convert(stored, DoneEvent).degraded is None
 

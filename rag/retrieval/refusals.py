@@ -17,7 +17,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from rag.errors import AuthError, CloudflareError, DailyLimitExceeded
+from rag.errors import (
+    AuthError,
+    CloudflareError,
+    DailyLimitExceeded,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+)
 
 Clock = Callable[[], datetime]
 
@@ -43,9 +49,7 @@ def refusal_reason(exc: BaseException) -> str | None:
             f"Cloudflare refused access to Workers AI ({_code(exc)}): answers come from "
             "keyword search and the extractive answerer until the API token is fixed"
         )
-    if isinstance(exc, CloudflareError) and (
-        exc.code in ("upstream_unavailable", "upstream_timeout")
-    ):
+    if isinstance(exc, UpstreamUnavailable | UpstreamTimeout):
         return (
             f"Workers AI is unavailable ({_code(exc)}): answers come from keyword search "
             "and the extractive answerer until it answers again"
