@@ -63,6 +63,9 @@ class RetrievalSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True,
     min_term_coverage: float = 0.5
     """Evidence gate, both backends: share of the question's content words that must occur
     in the top sources (0 turns this check off)."""
+    degraded_min_coverage: float = 0.75
+    """Evidence gate in degraded mode (Workers AI refuses every call, so there is no query
+    vector): the term coverage alone must reach this (``rag.retrieval.retriever``)."""
 
 
 class LocalSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -140,6 +143,9 @@ class CloudflareSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True
     """Evidence gate on this backend: best reranker score below this means "not covered"."""
     timeout_s: float = 30.0
     max_retries: int = 4
+    refusal_memory_s: float = 60.0
+    """How long an outage or a refused token keeps answers in degraded mode before Workers
+    AI is tried again (a 3036 lasts until 00:00 UTC); ``rag.retrieval.refusals``."""
 
 
 class OpenAISettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):

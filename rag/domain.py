@@ -90,6 +90,13 @@ class Hit(msgspec.Struct, frozen=True):
     keyword_rank: int | None = None
 
 
+class SearchResult(msgspec.Struct, frozen=True):
+    """What a search found, and why it is keyword-ranked only (degraded mode), or None."""
+
+    hits: list[Hit]
+    degraded: str | None = None
+
+
 class Source(msgspec.Struct, frozen=True):
     """A numbered source as the ``sources`` event announces it."""
 
@@ -142,6 +149,10 @@ class DoneEvent(msgspec.Struct, frozen=True, tag="done"):
     usage: Usage
     latency_ms: Latency
     trace_id: str
+    degraded: str | None = None
+    """Why this answer comes from keyword search and the extractive answerer (Workers AI
+    refuses every call: ``rag.retrieval.refusals``), or None. Defaults to None so cached
+    events and clients from before the field keep working."""
 
 
 class ErrorEvent(msgspec.Struct, frozen=True, tag="error"):

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 import numpy as np
 import numpy.typing as npt
 
-from rag.domain import AnswerEvent, Hit, IngestReport, LoadedDocument, Turn
+from rag.domain import AnswerEvent, Hit, IngestReport, LoadedDocument, SearchResult, Turn
 from rag.errors import NotFound
 
 if TYPE_CHECKING:
@@ -209,6 +209,10 @@ class QAService(Protocol):
     async def search(self, query: str, k: int | None = None) -> list[Hit]:
         """Ranked hits; raises ``InputError`` for a query or ``k`` it cannot take."""
         ...
+
+    async def search_result(self, query: str, k: int | None = None) -> SearchResult:
+        """``search``'s hits and whether they are keyword-ranked only (degraded mode)."""
+        return SearchResult(await self.search(query, k))
 
     async def health(self) -> dict[str, object]: ...
 

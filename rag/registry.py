@@ -13,6 +13,10 @@ Cloudflare choices, and why:
 * Over budget, questions are still embedded and reranked on Workers AI (a few neurons a
   question, in the ledger and the ``done`` event): without them there is no retrieval.
   Generation, the expensive part, moves to the next provider; ingestion refuses to start.
+* When Workers AI refuses every call (3036, an outage, a refused token), ``ask`` and
+  ``search`` answer in degraded mode: FTS5 keyword candidates, no reranker, the
+  extractive answerer (``rag.retrieval.refusals``); the refusal is remembered, so the
+  calls that would fail again are not made. Ingestion refuses to start instead.
 * Vectorize serves the dense search; SQLite keeps every vector (the ingest runner writes
   them) and FTS5 still serves the keyword side.
 """
@@ -21,6 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 import httpx
@@ -40,6 +45,7 @@ from rag.ports import (
     Reranker,
     VectorIndex,
 )
+from rag.retrieval.refusals import Refusals
 from rag.usage import Ledger
 
 if TYPE_CHECKING:
@@ -64,6 +70,8 @@ class Overrides:
     openai_transport: httpx.AsyncBaseTransport | None = None
     loader: Loader | None = None
     """Replaces ``rag.ingest.loaders.load`` (tests: a file that takes its time to read)."""
+    clock: Callable[[], datetime] | None = None
+    """When a remembered Workers AI refusal expires is read from this (tests: a fake time)."""
 
 
 @dataclass
@@ -84,6 +92,8 @@ class Components:
     """The one ``CloudflareClient``, when a role runs on Workers AI or Vectorize."""
     condenser: Condenser | None = None
     """Who rewrites follow-ups (the chat model on Cloudflare); None: the local rule alone."""
+    refusals: Refusals = field(default_factory=lambda: Refusals(0.0))
+    """Whether Workers AI refuses every call now (degraded mode, ``rag.retrieval.refusals``)."""
     closers: list[Closer] = field(default_factory=list)
 
     async def aclose(self) -> None:
@@ -115,6 +125,8 @@ async def build(
 
     sessions = session_factory(engine)
     ledger = Ledger(sessions, settings.prices, settings.budget)
+    memory_s = settings.cloudflare.refusal_memory_s
+    refusals = Refusals(memory_s, overrides.clock) if overrides.clock else Refusals(memory_s)
     closers: list[Closer] = []
     answer_embedder = overrides.answer_embedder
     index: VectorIndex
@@ -164,7 +176,7 @@ async def build(
         embedder=embedder,
         keyword=Fts5KeywordSearch(sessions),
         reranker=reranker,
-        chat=FallbackChain(providers, budget_gate(settings, ledger)),
+        chat=FallbackChain(providers, budget_gate(settings, ledger, refusals)),
         ledger=ledger,
         index=index,
         min_relevance=min_relevance,
@@ -173,6 +185,7 @@ async def build(
         # On Cloudflare the chat model condenses follow-ups (when it is in the chain).
         condenser=condensers[0] if condensers and settings.backend == "cloudflare" else None,
         closers=closers,
+        refusals=refusals,
     )
 
 

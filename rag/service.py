@@ -37,8 +37,24 @@ from rag.config import Settings
 from rag.db.engine import create_engine, session_factory, sqlite_path, upgrade
 from rag.db.failures import BestEffort, FailureObserver, reason, storage_errors
 from rag.db.tables import Chunk, Document
-from rag.domain import MAX_TOP_K, AnswerEvent, DoneEvent, Hit, IngestReport, Turn, new_trace_id
-from rag.errors import CloudflareError, ConfigError, InputError
+from rag.domain import (
+    MAX_TOP_K,
+    AnswerEvent,
+    DoneEvent,
+    Hit,
+    IngestReport,
+    SearchResult,
+    Turn,
+    new_trace_id,
+)
+from rag.errors import (
+    AuthError,
+    CloudflareError,
+    ConfigError,
+    DailyLimitExceeded,
+    InputError,
+    UpstreamUnavailable,
+)
 from rag.ingest import store
 from rag.ingest.runner import Ingestor
 from rag.ports import Cost, Progress, QAService, VectorIndex
@@ -103,6 +119,7 @@ class RagService(QAService):
         self.cache = AnswerCache(self._quick, settings.cache)
         self.index: VectorIndex = components.index
         self.loader = components.loader
+        self.refusals = components.refusals
         self.retriever = Retriever(
             self.sessions,
             components.embedder,
@@ -113,6 +130,8 @@ class RagService(QAService):
             min_relevance=components.min_relevance,
             min_coverage=settings.retrieval.min_term_coverage,
             coverage_sources=settings.answer.max_sources,
+            refusals=components.refusals,
+            degraded_min_coverage=settings.retrieval.degraded_min_coverage,
         )
         self._generation = -1
         self._key_parts = key_parts(
@@ -205,6 +224,8 @@ class RagService(QAService):
 
     async def _condense_refusal(self, question: str, history: Sequence[Turn]) -> str | None:
         """Why the chat model must not condense this follow-up: the budget, like the gate."""
+        if refused := self.refusals.reason():
+            return refused
         if self.settings.budget.daily_neurons <= 0:
             return None
         await self._refresh_spend()
@@ -214,11 +235,15 @@ class RagService(QAService):
         return self.ledger.over_budget(projected)
 
     async def search(self, query: str, k: int | None = None) -> list[Hit]:
+        return (await self.search_result(query, k)).hits
+
+    async def search_result(self, query: str, k: int | None = None) -> SearchResult:
         query = self.check_question(query, "query")
         await self._sync_index()
         with self.ledger.meter("search"):
             try:
-                return (await self.retriever.retrieve(query, self._k(k))).hits
+                retrieval = await self.retriever.retrieve(query, self._k(k))
+                return SearchResult(retrieval.hits, retrieval.degraded)
             finally:
                 await self._flush_ledger()
 
@@ -284,6 +309,8 @@ class RagService(QAService):
                     f"ingestion not started: {reason}. Raise [budget] daily_neurons "
                     "(0 = no cap) or wait for 00:00 UTC"
                 )
+        if self.settings.backend == "cloudflare":
+            await self._check_workers_ai()
         ingestor = Ingestor(
             self.settings.ingest, self.sessions, self.embedder, self.index, progress, self.loader
         )
@@ -301,6 +328,46 @@ class RagService(QAService):
         async with self.best_effort.attempt("cache"):
             await self.cache.purge(self._generation)
         return report
+
+    async def _check_workers_ai(self) -> None:
+        """Refuse to start an ingest Workers AI would refuse (3036, a refused token, an
+        outage): otherwise every document would fail at its embedding, half the folder
+        recorded as failed. Unless a refusal is remembered, one short embedding asks (a
+        fraction of a neuron)."""
+        refusal = self.refusals.current()
+        error: CloudflareError | None = refusal.error if refusal else None
+        if error is None:
+            with self.ledger.meter("ingest"):
+                try:
+                    await self.embedder.embed(["ingestion check"], "passage")
+                except CloudflareError as exc:
+                    if self.refusals.note(exc) is None:
+                        raise
+                    error = exc
+                finally:
+                    await self._flush_ledger()
+        if error is None:
+            return
+        if isinstance(error, DailyLimitExceeded):
+            raise DailyLimitExceeded(
+                "ingestion not started: Workers AI's daily neuron allocation is used up "
+                "(3036); it resets at 00:00 UTC. Try again then, or move to the Workers "
+                "Paid plan",
+                cf_code=error.cf_code,
+                http_status=error.http_status,
+            )
+        if isinstance(error, AuthError):
+            raise AuthError(
+                f"ingestion not started: Cloudflare refused the credentials: {error.message}",
+                cf_code=error.cf_code,
+                http_status=error.http_status,
+            )
+        raise UpstreamUnavailable(
+            f"ingestion not started: Workers AI is unavailable ({error.message}). "
+            f"Try again in a few minutes",
+            cf_code=error.cf_code,
+            http_status=error.http_status,
+        )
 
     async def delete_document(self, doc_id: str) -> tuple[str, list[str]] | None:
         """Delete a document, its chunks and vectors; returns (its source, lost chunk ids).

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +32,12 @@ def write_server_docs(folder: Path) -> Path:
 
 @asynccontextmanager
 async def cloudflare_service(
-    fake: FakeCloudflare, tmp_path: Path, environ: dict[str, str] | None = None, **sections: Any
+    fake: FakeCloudflare,
+    tmp_path: Path,
+    *,
+    environ: dict[str, str] | None = None,
+    clock: Callable[[], datetime] | None = None,
+    **sections: Any,
 ) -> AsyncIterator[RagService]:
     """``cloudflare={...}`` adds to the fake's section; ``environ`` to its API token."""
     raw = msgspec.to_builtins(fake.settings())
@@ -42,6 +48,7 @@ async def cloudflare_service(
         environ={"CLOUDFLARE_API_TOKEN": fake.token, **(environ or {})},
         cloudflare_transport=fake.transport,
         answer_embedder=FakeEmbedder(),  # the extractive fallback, instead of ONNX
+        clock=clock,
     )
     async with open_service(settings, overrides) as service:
         yield service

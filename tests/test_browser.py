@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import msgspec
 import pytest
 import uvicorn
 from conftest import CORPUS, make_settings
@@ -445,3 +446,23 @@ def test_error_retry_and_dropped_connection(browser: WebDriver, tmp_path: Path) 
     follow_ups = [(c.text, c.history) for c in service.calls[2:]]
     assert follow_ups == [("And a single file?", (("How do I index a folder?", answer),))] * 2
     assert len(service.calls) == 4
+
+
+def test_a_degraded_answer_says_so(browser: WebDriver) -> None:
+    answer = "Run rag ingest [1]."
+    why = "Workers AI daily neuron allocation used up (3036): answers come from keyword search"
+    done = msgspec.structs.replace(scripted_done(answer), provider="extractive", degraded=why)
+    service = ScriptedService([SourcesEvent((GUIDE,)), DeltaEvent(answer), done])
+
+    @asynccontextmanager
+    async def open_app() -> AsyncIterator[Litestar]:
+        yield create_app(Settings(), service=service)
+
+    with serve(open_app) as url:
+        browser.get(url + "/")
+        turn = ask(browser, "How do I index a folder?")
+        wait(browser).until(lambda _: finished(turn))
+        notice = turn.find_element(By.CSS_SELECTOR, ".degraded")
+        assert notice.is_displayed() and notice.get_attribute("role") == "note"
+        assert notice.text == f"Reduced service. {why[0].upper()}{why[1:]}."
+        assert not turn.find_element(By.CSS_SELECTOR, ".notice").is_displayed()

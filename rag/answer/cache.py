@@ -10,7 +10,8 @@ reached. A hit is looked up before the question is embedded, so it costs no neur
 Only complete, grounded answers from the chain's preferred provider are stored: an
 error or a truncated stream is never replayed, a "not covered" reply is cheap to
 recompute, and an answer a fallback gave (say, while the neuron budget was spent)
-would otherwise stand in for the better one until the next ingest.
+would otherwise stand in for the better one until the next ingest; so would an answer
+given in degraded mode (``DoneEvent.degraded``).
 """
 
 from __future__ import annotations
@@ -92,11 +93,20 @@ def key_parts(
 
 
 def cacheable(events: Sequence[AnswerEvent], preferred: str) -> bool:
-    """A complete, grounded answer from the preferred provider, and nothing went wrong."""
+    """A complete, grounded answer from the preferred provider, and nothing went wrong.
+
+    A degraded answer is never stored: even when the preferred provider is the extractive
+    one, its sources came from keyword search alone and would outlive the refusal.
+    """
     if not events or any(isinstance(e, ErrorEvent) for e in events):
         return False
     done = events[-1]
-    return isinstance(done, DoneEvent) and done.grounded and done.provider == preferred
+    return (
+        isinstance(done, DoneEvent)
+        and done.grounded
+        and done.provider == preferred
+        and done.degraded is None
+    )
 
 
 def replay(events: Sequence[AnswerEvent], began: float) -> Iterator[AnswerEvent]:

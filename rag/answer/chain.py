@@ -17,6 +17,7 @@ from rag.config import Settings
 from rag.domain import Hit
 from rag.errors import ModelError, RagError
 from rag.ports import ChatModel
+from rag.retrieval.refusals import Refusals
 from rag.usage import Ledger, projected_chat_neurons
 
 log = logging.getLogger(__name__)
@@ -123,7 +124,7 @@ class ChainStream:
         log.warning("chat provider passed over: %s", note)
 
 
-def budget_gate(settings: Settings, ledger: Ledger) -> Gate:
+def budget_gate(settings: Settings, ledger: Ledger, refusals: Refusals | None = None) -> Gate:
     cf = settings.cloudflare
 
     def gate(provider: ChatModel, question: str, sources: Sequence[Hit]) -> str | None:
@@ -131,6 +132,8 @@ def budget_gate(settings: Settings, ledger: Ledger) -> Gate:
         # and max_tokens of output) keeps a single answer from crossing the cap.
         if not provider.name.startswith("workers-ai:"):
             return None
+        if refusals is not None and (refused := refusals.reason()):
+            return refused  # degraded mode: the call would be refused again
         chars = len(question) + sum(len(s.text) for s in sources)
         projected = projected_chat_neurons(settings.prices, cf.chat_model, chars, cf.max_tokens)
         return ledger.over_budget(projected)

@@ -82,6 +82,7 @@ async def answer_events(
             usage=usage(),
             latency_ms=latency,
             trace_id=trace_id,
+            degraded=retrieval.degraded,
         )
         return
     hits = retrieval.hits
@@ -122,6 +123,7 @@ async def answer_events(
         usage=usage(),
         latency_ms=latency,
         trace_id=trace_id,
+        degraded=retrieval.degraded,
     )
 
 

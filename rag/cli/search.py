@@ -9,7 +9,7 @@ import click
 from rich.table import Table
 
 from rag.cli import common
-from rag.domain import Hit
+from rag.domain import Hit, SearchResult
 
 
 @click.command()
@@ -29,11 +29,15 @@ def search(ctx: click.Context, query: str, k: int, as_json: bool) -> None:
 
     settings = common.settings(ctx)
 
-    async def go() -> list[Hit]:
+    async def go() -> SearchResult:
         async with open_service(settings) as service:
-            return await service.search(query, k)
+            return await service.search_result(query, k)
 
-    hits = common.run(go)
+    found = common.run(go)
+    hits = found.hits
+    if found.degraded:
+        # On stderr, so --json output stays one JSON document.
+        common.note("degraded:", f"keyword-ranked only. {found.degraded}")
     if as_json:
         rows = [_row(rank, hit) for rank, hit in enumerate(hits, start=1)]
         common.out.out(json.dumps(rows, ensure_ascii=False, indent=2))

@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 
 import click
 
-from rag.cli.common import err, error, literal, out, say
+from rag.cli.common import err, error, literal, note, out, say
 from rag.domain import (
     AnswerEvent,
     DeltaEvent,
@@ -36,6 +36,8 @@ async def print_answer(events: AsyncIterator[AnswerEvent], *, as_json: bool) -> 
                 click.echo(event_payload(event).decode())
             else:
                 _print_sources(event, sources)
+            if event.degraded:
+                note("degraded:", event.degraded)
             return event
     return None
 

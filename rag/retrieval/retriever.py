@@ -2,6 +2,10 @@
 
 Every database read happens here, before an answer starts streaming, so a slow model
 never holds a database session.
+
+Degraded mode (``rag.retrieval.refusals``): when Workers AI or Vectorize refuses the query
+(or refused it a moment ago), the candidates are FTS5's alone, in BM25 order, the
+reranker is not called, and ``Retrieval.degraded`` says why.
 """
 
 from __future__ import annotations
@@ -16,9 +20,11 @@ from sqlalchemy import select
 
 from rag.db.tables import Chunk, Document, Vector
 from rag.domain import Hit
-from rag.ports import Embedder, KeywordSearch, Reranker, VectorIndex
+from rag.errors import CloudflareError
+from rag.ports import Embedder, KeywordSearch, Reranker, VectorIndex, Vectors
 from rag.retrieval.fusion import has_identifier
 from rag.retrieval.gate import term_coverage
+from rag.retrieval.refusals import Refusals
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,7 +36,12 @@ class Retrieval:
     coverage: float
     """Share of the question's content words found in the top sources (rag.retrieval.gate)."""
     seconds: float
+    degraded: str | None = None
+    """Why the hits are keyword-only (Workers AI refuses every call), or None."""
 
+
+Ranked = list[tuple[str, float]]
+"""(chunk id, score) pairs, best first."""
 
 RetrievalObserver = Callable[[list[Hit], Retrieval], None]
 """Sees every retrieval with all its candidates before reranking (evaluation records them)."""
@@ -49,6 +60,8 @@ class Retriever:
         min_relevance: float,
         min_coverage: float = 0.0,
         coverage_sources: int = 3,
+        refusals: Refusals | None = None,
+        degraded_min_coverage: float = 0.75,
     ) -> None:
         self.sessions = sessions
         self.embedder = embedder
@@ -59,19 +72,37 @@ class Retriever:
         self.min_relevance = min_relevance
         self.min_coverage = min_coverage
         self.coverage_sources = coverage_sources
+        self.refusals = refusals or Refusals(0.0)
+        self.degraded_min_coverage = degraded_min_coverage
         self.observers: list[RetrievalObserver] = []
 
-    async def candidates_for(self, query: str) -> list[Hit]:
-        """Dense and keyword candidates, each with both scores where the chunk has them."""
-        vector = (await self.embedder.embed([query], "query"))[0]
-        dense = await self.index.query(vector, self.candidates)
+    async def _dense(self, query: str) -> tuple[Vectors | None, Ranked, str | None]:
+        """The query vector and the dense candidates, or (None, [], why) while refused."""
+        if (refused := self.refusals.reason()) is not None:
+            return None, [], refused  # the call would be refused again: do not make it
+        try:
+            vector: Vectors = (await self.embedder.embed([query], "query"))[0]
+            return vector, await self.index.query(vector, self.candidates), None
+        except CloudflareError as exc:
+            if (refused := self.refusals.note(exc)) is None:
+                raise
+            return None, [], refused
+
+    async def candidates_for(self, query: str) -> tuple[list[Hit], str | None]:
+        """Dense and keyword candidates, each with both scores where the chunk has them,
+        and why there are no dense ones (degraded mode), or None.
+
+        Without a query vector a hit's score and relevance are its BM25 score: the order
+        is BM25's, and the gate does not read them then.
+        """
+        vector, dense, degraded = await self._dense(query)
         keyword = await self.keyword.search(query, self.candidates)
         dense_rank = {cid: (rank, score) for rank, (cid, score) in enumerate(dense, start=1)}
         keyword_rank = {cid: (rank, score) for rank, (cid, score) in enumerate(keyword, start=1)}
         ids = list(dict.fromkeys([cid for cid, _ in dense] + [cid for cid, _ in keyword]))
         rows = await self._rows(ids)
         only_keyword = [cid for cid in ids if cid not in dense_rank and cid in rows]
-        cosines = await self._cosines(only_keyword, vector)
+        cosines = {} if vector is None else await self._cosines(only_keyword, vector)
         hits = []
         for cid in ids:
             if cid not in rows:
@@ -80,6 +111,9 @@ class Retriever:
             d = dense_rank.get(cid)
             k = keyword_rank.get(cid)
             cosine = d[1] if d else cosines.get(cid)
+            score = cosine if cosine is not None else 0.0
+            if vector is None and k is not None:
+                score = k[1]
             hits.append(
                 Hit(
                     chunk_id=cid,
@@ -87,8 +121,8 @@ class Retriever:
                     source=doc.path,
                     title=doc.title,
                     text=chunk.text,
-                    score=cosine if cosine is not None else 0.0,
-                    relevance=cosine if cosine is not None else 0.0,
+                    score=score,
+                    relevance=score,
                     page_start=chunk.page_start,
                     page_end=chunk.page_end,
                     heading_path=tuple(chunk.heading_path),
@@ -98,20 +132,33 @@ class Retriever:
                     keyword_rank=k[0] if k else None,
                 )
             )
-        return hits
+        return hits, degraded
 
     async def retrieve(self, query: str, k: int) -> Retrieval:
         began = time.perf_counter()
-        candidates = await self.candidates_for(query)
-        hits = await self.reranker.rerank(query, candidates, k)
+        candidates, degraded = await self.candidates_for(query)
+        if degraded is None:
+            hits = await self.reranker.rerank(query, candidates, k)
+        else:
+            hits = candidates[:k]  # BM25 order: the reranker is refused like the embedding
         best = max((h.relevance for h in hits), default=None)
         coverage = term_coverage(query, (h.text for h in hits[: self.coverage_sources]))
-        grounded = best is not None and coverage >= self.min_coverage
-        if grounded and best is not None and best < self.min_relevance:
+        if degraded is not None:
+            # No query vector, so no cosine and no reranker score: the one evidence left
+            # is lexical. FTS5 ORs the terms, so a single common word brings candidates;
+            # a stricter coverage than the normal gate's (which a cosine backs up) stands
+            # in for the missing semantic check. On the handbook, keyword-only: 0.5 keeps
+            # 53/54 answerable but refuses 5/10 unanswerable; 0.75 keeps 43/54, refuses
+            # 10/10 (README, "Degraded mode").
+            grounded = bool(hits) and coverage >= self.degraded_min_coverage
+        else:
+            grounded = best is not None and coverage >= self.min_coverage
+        if degraded is None and grounded and best is not None and best < self.min_relevance:
             # A bare identifier ("3036", "pdf_timeout_s") embeds to a meaningless vector;
             # the top sources containing every word of the question is the evidence then.
             grounded = coverage == 1.0 and has_identifier(query)
-        retrieval = Retrieval(hits, grounded, best, coverage, time.perf_counter() - began)
+        seconds = time.perf_counter() - began
+        retrieval = Retrieval(hits, grounded, best, coverage, seconds, degraded)
         for observe in self.observers:
             observe(candidates, retrieval)
         return retrieval

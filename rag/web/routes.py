@@ -158,8 +158,9 @@ async def search(
     service: NamedDependency[SkipValidation[QAService]],
 ) -> SearchResponse:
     data = decode_strict(body, SearchRequest)
-    hits = await service.search(data.query, data.k)
-    return SearchResponse(hits=[SearchHit.from_hit(n, hit) for n, hit in enumerate(hits, 1)])
+    found = await service.search_result(data.query, data.k)
+    hits = [SearchHit.from_hit(n, hit) for n, hit in enumerate(found.hits, 1)]
+    return SearchResponse(hits=hits, degraded=found.degraded)
 
 
 @get(

@@ -113,6 +113,13 @@ class SearchHit(msgspec.Struct, frozen=True):
 
 class SearchResponse(msgspec.Struct, frozen=True):
     hits: list[SearchHit]
+    degraded: Annotated[
+        str | None,
+        msgspec.Meta(
+            description="Why the hits are keyword-ranked only (Workers AI refuses every "
+            "call), or null."
+        ),
+    ] = None
 
 
 class ErrorDetail(msgspec.Struct, frozen=True):

@@ -46,6 +46,8 @@ __all__ = [
 API_BASE = "https://api.cloudflare.test/client/v4"
 GATEWAY_BASE = "https://gateway.ai.cloudflare.test/v1"
 GATEWAY_HOST = httpx.URL(GATEWAY_BASE).host
+FOREVER = -1
+"""A scripted failure's ``times`` that never runs out."""
 
 
 @cache
@@ -126,6 +128,14 @@ class FakeCloudflare:
         """The next ``times`` requests whose path contains ``path_substring`` fail so."""
         after = None if retry_after is None else str(retry_after)
         self.failures.append(Failure(path_substring, status, cf_code, after, times, message))
+
+    def refuse_workers_ai(self, status: int, cf_code: int | None, message: str) -> None:
+        """Every Workers AI call fails so, whatever the model, until ``stop_refusing``:
+        a Free plan out of neurons (429, 3036), an outage (a 5xx)."""
+        self.fail_next("/ai/run/", status, cf_code, times=FOREVER, message=message)
+
+    def stop_refusing(self) -> None:
+        self.failures = [f for f in self.failures if f.times != FOREVER]
 
     def script_chat(self, script: ChatScript | None = None, **fields: Any) -> None:
         """Queue how the next chat stream behaves (``ChatScript`` fields as keywords)."""
@@ -232,8 +242,9 @@ class FakeCloudflare:
 
     def _scripted(self, path: str) -> httpx.Response | None:
         for failure in self.failures:
-            if failure.path in path and failure.times > 0:
-                failure.times -= 1
+            if failure.path in path and (failure.times > 0 or failure.times == FOREVER):
+                if failure.times != FOREVER:
+                    failure.times -= 1
                 headers = {"Retry-After": failure.retry_after} if failure.retry_after else {}
                 return error_envelope(failure.status, failure.cf_code, failure.message, headers)
         return None

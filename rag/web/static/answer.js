@@ -1,7 +1,7 @@
 // One turn of the conversation on screen: the question, its sources, the streamed
 // answer with clickable [n] markers, and the final state (done, not covered, error).
 
-import { el } from "./dom.js";
+import { el, sentence } from "./dom.js";
 
 const MARKER = /\[(\d{1,3})\]/g;
 // A tail the next delta may change the meaning of: a marker begun ("[", "[12") or
@@ -45,8 +45,11 @@ export class TurnView {
     });
     this.progress = el("p", { class: "progress" }, el("span", { class: "spinner", "aria-hidden": "true" }), "Searching the documents…");
     this.notice = el("div", { class: "notice", hidden: "" });
+    this.degraded = el("p", { class: "degraded", role: "note", hidden: "" });
     this.meta = el("p", { class: "meta", hidden: "" });
-    this.answer.append(this.sourcesBox, this.progress, this.body, this.notice, this.meta);
+    this.answer.append(
+      this.sourcesBox, this.progress, this.degraded, this.body, this.notice, this.meta,
+    );
   }
 
   /** The `sources` event: a numbered list before any text. */
@@ -165,6 +168,15 @@ export class TurnView {
       // No checked citation: the server's "not in the documents" (docs/design.md#evidence-gate).
       this.answer.classList.add("not-covered");
       this.body.prepend(el("strong", { class: "label" }, "Not in the documents"));
+    }
+    if (done.degraded) {
+      // Workers AI refused every call: the reader must know this answer is the fallback's.
+      this.degraded.replaceChildren(
+        el("strong", {}, "Reduced service."),
+        " ",
+        sentence(done.degraded),
+      );
+      this.degraded.hidden = false;
     }
     const parts = [];
     if (done.cached) {

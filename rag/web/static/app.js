@@ -5,6 +5,7 @@
 
 import { askUrl, currentKey, diagnose, forgetKey, saveKey } from "./api.js";
 import { TurnView } from "./answer.js";
+import { sentence } from "./dom.js";
 import { PassagePanel } from "./passage.js";
 
 const HISTORY_TURNS = 3; // the server's limit (rag.web.schemas.HISTORY_TURNS_MAX)
@@ -30,11 +31,6 @@ const passage = new PassagePanel($("passage"), { onUnauthorized: () => askForKey
 function topK() {
   const value = Number.parseInt(new URLSearchParams(location.search).get("top_k") || "", 10);
   return Number.isFinite(value) && value > 0 ? value : null;
-}
-
-function sentence(text) {
-  const capital = text.charAt(0).toUpperCase() + text.slice(1);
-  return /[.!?…]$/.test(capital) ? capital : `${capital}.`;
 }
 
 function announce(message) {

@@ -13,3 +13,9 @@ export function el(tag, attributes = {}, ...children) {
   node.append(...children);
   return node;
 }
+
+/** A server's message as a sentence: a capital first, a full stop last. */
+export function sentence(text) {
+  const capital = text.charAt(0).toUpperCase() + text.slice(1);
+  return /[.!?…]$/.test(capital) ? capital : `${capital}.`;
+}

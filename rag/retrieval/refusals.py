@@ -1,0 +1,100 @@
+"""Degraded mode: remembering that Workers AI refuses every call, and why.
+
+Three failures mean no Workers AI call will succeed for a while: the Free plan's daily
+neurons are spent (3036, until 00:00 UTC, on every model), an outage (5xx or timeouts the
+client already retried) and refused credentials (401/403, 10000). Then ``ask`` and
+``search`` answer from what is local (FTS5 keyword retrieval and the extractive
+answerer) and say so, and the calls that would fail again are not made: not the
+embedding, not the reranker, not the chat model.
+
+The memory is this process's only (a shared one across workers is issue 9's business):
+a 3036 until the next 00:00 UTC, anything else for ``[cloudflare] refusal_memory_s``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from rag.errors import (
+    AuthError,
+    CloudflareError,
+    DailyLimitExceeded,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+)
+
+Clock = Callable[[], datetime]
+
+
+def next_utc_midnight(now: datetime) -> datetime:
+    day = now.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    return day + timedelta(days=1)
+
+
+def refusal_reason(exc: BaseException) -> str | None:
+    """Why ``exc`` means every Workers AI call is refused for now, or None when it does not.
+
+    A 429 for capacity or the rate limit is not here: it concerns one model or one minute,
+    and the client's retries and the chat fallback deal with it.
+    """
+    if isinstance(exc, DailyLimitExceeded):
+        return (
+            "Workers AI daily neuron allocation used up (3036): answers come from keyword "
+            "search and the extractive answerer until 00:00 UTC"
+        )
+    if isinstance(exc, AuthError):
+        return (
+            f"Cloudflare refused access to Workers AI ({_code(exc)}): answers come from "
+            "keyword search and the extractive answerer until the API token is fixed"
+        )
+    if isinstance(exc, UpstreamUnavailable | UpstreamTimeout):
+        return (
+            f"Workers AI is unavailable ({_code(exc)}): answers come from keyword search "
+            "and the extractive answerer until it answers again"
+        )
+    return None
+
+
+def _code(exc: CloudflareError) -> str:
+    return str(exc.cf_code or exc.http_status or exc.code)
+
+
+@dataclass
+class Refusal:
+    reason: str
+    until: datetime
+    error: CloudflareError
+
+
+class Refusals:
+    """The last refusal that still holds; shared by retrieval, the chat chain and ingestion."""
+
+    def __init__(self, memory_s: float, clock: Clock = lambda: datetime.now(UTC)) -> None:
+        self.memory_s = memory_s
+        self.clock = clock
+        self._current: Refusal | None = None
+
+    def note(self, exc: BaseException) -> str | None:
+        """Remember ``exc`` when it is a refusal of every call; returns its reason."""
+        reason = refusal_reason(exc)
+        if reason is None or not isinstance(exc, CloudflareError):
+            return None
+        now = self.clock()
+        if isinstance(exc, DailyLimitExceeded):
+            until = next_utc_midnight(now)
+        else:
+            until = now + timedelta(seconds=max(0.0, self.memory_s))
+        self._current = Refusal(reason, until, exc)
+        return reason
+
+    def current(self) -> Refusal | None:
+        """The refusal still remembered now, or None (it expired or none was seen)."""
+        if self._current is not None and self.clock() >= self._current.until:
+            self._current = None
+        return self._current
+
+    def reason(self) -> str | None:
+        current = self.current()
+        return current.reason if current else None
