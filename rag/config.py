@@ -143,6 +143,10 @@ class CloudflareSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True
     """Evidence gate on this backend: best reranker score below this means "not covered"."""
     timeout_s: float = 30.0
     max_retries: int = 4
+    requests_per_5min: int = 1200
+    """This process's budget of Cloudflare API calls (Workers AI and Vectorize alike) in
+    any 5 minutes; past it calls wait instead of tripping the account-wide limit, which
+    blocks every call for 5 minutes. 0 turns the limiter off."""
     refusal_memory_s: float = 60.0
     """How long an outage or a refused token keeps answers in degraded mode before Workers
     AI is tried again (a 3036 lasts until 00:00 UTC); ``rag.retrieval.refusals``."""
@@ -393,6 +397,8 @@ def _check_ranges(s: Settings) -> None:
         problems.append("uploads.max_concurrent_jobs must be at least 1")
     problems.extend(_overlapping_folders(s))
     problems.extend(_bad_gateway(s.cloudflare))
+    if s.cloudflare.requests_per_5min < 0:
+        problems.append("cloudflare.requests_per_5min must be >= 0 (0 = no limit)")
     if problems:
         raise ConfigError("invalid setting: " + "; ".join(problems))
 

@@ -251,6 +251,8 @@ async def test_query_ranks_by_cosine_best_first(env: Env) -> None:
 async def test_wait_for_mutations_times_out_naming_the_pending_count(env: Env) -> None:
     env.vz.delay = None  # nothing becomes visible until process()
     await env.index.upsert(["a", "b"], unit(2), [{"document_id": "d"}] * 2)
+    # Served until the delete lands: read back, it is still there.
+    env.vz.put("rag", "zzz", unit(1)[0].tolist(), {"document_id": "old"})
     await env.index.delete(["zzz"])
     seen: list[tuple[int, int]] = []
     with pytest.raises(MutationsPending, match=r"not processed 3 of 3 writes after 0.05 s") as err:

@@ -10,9 +10,11 @@ URLs on the same client, ``gateway.py``); retries and error mapping stay the sam
 Retries: at most ``max_retries`` more attempts, exponential backoff from 0.5 s capped at
 8 s with jitter; a ``Retry-After`` from Cloudflare is honoured up to 60 s, and a longer
 one is raised at once (the global API limit blocks for 5 minutes: no request should
-sit that long). Streams retry only before the first byte of the body: once output has
-arrived, a failure is raised as ``StreamTruncated`` and never retried, so an answer is
-never generated (and billed) twice.
+sit that long). Before any of that, every request waits its turn in the process's one
+``RateLimiter`` (``ratelimit.py``, ``[cloudflare] requests_per_5min``). Streams retry
+only before the first byte of the body: once output has arrived, a failure is raised as
+``StreamTruncated`` and never retried, so an answer is never generated (and billed)
+twice.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import codecs
 import json as jsonlib
 import os
 import random
+import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -31,6 +34,7 @@ from typing import Any
 import httpx
 
 from rag.backends.cloudflare.gateway import AUTH_HINT, Gateway
+from rag.backends.cloudflare.ratelimit import Clock, RateLimiter
 from rag.config import Settings
 from rag.errors import (
     AuthError,
@@ -53,6 +57,8 @@ MAX_RETRY_AFTER_S = 60.0
 TOKEN_HINT = "check CLOUDFLARE_API_TOKEN permissions: Workers AI Read+Edit, Vectorize Edit"
 TIMEOUT_CODES = frozenset({3007, 3008, 3046})
 MODEL_CODES = frozenset({5007, 3042})
+# 429s that are about one model, not the account's API budget (docs/cloudflare.md#rate-limits).
+NOT_ACCOUNT_WIDE = frozenset({3036, 3040})
 # 403s that are about the model or the plan, not the token (docs/cloudflare.md#error-codes).
 ACCESS_CODES = frozenset({5016, 5018, 3023, 3041, 5035})
 
@@ -72,13 +78,18 @@ class CloudflareClient:
         sleep: Sleep = asyncio.sleep,
         jitter: Callable[[], float] = random.random,
         gateway: Gateway | None = None,
+        clock: Clock = time.monotonic,
+        requests_per_5min: int = 1200,
     ) -> None:
         self.account_id = account_id
         self.gateway = gateway
         self.api_base = api_base.rstrip("/")
         self.max_retries = max(0, max_retries)
-        self._sleep = sleep
-        self._jitter = jitter
+        self.sleep = sleep
+        self.clock = clock
+        """Shared with whatever polls Cloudflare through this client (``--wait``)."""
+        self.jitter = jitter
+        self.limiter = RateLimiter(requests_per_5min, clock, sleep, max_hold_s=MAX_RETRY_AFTER_S)
         self._http = httpx.AsyncClient(
             base_url=f"{self.api_base}/accounts/{account_id}",
             headers={"Authorization": f"Bearer {token}"},
@@ -94,6 +105,7 @@ class CloudflareClient:
         transport: httpx.AsyncBaseTransport | None = None,
         *,
         sleep: Sleep = asyncio.sleep,
+        clock: Clock = time.monotonic,
     ) -> CloudflareClient:
         """The client ``[cloudflare]`` and the environment describe; fails fast if unusable."""
         env = os.environ if environ is None else environ
@@ -122,6 +134,8 @@ class CloudflareClient:
             transport=transport,
             sleep=sleep,
             gateway=gateway,
+            clock=clock,
+            requests_per_5min=cf.requests_per_5min,
         )
 
     def __repr__(self) -> str:
@@ -170,14 +184,17 @@ class CloudflareClient:
         while True:
             url, sent_headers = self._target(path, headers)
             try:
+                await self.limiter.acquire()
                 response = await self._http.request(
                     method, url, json=json, content=content, headers=sent_headers, params=params
                 )
+                self._observe(response, url)
                 return result_of(response, path)
             except httpx.TransportError as exc:
                 error = transport_error(exc, path)
             except CloudflareError as exc:
                 error = exc
+                self._hold_all(error, url)
             if not retry or not await self._backoff(error, attempt):
                 raise error
             attempt += 1
@@ -194,7 +211,9 @@ class CloudflareClient:
             started = False
             url, headers = self._target(path, {"Accept": "text/event-stream"})
             try:
+                await self.limiter.acquire()
                 async with self._http.stream(method, url, json=json, headers=headers) as response:
+                    self._observe(response, url)
                     if response.status_code >= 400 or "json" in response.headers.get(
                         "content-type", ""
                     ):
@@ -226,9 +245,24 @@ class CloudflareClient:
                 error = transport_error(exc, path)
             except CloudflareError as exc:
                 error = exc
+                self._hold_all(error, url)
             if not await self._backoff(error, attempt):
                 raise error
             attempt += 1
+
+    def _observe(self, response: httpx.Response, url: str) -> None:
+        # AI Gateway's headers are about the gateway, not the account's API budget.
+        if url.startswith("/"):
+            self.limiter.observe(response.headers)
+
+    def _hold_all(self, error: CloudflareError, url: str) -> None:
+        """A 429 of the account-wide API limit holds every call, not just this one.
+
+        Not a model's own capacity (3040), the daily neurons (3036) or the gateway's own
+        limit: those concern one model or route, and the retry below waits for them.
+        """
+        if error.http_status == 429 and error.cf_code not in NOT_ACCOUNT_WIDE and url[:1] == "/":
+            self.limiter.hold(error.retry_after)
 
     async def _backoff(self, error: CloudflareError, attempt: int) -> bool:
         """Sleep before the next attempt; False when the error must be raised instead."""
@@ -238,12 +272,17 @@ class CloudflareClient:
             if error.retry_after > MAX_RETRY_AFTER_S:
                 return False
             # A little jitter on top, so clients told the same time do not return at once.
-            delay = error.retry_after + BASE_BACKOFF_S * self._jitter()
-        else:
-            backoff = min(MAX_BACKOFF_S, BASE_BACKOFF_S * 2**attempt)
-            delay = backoff * (0.5 + 0.5 * self._jitter())
-        await self._sleep(delay)
+            delay = error.retry_after + BASE_BACKOFF_S * self.jitter()
+            await self.sleep(delay)
+            self.limiter.release_hold()
+            return True
+        await self.sleep(jittered(BASE_BACKOFF_S * 2**attempt, MAX_BACKOFF_S, self.jitter()))
         return True
+
+
+def jittered(delay: float, cap: float, jitter: float) -> float:
+    """``delay`` capped at ``cap``, then scaled into its upper half by ``jitter`` in [0, 1)."""
+    return min(cap, delay) * (0.5 + 0.5 * jitter)
 
 
 def result_of(response: httpx.Response, path: str) -> Any:

@@ -29,7 +29,12 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from rag.backends.cloudflare import vectorize_outbox as outbox
 from rag.backends.cloudflare.client import CloudflareClient
-from rag.backends.cloudflare.vectorize_mutations import MutationLog, Progress
+from rag.backends.cloudflare.vectorize_mutations import (
+    POLL_FIRST_S,
+    MutationLog,
+    Probe,
+    Progress,
+)
 from rag.db.tables import IndexOutbox
 from rag.errors import CloudflareError, IndexMismatch, InputError, NotFound
 from rag.ports import VectorIndex, Vectors
@@ -103,7 +108,7 @@ class VectorizeIndex(VectorIndex):
         *,
         metric: Metric = "cosine",
         auto_create: bool = True,
-        poll_s: float = 1.0,
+        poll_s: float = POLL_FIRST_S,
         model_id: str | None = None,
     ) -> None:
         self.client = client
@@ -180,7 +185,7 @@ class VectorizeIndex(VectorIndex):
                 result = await self.client.call(
                     "POST", f"{self._path}/metadata_index/create", json=body
                 )
-                await self.mutations.record("metadata", 1, result["mutationId"])
+                await self.mutations.record("metadata", 1, result["mutationId"], prop=prop)
         self._checked = True
         return existing is None
 
@@ -189,7 +194,7 @@ class VectorizeIndex(VectorIndex):
         return IndexInfo(
             int(raw.get("dimensions") or 0),
             int(raw.get("vectorCount") or 0),
-            raw.get("processedUpToMutation"),
+            _mutation_id(raw.get("processedUpToMutation")),
             raw.get("processedUpToDatetime"),
         )
 
@@ -252,7 +257,11 @@ class VectorizeIndex(VectorIndex):
             batch = wanted[start : start + ID_BATCH]
             body = {"ids": batch}
             result = await self.client.call("POST", f"{self._path}/delete_by_ids", json=body)
-            await self.mutations.record("delete", len(batch), result["mutationId"])
+            # A few of the ids, so the delete can be seen landing when processedUpTo
+            # Mutation never names it.
+            picks = sorted({0, len(batch) // 2, len(batch) - 1})
+            probes: list[Probe] = [(batch[i], None) for i in picks]
+            await self.mutations.record("delete", len(batch), result["mutationId"], probes)
 
     async def flush(self) -> int:
         """Send the writes queued in ``index_outbox`` for this model; returns ids written.
@@ -395,8 +404,19 @@ class VectorizeIndex(VectorIndex):
         async def fetch(ids: list[str]) -> dict[str, Vectors]:
             return {v.id: v.values for v in await self.get_by_ids(ids)}
 
+        async def listed() -> set[str]:
+            return set(await self.metadata_indexes())
+
         return await self.mutations.wait(
-            processed_up_to, fetch, timeout_s, progress_cb, poll_s=self.poll_s
+            processed_up_to,
+            fetch,
+            listed,
+            timeout_s,
+            progress_cb,
+            poll_s=self.poll_s,
+            sleep=self.client.sleep,
+            clock=self.client.clock,
+            jitter=self.client.jitter,
         )
 
     # Internals.
@@ -452,6 +472,12 @@ class VectorizeIndex(VectorIndex):
             )
             await outbox.dequeue(self.sessions, [row for cid in batch for row in by_id[cid]])
         return len(ids)
+
+
+def _mutation_id(raw: Any) -> str | None:
+    """``processedUpToMutation`` as a string: the schema gives it no type, and it is
+    compared with the string ``mutationId`` writes answer with (docs/cloudflare.md)."""
+    return None if raw is None or raw == "" else str(raw)
 
 
 def _check_id(vid: str) -> None:
