@@ -4,7 +4,7 @@
 * ``FakeEmbedder``: a deterministic embedder that needs no model file;
 * ``ScriptedChat``: a ``ChatModel`` that plays a script;
 * ``ScriptedService``: a ``QAService`` that plays scripts and records what it was asked;
-* ``Clock``: time that moves only when a test says so;
+* ``Clock``: time that moves only when a test (or its ``sleep``) says so;
 * ``hit``: a ``Hit`` with only what a test cares about; ``parse_sse``: an SSE body as frames;
 * ``serve``: the app under a real uvicorn on 127.0.0.1, configured as ``rag serve`` does.
 * ``upload``: ``POST /v1/documents`` and wait for the document to leave ``pending``.
@@ -202,9 +202,15 @@ class Clock:
 
     def __init__(self) -> None:
         self.now = 1000.0
+        self.slept: list[float] = []
 
     def __call__(self) -> float:
         return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        """An ``asyncio.sleep`` stand-in that moves this clock instead of waiting."""
+        self.slept.append(seconds)
+        self.now += seconds
 
 
 def hit(n: int, text: str, **fields: Any) -> Hit:

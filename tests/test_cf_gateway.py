@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -31,7 +32,7 @@ def gateway_url(fake: FakeCloudflare, model_path: str) -> str:
     return f"{GATEWAY_BASE}/{fake.account_id}/{fake.gateway_id}/workers-ai/{model}"
 
 
-def on_gateway(fake: FakeCloudflare, **kw: str) -> CloudflareClient:
+def on_gateway(fake: FakeCloudflare, **kw: Any) -> CloudflareClient:
     return fake.client(gateway_id=fake.gateway_id, **kw)
 
 

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 from cf_fake import FakeCloudflare
 from cf_fake.vectorize import VectorizeState
+from fakes import Clock
 from sqlalchemy import select
 
 from rag.backends.cloudflare.vectorize import VectorizeIndex
@@ -296,6 +297,51 @@ async def test_wait_falls_back_to_get_by_ids_when_info_names_a_foreign_write(env
     env.vz.process()
     assert await env.index.wait_for_mutations(1.0) == 2  # metadata index + our upsert
     assert any(s.route == "/rag/get_by_ids" for s in env.vz.requests)
+
+
+def clocked(env: Env, clock: Clock, jitter: float = 0.0) -> VectorizeIndex:
+    """An index whose client sleeps on ``clock``: a wait's polls in simulated time."""
+    client = env.fake.client(sleep=clock.sleep, clock=clock)
+    client.jitter = lambda: jitter
+    return VectorizeIndex(client, "rag", DIM, env.sessions)
+
+
+async def test_waiting_polls_with_exponential_backoff(env: Env) -> None:
+    clock = Clock()
+    index = clocked(env, clock)  # jitter 0: the shortest delays, so the most polls
+    env.vz.delay = None  # never lands: the wait runs its whole 100 s
+    await index.upsert(["a", "b"], unit(2), [{"document_id": "d"}] * 2)
+    before = len(env.vz.requests)
+    with pytest.raises(MutationsPending):
+        await index.wait_for_mutations(100.0)
+    await index.client.aclose()
+    polls = [s.route for s in env.vz.requests[before:]]
+    # A fixed 1 s interval made 101 info calls (and as many get_by_ids) in these 100 s.
+    counts = {route: polls.count(route) for route in set(polls)}
+    # (and the metadata index, created with the first write, is now read back too).
+    assert counts == {"/rag/info": 25, "/rag/get_by_ids": 25, "/rag/metadata_index/list": 25}
+    assert clock.slept[:6] == [0.25, 0.5, 1.0, 2.0, 4.0, 5.0] and max(clock.slept) == 5.0
+    assert clock.now == pytest.approx(1100.0)
+
+
+async def test_a_delete_is_read_back_when_processed_up_to_never_names_it(env: Env) -> None:
+    clock = Clock()
+    index = clocked(env, clock, jitter=0.5)
+    env.vz.progress_as_number = True  # never equal to a mutationId
+    await index.create()
+    env.vz.put("rag", "x", unit(1)[0].tolist(), {"document_id": "d"})
+    await index.delete(["x"])
+    recorded = [mutation for _, mutation in await index.pending_mutations()]
+    assert await index.wait_for_mutations(30.0) == 2  # the metadata index and the delete
+    info = await index.info()
+    await index.client.aclose()
+    # A number on the wire, compared as text, and never one of our ids: processedUpTo
+    # Mutation alone would have waited out the 30 s, as was seen on Cloudflare.
+    assert info.processed_up_to_mutation == "2" and "2" not in recorded
+    assert "x" not in env.vz.indexes["rag"].vectors
+    routes = {s.route for s in env.vz.requests}
+    assert {"/rag/get_by_ids", "/rag/metadata_index/list"} <= routes
+    assert clock.now - 1000.0 < 5  # landed after two requests: no waiting out the timeout
 
 
 async def test_list_vectors_follows_the_cursor_over_a_snapshot(env: Env) -> None:

@@ -12,13 +12,21 @@ It also plays AI Gateway (``GATEWAY_BASE``): Workers AI on the gateway's ``worke
 route, validated like the direct route; Vectorize there is refused (the gateway does
 not serve it) and counted in ``schema_errors``. With ``gateway_token`` set the gateway is
 an authenticated one and answers 401 code 2009 without ``cf-aig-authorization``.
+
+With ``rate_limit`` set it plays the account-wide API limit on the REST host: past that
+many requests in ``rate_window_s`` (on ``clock``) every call is refused for the window
+with 429, code 971 and ``Retry-After``, as reported for the real API (docs/cloudflare.md
+#rate-limits); ``rate_headers`` adds ``Ratelimit``/``Ratelimit-Policy`` to every answer.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import math
+import time
 from collections import deque
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
@@ -104,6 +112,13 @@ class FakeCloudflare:
     max_in_flight: int = 0
     sleeps: list[float] = field(default_factory=list)
     """What clients made by ``client()`` slept between retries (they never really sleep)."""
+    rate_limit: int = 0
+    """Requests the REST host accepts per ``rate_window_s``; 0: no limit."""
+    rate_window_s: float = 300.0
+    rate_headers: bool = False
+    clock: Callable[[], float] = time.monotonic
+    rate_limited: int = 0
+    """Requests refused by the simulated API limit."""
     vectorize: VectorizeState = field(init=False)
     """The Vectorize side; shares ``schema_errors`` and ``fake_errors`` with this fake."""
 
@@ -113,6 +128,8 @@ class FakeCloudflare:
         self.vectorize = VectorizeState(
             schema_errors=self.schema_errors, fake_errors=self.fake_errors
         )
+        self._accepted: deque[float] = deque()
+        self._blocked_until = 0.0
 
     # Scripting.
 
@@ -154,8 +171,16 @@ class FakeCloudflare:
         }
         return msgspec.convert({"backend": "cloudflare", "cloudflare": section}, Settings)
 
-    def client(self, aig_token: str | None = None, **cloudflare: Any) -> CloudflareClient:
-        """A real client on this fake; its retry sleeps are recorded in ``sleeps``."""
+    def client(
+        self,
+        aig_token: str | None = None,
+        *,
+        sleep: Callable[[float], Awaitable[None]] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        **cloudflare: Any,
+    ) -> CloudflareClient:
+        """A real client on this fake; its sleeps are recorded in ``sleeps`` unless a
+        test gives its own ``sleep`` (and ``clock``, which that sleep moves)."""
         environ = {"CLOUDFLARE_API_TOKEN": self.token}
         if aig_token is not None:
             environ["CLOUDFLARE_AIG_TOKEN"] = aig_token
@@ -163,7 +188,8 @@ class FakeCloudflare:
             self.settings(**cloudflare),
             environ=environ,
             transport=self.transport,
-            sleep=self._sleep,
+            sleep=sleep or self._sleep,
+            clock=clock,
         )
 
     def violations(self) -> list[str]:
@@ -197,6 +223,13 @@ class FakeCloudflare:
             return refusal
         if request.headers.get("authorization") != f"Bearer {self.token}":
             return error_envelope(401, 10000, "Authentication error")
+        if self.rate_limit and request.url.host != GATEWAY_HOST:
+            return self._rate_limited() or self._with_budget(
+                await self._serve(path, request, prefix_ok)
+            )
+        return await self._serve(path, request, prefix_ok)
+
+    async def _serve(self, path: str, request: httpx.Request, prefix_ok: bool) -> httpx.Response:
         if not prefix_ok:
             return error_envelope(404, 7003, "Could not route to the requested account")
         self.in_flight += 1
@@ -209,6 +242,37 @@ class FakeCloudflare:
             return error_envelope(exc.status, exc.code, exc.message)
         finally:
             self.in_flight -= 1
+
+    def _rate_limited(self) -> httpx.Response | None:
+        """The account-wide limit: past it, every call is refused until the block ends."""
+        now = self.clock()
+        while self._accepted and self._accepted[0] <= now - self.rate_window_s:
+            self._accepted.popleft()
+        if now < self._blocked_until or len(self._accepted) >= self.rate_limit:
+            self._blocked_until = max(self._blocked_until, now + self.rate_window_s)
+            self.rate_limited += 1
+            wait = str(math.ceil(self._blocked_until - now))
+            return self._with_budget(
+                error_envelope(
+                    429,
+                    971,
+                    "Please wait and consider throttling your request speed",
+                    {"Retry-After": wait},
+                )
+            )
+        self._accepted.append(now)
+        return None
+
+    def _with_budget(self, response: httpx.Response) -> httpx.Response:
+        if self.rate_headers:
+            now = self.clock()
+            left = 0 if now < self._blocked_until else self.rate_limit - len(self._accepted)
+            oldest = self._accepted[0] if self._accepted else now
+            reset = math.ceil(max(self._blocked_until, oldest + self.rate_window_s) - now)
+            response.headers["Ratelimit"] = f'"default";r={left};t={reset}'
+            window = f"{self.rate_window_s:g}"
+            response.headers["Ratelimit-Policy"] = f'"default";q={self.rate_limit};w={window}'
+        return response
 
     def _route(self, path: str, request: httpx.Request) -> httpx.Response:
         if "/vectorize/v2/" in path:

@@ -115,6 +115,11 @@ class VectorizeState:
         self.schema_errors = [] if schema_errors is None else schema_errors
         self.fake_errors = [] if fake_errors is None else fake_errors
         self.ticks = 0
+        self.progress_as_number = False
+        """Report ``processedUpToMutation`` as a count of applied writes, a form that never
+        equals a ``mutationId``: the schema gives the field no type, and a client that
+        waits for its id to appear there would wait forever."""
+        self.applied = 0
         self._snapshots: dict[str, tuple[list[str], int, datetime]] = {}
 
     # Test helpers: set up state and drift directly, without the API.
@@ -238,7 +243,9 @@ class VectorizeState:
             "dimensions": index.dimensions,
             "vectorCount": len(index.vectors),
             "processedUpToDatetime": index.processed_at,
-            "processedUpToMutation": index.processed_mutation,
+            "processedUpToMutation": (
+                self.applied if self.progress_as_number else index.processed_mutation
+            ),
         }
 
     def _enqueue(self, index: FakeIndex, apply: Callable[[], None]) -> dict[str, str]:
@@ -259,6 +266,7 @@ class VectorizeState:
 
     def _apply(self, index: FakeIndex, mutation: Mutation) -> None:
         mutation.apply()
+        self.applied += 1
         index.processed_mutation, index.processed_at = mutation.id, _now()
 
     def _write(self, index: FakeIndex, request: httpx.Request, *, replace: bool) -> Any:
@@ -460,4 +468,3 @@ _RESULT_SCHEMAS = {
     "metadata_index/list": "vectorize_list-metadata-index-response",
 }
 """Result schema by the path after the index name ("": the index itself)."""
-

@@ -8,10 +8,12 @@ sliding window holds each call until it fits in ``limit`` per ``window_s`` inste
 Each call reserves the first instant it may go and then sleeps until then, with no
 re-check afterwards, so a test's clock that a sleep advances (or does not) cannot make it
 spin. What Cloudflare says about its own count wins over ours when it is stricter: a
-``Ratelimit`` item with nothing remaining (other processes share the budget) or a
-``Retry-After`` holds every call until then. Such a hold longer than ``max_hold_s`` is
-raised at once, as the client does with a long ``Retry-After``: no request should sit
-for minutes. The budget is per process; sharing it between replicas is issue 9's.
+``Ratelimit`` item with nothing remaining (other processes share the budget) makes calls
+wait for its reset, and ``Ratelimit-Policy`` can lower our quota. A refusal (a 429 with
+``Retry-After``) means the account is already blocked: calls are then held, and a hold
+longer than ``max_hold_s`` is raised at once, as the client does with a long
+``Retry-After``, since no request should sit for minutes. The budget is per process;
+sharing it between replicas is issue 9's.
 """
 
 from __future__ import annotations
@@ -49,6 +51,9 @@ class RateLimiter:
         self._sleep = sleep
         self._sent: deque[float] = deque()
         self._held_until = 0.0
+        """Cloudflare refused a call: the account is blocked until then."""
+        self._spent_until = 0.0
+        """Cloudflare said the budget is spent: calls wait until then."""
         self.waited_s = 0.0
         """Seconds calls have been held in all, for tests and diagnostics."""
 
@@ -62,7 +67,7 @@ class RateLimiter:
                 http_status=429,
                 retry_after=self._held_until - now,
             )
-        at = max(now, self._held_until)
+        at = max(now, self._held_until, self._spent_until)
         if self.limit:
             while self._sent and self._sent[0] <= now - self.window_s:
                 self._sent.popleft()
@@ -79,7 +84,7 @@ class RateLimiter:
         """Take in what a response's headers say about the budget: hold calls when spent."""
         reset = spent_reset(headers.get("ratelimit", ""))
         if reset is not None:
-            self.hold(reset)
+            self._spent_until = max(self._spent_until, self._clock() + reset)
         quota = policy_quota(headers.get("ratelimit-policy", ""), self.window_s)
         if quota is not None and 0 < quota < self.limit:
             self.limit = quota
