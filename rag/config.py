@@ -147,6 +147,10 @@ class CloudflareSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True
     """This process's budget of Cloudflare API calls (Workers AI and Vectorize alike) in
     any 5 minutes; past it calls wait instead of tripping the account-wide limit, which
     blocks every call for 5 minutes. 0 turns the limiter off."""
+    first_token_deadline_s: float = 10.0
+    """Retries and ``Retry-After`` waits before a chat answer's first token stop this long
+    after the call, so the fallback chain's next provider answers instead of a user
+    waiting minutes on a busy model."""
     refusal_memory_s: float = 60.0
     """How long an outage or a refused token keeps answers in degraded mode before Workers
     AI is tried again (a 3036 lasts until 00:00 UTC); ``rag.retrieval.refusals``."""
@@ -395,6 +399,8 @@ def _check_ranges(s: Settings) -> None:
         problems.append("uploads.max_total_mb must be >= 0 (0 = no limit)")
     if s.uploads.max_concurrent_jobs < 1:
         problems.append("uploads.max_concurrent_jobs must be at least 1")
+    if s.cloudflare.first_token_deadline_s <= 0:
+        problems.append("cloudflare.first_token_deadline_s must be > 0")
     problems.extend(_overlapping_folders(s))
     problems.extend(_bad_gateway(s.cloudflare))
     if s.cloudflare.requests_per_5min < 0:

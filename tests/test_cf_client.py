@@ -32,7 +32,11 @@ from rag.errors import (
 
 EMBED = "/ai/run/@cf/baai/bge-base-en-v1.5"
 CHAT = "/ai/run/@cf/meta/llama-3.1-8b-instruct-fast"
-CHAT_BODY = {"messages": [{"role": "user", "content": "hi there"}], "stream": True}
+CHAT_BODY = {
+    "messages": [{"role": "user", "content": "hi there"}],
+    "stream": True,
+    "options": {"rejectIfBusy": True},
+}
 
 
 def exact_client(

@@ -23,7 +23,11 @@ from rag.errors import AuthError, CapacityError, ConfigError, DailyLimitExceeded
 EMBED = "/ai/run/@cf/baai/bge-base-en-v1.5"
 RERANK = "/ai/run/@cf/baai/bge-reranker-base"
 CHAT = "/ai/run/@cf/meta/llama-3.1-8b-instruct-fast"
-CHAT_BODY = {"messages": [{"role": "user", "content": "hi there"}], "stream": True}
+CHAT_BODY = {
+    "messages": [{"role": "user", "content": "hi there"}],
+    "stream": True,
+    "options": {"rejectIfBusy": True},
+}
 AIG_TOKEN = "aig-token-never-logged"
 
 

@@ -52,6 +52,7 @@ def test_trusted_proxies_take_addresses_and_networks(tmp_path: Path) -> None:
         ("colour = 'red'\n", {}, "unknown field `colour`"),
         ("[ingest]\nchunk_tokens = 400\n", {}, "ingest.chunk_tokens must leave room"),
         ("[server]\nport = 0\n", {}, "server.port must be between"),
+        ("[cloudflare]\nfirst_token_deadline_s = 0\n", {}, "first_token_deadline_s must be > 0"),
         ("[retrieval\n", {}, "not valid TOML"),
         (
             "[server]\ntrusted_proxies = ['10.0.0.1/8']\n",

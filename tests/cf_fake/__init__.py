@@ -5,8 +5,11 @@
 It checks the bearer token and the account, answers in Cloudflare's envelope, records
 every request, validates each against Cloudflare's schemas (``schema_errors``; tests
 assert it stays empty) and can be scripted to fail: ``fail_next`` queues an error
-envelope (429 with ``Retry-After``, 3036, 5xx, ...) before the body, and
-``script_chat`` makes a stream break mid-way or end without ``[DONE]``.
+envelope (429 with ``Retry-After``, 3036, 5xx, ...) before the body, ``busy`` is a model
+at capacity (3040, with a long ``Retry-After`` as seen in the wild), ``stall_next``
+receives a request whole and then keeps its reply past the client's read timeout, and
+``script_chat`` makes a stream break mid-way or end without ``[DONE]``. Clients made by
+``client()`` sleep and tell the time on ``now``, a clock only their sleeps move.
 
 It also plays AI Gateway (``GATEWAY_BASE``): Workers AI on the gateway's ``workers-ai``
 route, validated like the direct route; Vectorize there is refused (the gateway does
@@ -90,6 +93,13 @@ class Failure:
 
 
 @dataclass
+class Stall:
+    path: str
+    seconds: float
+    times: int
+
+
+@dataclass
 class FakeCloudflare:
     account_id: str = "0123456789abcdef0123456789abcdef"
     token: str = "test-token-never-logged"
@@ -119,6 +129,9 @@ class FakeCloudflare:
     clock: Callable[[], float] = time.monotonic
     rate_limited: int = 0
     """Requests refused by the simulated API limit."""
+    now: float = 0.0
+    """The clock of clients made by ``client()``, in seconds: their sleeps advance it."""
+    stalls: list[Stall] = field(default_factory=list)
     vectorize: VectorizeState = field(init=False)
     """The Vectorize side; shares ``schema_errors`` and ``fake_errors`` with this fake."""
 
@@ -145,6 +158,18 @@ class FakeCloudflare:
         """The next ``times`` requests whose path contains ``path_substring`` fail so."""
         after = None if retry_after is None else str(retry_after)
         self.failures.append(Failure(path_substring, status, cf_code, after, times, message))
+
+    def busy(self, path_substring: str, retry_after: float = 30, times: int = FOREVER) -> None:
+        """A model at capacity: 429, code 3040, and Cloudflare's ``Retry-After``."""
+        message = "Capacity temporarily exceeded, please try again."
+        self.fail_next(path_substring, 429, 3040, retry_after, times, message)
+
+    def stall_next(self, path_substring: str, seconds: float, times: int = 1) -> None:
+        """The next ``times`` requests whose path contains ``path_substring`` are received
+        and processed, but answered only after ``seconds`` (real ones: keep the client's
+        ``timeout_s`` small). Past the client's read timeout, the client gets
+        ``httpx.ReadTimeout``, raised here because a ``MockTransport`` enforces no timeouts."""
+        self.stalls.append(Stall(path_substring, seconds, times))
 
     def refuse_workers_ai(self, status: int, cf_code: int | None, message: str) -> None:
         """Every Workers AI call fails so, whatever the model, until ``stop_refusing``:
@@ -176,11 +201,12 @@ class FakeCloudflare:
         aig_token: str | None = None,
         *,
         sleep: Callable[[float], Awaitable[None]] | None = None,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Callable[[], float] | None = None,
         **cloudflare: Any,
     ) -> CloudflareClient:
-        """A real client on this fake; its sleeps are recorded in ``sleeps`` unless a
-        test gives its own ``sleep`` (and ``clock``, which that sleep moves)."""
+        """A real client on this fake; its sleeps are recorded in ``sleeps`` and move
+        ``now`` unless a test gives its own ``sleep`` (and ``clock``, which that sleep
+        moves)."""
         environ = {"CLOUDFLARE_API_TOKEN": self.token}
         if aig_token is not None:
             environ["CLOUDFLARE_AIG_TOKEN"] = aig_token
@@ -189,7 +215,7 @@ class FakeCloudflare:
             environ=environ,
             transport=self.transport,
             sleep=sleep or self._sleep,
-            clock=clock,
+            clock=clock or self._clock,
         )
 
     def violations(self) -> list[str]:
@@ -203,6 +229,21 @@ class FakeCloudflare:
 
     async def _sleep(self, seconds: float) -> None:
         self.sleeps.append(seconds)
+        self.now += seconds
+
+    def _clock(self) -> float:
+        return self.now
+
+    async def _stall(self, path: str, request: httpx.Request) -> None:
+        for stall in self.stalls:
+            if stall.path in path and stall.times > 0:
+                stall.times -= 1
+                read = request.extensions.get("timeout", {}).get("read")
+                if read is not None and stall.seconds > read:
+                    await asyncio.sleep(read)
+                    raise httpx.ReadTimeout(f"no reply within {read} s", request=request)
+                await asyncio.sleep(stall.seconds)
+                return
 
     # The API.
 
@@ -237,7 +278,9 @@ class FakeCloudflare:
         try:
             if self.latency_s:
                 await asyncio.sleep(self.latency_s)
-            return self._route(path, request)
+            response = self._route(path, request)
+            await self._stall(path, request)
+            return response
         except ApiError as exc:
             return error_envelope(exc.status, exc.code, exc.message)
         finally:

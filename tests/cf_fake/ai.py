@@ -65,6 +65,9 @@ def validate(fake: FakeCloudflare, model: str, request: httpx.Request) -> Any:
         raise ApiError(400, 5004, "Invalid data") from None
     names = schemas.model_schemas(model)
     found = schemas.problems(names["input"] if names else schemas.any_model_input(), body)
+    if model in CHAT_MODELS:
+        # A chat call must not queue behind a busy model: the chain has other providers.
+        found += schemas.problems("workers-ai_options", body)
     if found:
         fake.schema_errors += found
         raise ApiError(400, 5004, f"Invalid data: {found[0]}")

@@ -38,6 +38,9 @@ from rag.prompts import (
 TEMPERATURE = 0.2
 # Llama 3's chat template wraps each message in header and end-of-turn tokens.
 TOKENS_PER_MESSAGE = 5
+# A busy model answers 3040 at once instead of queueing the request, so the fallback
+# chain (or condense's local rule) gets its turn (docs/cloudflare.md#rate-limits).
+REJECT_IF_BUSY = {"rejectIfBusy": True}
 
 
 class SSEState:
@@ -139,6 +142,7 @@ class WorkersAIChat:
         self._prompt = prompt
         self._tokenizer = tokenizer
         self._path = f"/ai/run/{self.model}"
+        self._deadline_s = settings.first_token_deadline_s
 
     async def stream(self, question: str, sources: Sequence[Hit]) -> AsyncGenerator[str, None]:
         """Answer text in pieces as the model writes it; ``[n]`` cites ``sources[n-1]``."""
@@ -148,11 +152,14 @@ class WorkersAIChat:
             "max_tokens": self.max_tokens,
             "temperature": TEMPERATURE,
             "stream": True,
+            "options": REJECT_IF_BUSY,
         }
         state = SSEState()
         started = False
         try:
-            lines = self._client.stream_lines("POST", self._path, json=body)
+            lines = self._client.stream_lines(
+                "POST", self._path, json=body, deadline_s=self._deadline_s
+            )
             async with aclosing(lines):
                 async for line in lines:
                     started = True
@@ -183,6 +190,7 @@ class WorkersAIChat:
             "max_tokens": min(CONDENSE_MAX_TOKENS, self.max_tokens),
             "temperature": 0.0,
             "stream": False,
+            "options": REJECT_IF_BUSY,
         }
         result = await self._client.call("POST", self._path, json=body, retry=False)
         text, usage = _reply(result)

@@ -15,6 +15,23 @@ sit that long). Before any of that, every request waits its turn in the process'
 only before the first byte of the body: once output has arrived, a failure is raised as
 ``StreamTruncated`` and never retried, so an answer is never generated (and billed)
 twice.
+
+A chat stream has a first-token deadline (``[cloudflare] first_token_deadline_s``): no
+backoff and no ``Retry-After`` wait is started that would end past it, so a busy model
+(3040 with ``Retry-After: 30``) fails at once with its retryable error and the fallback
+chain asks the next provider instead of holding the first token for minutes.
+
+A read timeout (``httpx.ReadTimeout``) comes after the whole request was written, so
+Cloudflare may have run, and billed, the call. Such a call is not re-sent blindly:
+
+- a chat stream is never re-sent after one: the error is raised and the chain moves on;
+- embeddings and rerank are idempotent and cheap, so ``call`` re-sends them, but a
+  caller that passes ``on_sent_timeout`` is told of every such attempt and records it in
+  the usage ledger as a possible charge (kind ``embed-timedout``, ``rerank-timedout``);
+- a non-streamed chat call (``condense``) is never retried at all.
+
+Failures before the request was written (connect, write, pool timeouts, 5xx, 429)
+were not billed and are retried as above.
 """
 
 from __future__ import annotations
@@ -77,8 +94,8 @@ class CloudflareClient:
         transport: httpx.AsyncBaseTransport | None = None,
         sleep: Sleep = asyncio.sleep,
         jitter: Callable[[], float] = random.random,
-        gateway: Gateway | None = None,
         clock: Clock = time.monotonic,
+        gateway: Gateway | None = None,
         requests_per_5min: int = 1200,
     ) -> None:
         self.account_id = account_id
@@ -133,8 +150,8 @@ class CloudflareClient:
             max_retries=cf.max_retries,
             transport=transport,
             sleep=sleep,
-            gateway=gateway,
             clock=clock,
+            gateway=gateway,
             requests_per_5min=cf.requests_per_5min,
         )
 
@@ -178,8 +195,13 @@ class CloudflareClient:
         headers: Mapping[str, str] | None = None,
         params: Mapping[str, Any] | None = None,
         retry: bool = True,
+        on_sent_timeout: Callable[[], None] | None = None,
     ) -> Any:
-        """The envelope's ``result``; retries retryable failures unless ``retry`` is off."""
+        """The envelope's ``result``; retries retryable failures unless ``retry`` is off.
+
+        ``on_sent_timeout`` is called for every attempt whose reply timed out after the
+        request was written: Cloudflare may have billed it (see the module docstring).
+        """
         attempt = 0
         while True:
             url, sent_headers = self._target(path, headers)
@@ -191,6 +213,8 @@ class CloudflareClient:
                 self._observe(response, url)
                 return result_of(response, path)
             except httpx.TransportError as exc:
+                if isinstance(exc, httpx.ReadTimeout) and on_sent_timeout is not None:
+                    on_sent_timeout()
                 error = transport_error(exc, path)
             except CloudflareError as exc:
                 error = exc
@@ -199,13 +223,21 @@ class CloudflareClient:
                 raise error
             attempt += 1
 
-    async def stream_lines(self, method: str, path: str, *, json: Any) -> AsyncGenerator[str, None]:
+    async def stream_lines(
+        self, method: str, path: str, *, json: Any, deadline_s: float | None = None
+    ) -> AsyncGenerator[str, None]:
         """The response body line by line, as it arrives (SSE), without line endings.
+
+        Retries before the first byte stop ``deadline_s`` after the call; a read timeout
+        is never retried (the model may be generating, and billing, that answer).
 
         A model that ignores ``stream`` and answers with a JSON envelope is turned into
         one ``data:`` line holding its ``result`` followed by ``data: [DONE]``, so callers
         parse a single format.
         """
+        deadline = None
+        if deadline_s is not None:
+            deadline = self.clock() + deadline_s
         attempt = 0
         while True:
             started = False
@@ -243,10 +275,12 @@ class CloudflareClient:
                         f"{type(exc).__name__}: {exc}"
                     ) from exc
                 error = transport_error(exc, path)
+                if isinstance(exc, httpx.ReadTimeout):
+                    raise error from exc
             except CloudflareError as exc:
                 error = exc
                 self._hold_all(error, url)
-            if not await self._backoff(error, attempt):
+            if not await self._backoff(error, attempt, deadline):
                 raise error
             attempt += 1
 
@@ -264,8 +298,11 @@ class CloudflareClient:
         if error.http_status == 429 and error.cf_code not in NOT_ACCOUNT_WIDE and url[:1] == "/":
             self.limiter.hold(error.retry_after)
 
-    async def _backoff(self, error: CloudflareError, attempt: int) -> bool:
-        """Sleep before the next attempt; False when the error must be raised instead."""
+    async def _backoff(
+        self, error: CloudflareError, attempt: int, deadline: float | None = None
+    ) -> bool:
+        """Sleep before the next attempt; False when the error must be raised instead,
+        including when the sleep would end past ``deadline`` (on ``clock``)."""
         if not error.retryable or attempt >= self.max_retries:
             return False
         if error.retry_after is not None:
@@ -273,10 +310,13 @@ class CloudflareClient:
                 return False
             # A little jitter on top, so clients told the same time do not return at once.
             delay = error.retry_after + BASE_BACKOFF_S * self.jitter()
-            await self.sleep(delay)
+        else:
+            delay = jittered(BASE_BACKOFF_S * 2**attempt, MAX_BACKOFF_S, self.jitter())
+        if deadline is not None and self.clock() + delay > deadline:
+            return False
+        await self.sleep(delay)
+        if error.retry_after is not None:
             self.limiter.release_hold()
-            return True
-        await self.sleep(jittered(BASE_BACKOFF_S * 2**attempt, MAX_BACKOFF_S, self.jitter()))
         return True
 
 

@@ -19,7 +19,11 @@ from rag.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-CallKind = Literal["embed", "rerank", "chat"]
+CallKind = Literal["embed", "rerank", "chat", "embed-timedout", "rerank-timedout"]
+"""``*-timedout``: an attempt whose reply timed out after its request was sent (then
+re-sent, or given up on); Cloudflare may have billed it, so the ledger counts it as a
+possible charge, at the price of the call."""
+TIMED_OUT: dict[CallKind, CallKind] = {"embed": "embed-timedout", "rerank": "rerank-timedout"}
 PROVIDER = "workers-ai"
 
 

@@ -18,7 +18,7 @@ import numpy as np
 
 from rag.backends.cloudflare.chat import WorkersAIChat
 from rag.backends.cloudflare.client import CloudflareClient
-from rag.backends.cloudflare.neurons import CallKind, CostSink, PriceTable
+from rag.backends.cloudflare.neurons import TIMED_OUT, CallKind, CostSink, PriceTable
 from rag.backends.local.tokenizer import WordPieceTokenizer
 from rag.config import CloudflareSettings
 from rag.domain import Hit
@@ -65,6 +65,23 @@ class _Costed:
         if self._on_cost is not None:
             cost = self._prices.cost(model, kind, input_tokens, output_tokens, neurons, estimated)
             self._on_cost(cost)
+
+    async def _billed_call(
+        self,
+        client: CloudflareClient,
+        path: str,
+        body: dict[str, Any],
+        kind: CallKind,
+        model: str,
+        input_tokens: int,
+    ) -> Any:
+        """``client.call``, re-sent after a read timeout like any retryable failure, but
+        with each timed-out attempt in the ledger: Cloudflare may have run and billed it."""
+
+        def possible_charge() -> None:
+            self._report(model, TIMED_OUT[kind], input_tokens)
+
+        return await client.call("POST", path, json=body, on_sent_timeout=possible_charge)
 
 
 class WorkersAIEmbedder(_Costed):
@@ -132,11 +149,13 @@ class WorkersAIEmbedder(_Costed):
     async def _embed_batch(self, batch: list[tuple[str, int]]) -> Vectors:
         texts = [text for text, _ in batch]
         async with self._in_flight:
-            result = await self._client.call(
-                "POST", self._path, json={"text": texts, "pooling": self.pooling}
+            tokens = sum(count for _, count in batch)
+            body = {"text": texts, "pooling": self.pooling}
+            result = await self._billed_call(
+                self._client, self._path, body, "embed", self.model_id, tokens
             )
         vectors = self._vectors(result, len(texts))
-        self._report(self.model_id, "embed", sum(count for _, count in batch))
+        self._report(self.model_id, "embed", tokens)
         return vectors
 
     def _vectors(self, result: Any, expected: int) -> Vectors:
@@ -210,7 +229,10 @@ class WorkersAIReranker(_Costed):
             "contexts": [{"text": candidates[i].text} for i in usable],
             "top_k": min(k, len(usable)),
         }
-        result = await self._client.call("POST", self._path, json=body)
+        tokens = self._pair_tokens(query, [candidates[i] for i in usable])
+        result = await self._billed_call(
+            self._client, self._path, body, "rerank", self.name, tokens
+        )
         items = result.get("response") if isinstance(result, dict) else None
         if not isinstance(items, list):
             raise CloudflareError(f"{self.name}: no 'response' list in {str(result)[:200]}")
@@ -223,7 +245,7 @@ class WorkersAIReranker(_Costed):
             hit = candidates[usable[index]]
             ranked.append(msgspec.structs.replace(hit, score=score, relevance=sigmoid(score)))
         ranked.sort(key=lambda hit: hit.score, reverse=True)
-        self._report(self.name, "rerank", self._pair_tokens(query, [candidates[i] for i in usable]))
+        self._report(self.name, "rerank", tokens)
         return ranked[:k]
 
     def _pair_tokens(self, query: str, hits: Sequence[Hit]) -> int:
