@@ -21,7 +21,7 @@ import json
 from collections import deque
 from dataclasses import dataclass, field
 from functools import cache
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 import msgspec
@@ -92,6 +92,10 @@ class FakeCloudflare:
     """Added to every request, for concurrency tests and benchmarks."""
     chunk_delay_s: float = 0.0
     """Between streamed events."""
+    rerank_scale: Literal["logits", "probabilities"] = "logits"
+    """What the reranker returns: Cloudflare's page shows logits; no live run has said."""
+    rate_limit_headers: dict[str, str] = field(default_factory=dict)
+    """Sent on every answer, as the REST API sends ``Ratelimit`` and ``Ratelimit-Policy``."""
     requests: list[Recorded] = field(default_factory=list)
     schema_errors: list[str] = field(default_factory=list)
     """Requests that broke Cloudflare's schemas or documented limits: must stay empty."""
@@ -181,6 +185,11 @@ class FakeCloudflare:
     # The API.
 
     async def _handle(self, request: httpx.Request) -> httpx.Response:
+        response = await self._answer(request)
+        response.headers.update(self.rate_limit_headers)
+        return response
+
+    async def _answer(self, request: httpx.Request) -> httpx.Response:
         if request.url.host == GATEWAY_HOST:
             path, refusal = self._through_gateway(request)
             prefix_ok = refusal is None
