@@ -94,6 +94,8 @@ class FakeCloudflare:
     """Between streamed events."""
     rerank_scale: Literal["logits", "probabilities"] = "logits"
     """What the reranker returns: Cloudflare's page shows logits; no live run has said."""
+    token_owner: Literal["user", "account"] = "user"
+    """Whose token ``token`` is: each verify endpoint accepts only its own kind."""
     rate_limit_headers: dict[str, str] = field(default_factory=dict)
     """Sent on every answer, as the REST API sends ``Ratelimit`` and ``Ratelimit-Policy``."""
     requests: list[Recorded] = field(default_factory=list)
@@ -206,6 +208,8 @@ class FakeCloudflare:
             return refusal
         if request.headers.get("authorization") != f"Bearer {self.token}":
             return error_envelope(401, 10000, "Authentication error")
+        if request.url.path.endswith("/user/tokens/verify"):
+            return self._verify("user")
         if not prefix_ok:
             return error_envelope(404, 7003, "Could not route to the requested account")
         self.in_flight += 1
@@ -219,7 +223,15 @@ class FakeCloudflare:
         finally:
             self.in_flight -= 1
 
+    def _verify(self, owner: str) -> httpx.Response:
+        if owner != self.token_owner:
+            return error_envelope(401, 1000, "Invalid API Token")
+        result = {"id": "f267e341f3dd4697bd3b9f71dd96247f", "status": "active"}
+        return httpx.Response(200, json={"result": result, "success": True, "errors": []})
+
     def _route(self, path: str, request: httpx.Request) -> httpx.Response:
+        if path == "/tokens/verify" and request.method == "GET":
+            return self._verify("account")
         if "/vectorize/v2/" in path:
             # A scripted failure means the request never reached the index.
             return self._scripted(path) or self.vectorize.handle(request)
