@@ -24,7 +24,6 @@ from collections.abc import Sequence
 from typing import Literal
 
 Scale = Literal["logits", "probabilities"]
-ScaleSetting = Literal["auto", "logits", "probabilities"]
 
 
 def sigmoid(score: float) -> float:
