@@ -16,7 +16,7 @@ from cf_fake.ai import vector_for
 from rag.backends.cloudflare.chat import SSEState
 from rag.backends.cloudflare.client import CloudflareClient
 from rag.backends.cloudflare.neurons import CallCost, PriceTable
-from rag.backends.cloudflare.rerank_scale import detect, sigmoid
+from rag.backends.cloudflare.rerank_scale import detect, relevance, sigmoid
 from rag.backends.cloudflare.workers_ai import (
     WorkersAIChat,
     WorkersAIEmbedder,
@@ -256,12 +256,13 @@ async def test_auto_keeps_the_last_scale_for_a_single_candidate(
 ) -> None:
     fake.rerank_scale = "probabilities"
     model = reranker(fake, client, costs)
-    (alone,) = await model.rerank("the cat sat on the mat", [IRRELEVANT], 1)
+    scales = []
+    for candidates in ([IRRELEVANT], [IRRELEVANT, RELEVANT], [IRRELEVANT]):
+        ranked = await model.rerank("the cat sat on the mat", candidates, len(candidates))
+        scales.append(model.scale)
+        assert ranked[-1].relevance == pytest.approx(relevance(ranked[-1].score, model.scale))
     # One score in [0, 1] cannot tell: the model page's logits until a response shows.
-    assert model.scale == "logits" and alone.relevance == pytest.approx(sigmoid(alone.score))
-    await model.rerank("the cat sat on the mat", [IRRELEVANT, RELEVANT], 2)
-    (alone,) = await model.rerank("the cat sat on the mat", [IRRELEVANT], 1)
-    assert model.scale == "probabilities" and alone.relevance == alone.score
+    assert scales == ["logits", "probabilities", "probabilities"]
 
 
 def test_detect_reads_each_response() -> None:
