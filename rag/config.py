@@ -140,7 +140,12 @@ class CloudflareSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True
     """Ceiling on generated tokens per answer."""
     index_name: str = "rag"
     min_rerank_score: float = 0.1
-    """Evidence gate on this backend: best reranker score below this means "not covered"."""
+    """Evidence gate on this backend: best reranker relevance (in [0, 1]) below this means
+    "not covered"."""
+    rerank_scores: Literal["auto", "logits", "probabilities"] = "auto"
+    """The scale the reranker returns: "logits" get a sigmoid, "probabilities" are used as
+    they are; "auto" detects it from each response's values (``rerank_scale``, where its
+    limits are). ``rag doctor`` shows the raw scores, to pin it once it is known."""
     timeout_s: float = 30.0
     max_retries: int = 4
     requests_per_5min: int = 1200

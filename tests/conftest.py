@@ -34,6 +34,16 @@ that a server on loopback refuses, as it would a DNS-rebound name."""
 # subprocess. Tests that want a variable set it themselves.
 _OUTSIDE_ENV = ("RAG_", "CLOUDFLARE_", "OPENAI_", "OPENROUTER_")
 
+# The one way past that: `RAG_LIVE_CLOUDFLARE=1` opts in to the live tests
+# (test_live_cloudflare.py, marked `live`), and only then are the account's credentials
+# kept, here, read at import, before the strip below; they reach the live tests' own
+# clients through the `live_credentials` fixture and are never put back in os.environ.
+LIVE_CREDENTIALS: dict[str, str] = (
+    {name: os.environ.get(name, "") for name in ("CLOUDFLARE_API_TOKEN", "CLOUDFLARE_ACCOUNT_ID")}
+    if os.environ.get("RAG_LIVE_CLOUDFLARE") == "1"
+    else {}
+)
+
 
 @pytest.fixture(autouse=True, scope="session")
 def _clean_environment() -> Iterator[None]:
@@ -43,6 +53,16 @@ def _clean_environment() -> Iterator[None]:
             if name.startswith(_OUTSIDE_ENV):
                 patch.delenv(name)
         yield
+
+
+@pytest.fixture
+def live_credentials() -> dict[str, str]:
+    """The opted-in token and account, or a skip that says how to opt in."""
+    if not LIVE_CREDENTIALS:
+        pytest.skip("live Cloudflare test: set RAG_LIVE_CLOUDFLARE=1 to run it")
+    if not all(LIVE_CREDENTIALS.values()):
+        pytest.skip("RAG_LIVE_CLOUDFLARE=1 needs CLOUDFLARE_API_TOKEN and CLOUDFLARE_ACCOUNT_ID")
+    return dict(LIVE_CREDENTIALS)
 
 
 def make_settings(tmp_path: Path, **sections: Mapping[str, object]) -> Settings:

@@ -3,7 +3,7 @@ mapping, chat streaming in both chunk styles, usage, ``[DONE]`` and costs."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import fakes
 import httpx
@@ -16,11 +16,11 @@ from cf_fake.ai import vector_for
 from rag.backends.cloudflare.chat import SSEState
 from rag.backends.cloudflare.client import CloudflareClient
 from rag.backends.cloudflare.neurons import CallCost, PriceTable
+from rag.backends.cloudflare.rerank_scale import detect, relevance, sigmoid
 from rag.backends.cloudflare.workers_ai import (
     WorkersAIChat,
     WorkersAIEmbedder,
     WorkersAIReranker,
-    sigmoid,
 )
 from rag.config import Settings
 from rag.domain import Hit
@@ -177,9 +177,9 @@ def test_a_model_without_a_price_fails_at_start(
 
 
 def reranker(
-    fake: FakeCloudflare, client: CloudflareClient, costs: list[CallCost]
+    fake: FakeCloudflare, client: CloudflareClient, costs: list[CallCost], **cloudflare: Any
 ) -> WorkersAIReranker:
-    settings = fake.settings()
+    settings = fake.settings(**cloudflare)
     prices = PriceTable(settings.prices)
     return WorkersAIReranker(client, settings.cloudflare, prices, shared_tokenizer(), costs.append)
 
@@ -224,6 +224,54 @@ async def test_rerank_nothing_sends_nothing(
 ) -> None:
     assert await reranker(fake, client, costs).rerank("q", [], 5) == []
     assert fake.requests == [] and costs == []
+
+
+RELEVANT = hit(1, "the cat sat on the mat")
+IRRELEVANT = hit(2, "dogs bark at night")
+
+
+@pytest.mark.parametrize("returned", ["logits", "probabilities"])
+@pytest.mark.parametrize("setting", ["auto", "pinned"])
+async def test_rerank_relevance_follows_the_scale_returned(
+    fake: FakeCloudflare,
+    client: CloudflareClient,
+    costs: list[CallCost],
+    returned: Literal["logits", "probabilities"],
+    setting: str,
+) -> None:
+    fake.rerank_scale = returned
+    model = reranker(fake, client, costs, rerank_scores=returned if setting == "pinned" else "auto")
+    ranked = await model.rerank("the cat sat on the mat", [IRRELEVANT, RELEVANT], 2)
+    assert [h.chunk_id for h in ranked] == ["c1", "c2"]
+    # Either way the irrelevant pair falls under the 0.1 gate: applying a sigmoid to
+    # probabilities would have lifted it to at least 0.5.
+    assert ranked[0].relevance == pytest.approx(sigmoid(3.0), abs=1e-5)
+    assert ranked[1].relevance == pytest.approx(sigmoid(-3.0), abs=1e-5)
+    assert ranked[1].relevance < model.min_relevance
+    assert model.scale == returned
+
+
+async def test_auto_keeps_the_last_scale_for_a_single_candidate(
+    fake: FakeCloudflare, client: CloudflareClient, costs: list[CallCost]
+) -> None:
+    fake.rerank_scale = "probabilities"
+    model = reranker(fake, client, costs)
+    scales = []
+    for candidates in ([IRRELEVANT], [IRRELEVANT, RELEVANT], [IRRELEVANT]):
+        ranked = await model.rerank("the cat sat on the mat", candidates, len(candidates))
+        scales.append(model.scale)
+        assert ranked[-1].relevance == pytest.approx(relevance(ranked[-1].score, model.scale))
+    # One score in [0, 1] cannot tell: the model page's logits until a response shows.
+    assert scales == ["logits", "probabilities", "probabilities"]
+
+
+def test_detect_reads_each_response() -> None:
+    assert detect([2.5, -1.0]) == "logits"
+    assert detect([0.2, 1.5]) == "logits"
+    assert detect([0.9, 0.01]) == "probabilities"
+    assert detect([0.4]) == "logits" and detect([0.4], "probabilities") == "probabilities"
+    assert detect([-0.1], "probabilities") == "logits"
+    assert detect([]) == "logits"
 
 
 def test_sigmoid_is_stable() -> None:

@@ -13,6 +13,7 @@ from rag.cli.ask import ask
 from rag.cli.chat import chat
 from rag.cli.cloudflare import audit, vectorize
 from rag.cli.config import db, show_config
+from rag.cli.doctor import doctor
 from rag.cli.eval import eval_group
 from rag.cli.ingest import ingest
 from rag.cli.keys import keys
@@ -55,6 +56,7 @@ for _command in (
     usage,
     vectorize,
     audit,
+    doctor,
     eval_group,
 ):
     main.add_command(_command)

@@ -32,7 +32,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from functools import cache
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 import msgspec
@@ -110,6 +110,12 @@ class FakeCloudflare:
     """Added to every request, for concurrency tests and benchmarks."""
     chunk_delay_s: float = 0.0
     """Between streamed events."""
+    rerank_scale: Literal["logits", "probabilities"] = "logits"
+    """What the reranker returns: Cloudflare's page shows logits; no live run has said."""
+    token_owner: Literal["user", "account"] = "user"
+    """Whose token ``token`` is: each verify endpoint accepts only its own kind."""
+    rate_limit_headers: dict[str, str] = field(default_factory=dict)
+    """Sent on every answer, as the REST API sends ``Ratelimit`` and ``Ratelimit-Policy``."""
     requests: list[Recorded] = field(default_factory=list)
     schema_errors: list[str] = field(default_factory=list)
     """Requests that broke Cloudflare's schemas or documented limits: must stay empty."""
@@ -248,6 +254,11 @@ class FakeCloudflare:
     # The API.
 
     async def _handle(self, request: httpx.Request) -> httpx.Response:
+        response = await self._answer(request)
+        response.headers.update(self.rate_limit_headers)
+        return response
+
+    async def _answer(self, request: httpx.Request) -> httpx.Response:
         if request.url.host == GATEWAY_HOST:
             path, refusal = self._through_gateway(request)
             prefix_ok = refusal is None
@@ -271,6 +282,8 @@ class FakeCloudflare:
         return await self._serve(path, request, prefix_ok)
 
     async def _serve(self, path: str, request: httpx.Request, prefix_ok: bool) -> httpx.Response:
+        if request.url.path.endswith("/user/tokens/verify"):
+            return self._verify("user")
         if not prefix_ok:
             return error_envelope(404, 7003, "Could not route to the requested account")
         self.in_flight += 1
@@ -317,7 +330,17 @@ class FakeCloudflare:
             response.headers["Ratelimit-Policy"] = f'"default";q={self.rate_limit};w={window}'
         return response
 
+    def _verify(self, owner: str) -> httpx.Response:
+        # Not in the shared OpenAPI subset, so not validated: the shape is Cloudflare's
+        # API reference for both verify endpoints (an id and a status).
+        if owner != self.token_owner:
+            return error_envelope(401, 1000, "Invalid API Token")
+        result = {"id": "f267e341f3dd4697bd3b9f71dd96247f", "status": "active"}
+        return httpx.Response(200, json={"result": result, "success": True, "errors": []})
+
     def _route(self, path: str, request: httpx.Request) -> httpx.Response:
+        if path == "/tokens/verify" and request.method == "GET":
+            return self._verify("account")
         if "/vectorize/v2/" in path:
             # A scripted failure means the request never reached the index.
             return self._scripted(path) or self.vectorize.handle(request)

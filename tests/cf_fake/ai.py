@@ -2,9 +2,10 @@
 
 Embeddings are deterministic pseudo-random vectors per (text, pooling), deliberately
 not unit length, so the client's normalisation is exercised. The reranker scores word
-overlap as a logit. Chat answers from the first source it was given, streamed as SSE
-in the native or the OpenAI style, with padding, a final usage chunk and ``[DONE]``,
-unless a ``ChatScript`` says otherwise (cut mid-way, no ``[DONE]``, no usage).
+overlap as a logit, or as its sigmoid (``rerank_scale``). Chat answers from the first
+source it was given, streamed as SSE in the native or the OpenAI style, with padding, a
+final usage chunk and ``[DONE]``, unless a ``ChatScript`` says otherwise (cut mid-way,
+no ``[DONE]``, no usage).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import math
 import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -79,7 +81,7 @@ def respond(fake: FakeCloudflare, model: str, body: Any) -> httpx.Response:
     if model in EMBED_MODELS:
         return _ok(fake, _embed(fake, model, body), names)
     if model in RERANK_MODELS:
-        return _ok(fake, _rerank(body), names)
+        return _ok(fake, _rerank(body, fake.rerank_scale), names)
     if model in CHAT_MODELS:
         return _chat(fake, body, names)
     raise ApiError(400, 5007, f"No such model {model} or task")
@@ -120,12 +122,14 @@ def _words(text: str) -> set[str]:
     return {w.lower() for w in WORD.findall(text)}
 
 
-def _rerank(body: dict[str, Any]) -> dict[str, Any]:
+def _rerank(body: dict[str, Any], scale: str) -> dict[str, Any]:
     query = _words(body["query"])
     scored = []
     for index, context in enumerate(body["contexts"]):
         overlap = len(query & _words(context.get("text", ""))) / max(1, len(query))
-        scored.append({"id": index, "score": round(6.0 * overlap - 3.0, 6)})
+        logit = 6.0 * overlap - 3.0
+        score = logit if scale == "logits" else 1.0 / (1.0 + math.exp(-logit))
+        scored.append({"id": index, "score": round(score, 6)})
     scored.sort(key=lambda item: -item["score"])
     return {"response": scored[: body.get("top_k", len(scored))]}
 

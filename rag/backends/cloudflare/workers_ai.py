@@ -9,7 +9,6 @@ in ``chat`` (this module would outgrow its size otherwise) and is re-exported he
 from __future__ import annotations
 
 import asyncio
-import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -19,6 +18,7 @@ import numpy as np
 from rag.backends.cloudflare.chat import WorkersAIChat
 from rag.backends.cloudflare.client import CloudflareClient
 from rag.backends.cloudflare.neurons import TIMED_OUT, CallKind, CostSink, PriceTable
+from rag.backends.cloudflare.rerank_scale import Scale, detect, relevance
 from rag.backends.local.tokenizer import WordPieceTokenizer
 from rag.config import CloudflareSettings
 from rag.domain import Hit
@@ -185,19 +185,12 @@ class WorkersAIEmbedder(_Costed):
         return unit
 
 
-def sigmoid(score: float) -> float:
-    if score >= 0:
-        return 1.0 / (1.0 + math.exp(-score))
-    z = math.exp(score)
-    return z / (1.0 + z)
-
-
 class WorkersAIReranker(_Costed):
     """``Reranker`` over bge-reranker-base: a cross-encoder scores each (query, chunk).
 
-    ``score`` is the model's raw score (a logit); ``relevance`` is its sigmoid, in
-    [0, 1], as Cloudflare's model page suggests, and is what the evidence gate compares
-    with ``min_relevance`` (``[cloudflare] min_rerank_score``).
+    ``score`` is the model's raw score; ``relevance`` is that score as a probability in
+    [0, 1] (its sigmoid when the scores are logits, ``rerank_scale``), and is what the
+    evidence gate compares with ``min_relevance`` (``[cloudflare] min_rerank_score``).
     """
 
     def __init__(
@@ -215,6 +208,9 @@ class WorkersAIReranker(_Costed):
         self._client = client
         self._tokenizer = tokenizer
         self._path = f"/ai/run/{self.name}"
+        self.scale_setting = settings.rerank_scores
+        # What "auto" last detected: the fallback for a response too small to tell.
+        self.scale: Scale = "logits" if settings.rerank_scores == "auto" else settings.rerank_scores
 
     async def rerank(self, query: str, candidates: Sequence[Hit], k: int) -> list[Hit]:
         """The best ``k`` candidates in final order, ``score`` and ``relevance`` set."""
@@ -236,14 +232,18 @@ class WorkersAIReranker(_Costed):
         items = result.get("response") if isinstance(result, dict) else None
         if not isinstance(items, list):
             raise CloudflareError(f"{self.name}: no 'response' list in {str(result)[:200]}")
-        ranked = []
+        scored = []
         for item in items:
             index = item.get("id") if isinstance(item, dict) else None
             if not isinstance(index, int) or not 0 <= index < len(usable):
                 raise CloudflareError(f"{self.name}: result id {index!r} names no context")
-            score = float(item["score"])
-            hit = candidates[usable[index]]
-            ranked.append(msgspec.structs.replace(hit, score=score, relevance=sigmoid(score)))
+            scored.append((candidates[usable[index]], float(item["score"])))
+        if self.scale_setting == "auto":
+            self.scale = detect([score for _, score in scored], self.scale)
+        ranked = [
+            msgspec.structs.replace(hit, score=score, relevance=relevance(score, self.scale))
+            for hit, score in scored
+        ]
         ranked.sort(key=lambda hit: hit.score, reverse=True)
         self._report(self.name, "rerank", tokens)
         return ranked[:k]
