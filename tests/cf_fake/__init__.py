@@ -108,6 +108,9 @@ class FakeCloudflare:
     """Set: the gateway is authenticated and wants this in ``cf-aig-authorization``."""
     latency_s: float = 0.0
     """Added to every request, for concurrency tests and benchmarks."""
+    path_latency_s: dict[str, float] = field(default_factory=dict)
+    """Added to requests whose account path starts with a key ("/ai/run/": an embedding
+    call's, "/vectorize/": an upsert's), on top of ``latency_s``; for benchmarks."""
     chunk_delay_s: float = 0.0
     """Between streamed events."""
     rerank_scale: Literal["logits", "probabilities"] = "logits"
@@ -289,8 +292,11 @@ class FakeCloudflare:
         self.in_flight += 1
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
         try:
-            if self.latency_s:
-                await asyncio.sleep(self.latency_s)
+            delay = self.latency_s + next(
+                (s for prefix, s in self.path_latency_s.items() if path.startswith(prefix)), 0.0
+            )
+            if delay:
+                await asyncio.sleep(delay)
             response = self._route(path, request)
             await self._stall(path, request)
             return response
