@@ -5,6 +5,7 @@
 * ``ScriptedChat``: a ``ChatModel`` that plays a script;
 * ``ScriptedService``: a ``QAService`` that plays scripts and records what it was asked;
 * ``Clock``: time that moves only when a test (or its ``sleep``) says so;
+* ``done_event``: a ``DoneEvent`` with only what a test cares about;
 * ``hit``: a ``Hit`` with only what a test cares about; ``parse_sse``: an SSE body as frames;
 * ``serve``: the app under a real uvicorn on 127.0.0.1, configured as ``rag serve`` does.
 * ``upload``: ``POST /v1/documents`` and wait for the document to leave ``pending``.
@@ -28,7 +29,7 @@ import uvicorn
 from litestar import Litestar
 
 from rag.config import ServerSettings
-from rag.domain import AnswerEvent, Hit, Turn
+from rag.domain import AnswerEvent, DoneEvent, Hit, Latency, Turn, Usage
 from rag.ports import EmbedKind, QAService, Tokenizer, Vectors
 from rag.service import checked_text
 from rag.web.server import uvicorn_config
@@ -211,6 +212,21 @@ class Clock:
         """An ``asyncio.sleep`` stand-in that moves this clock instead of waiting."""
         self.slept.append(seconds)
         self.now += seconds
+
+
+def done_event(answer: str, **fields: Any) -> DoneEvent:
+    """A grounded, uncached extractive ``done`` carrying ``answer``; ``fields`` override."""
+    done = DoneEvent(
+        answer=answer,
+        citations=(),
+        grounded=True,
+        provider="extractive",
+        cached=False,
+        usage=Usage(),
+        latency_ms=Latency(),
+        trace_id="t",
+    )
+    return msgspec.structs.replace(done, **fields)
 
 
 def hit(n: int, text: str, **fields: Any) -> Hit:

@@ -25,7 +25,7 @@ import msgspec
 import pytest
 import uvicorn
 from conftest import CORPUS, make_settings
-from fakes import FakeEmbedder, ScriptedService
+from fakes import FakeEmbedder, ScriptedService, done_event
 from litestar import Litestar
 
 from rag.config import Settings
@@ -382,13 +382,21 @@ GUIDE = Source(
 )  # fmt: skip
 
 
+def scripted_app(service: ScriptedService) -> AppFactory:
+    """The app on default settings over a scripted service."""
+
+    @asynccontextmanager
+    async def open_app() -> AsyncIterator[Litestar]:
+        yield create_app(Settings(), service=service)
+
+    return open_app
+
+
 def scripted_done(text: str) -> DoneEvent:
-    return DoneEvent(
-        answer=text,
+    return done_event(
+        text,
         citations=(Citation(n=1, chunk_id="c1", document="guide.md", page=2, quote="Run it."),),
-        grounded=True,
         provider="workers-ai:@cf/meta/llama-3.1-8b-instruct-fast",
-        cached=False,
         usage=Usage(neurons=12.5, usd=0.000138, input_tokens=900, output_tokens=60),
         latency_ms=Latency(retrieve=20.0, first_token=180.0, total=1450.0),
         trace_id="t-scripted",
@@ -406,11 +414,7 @@ def test_error_retry_and_dropped_connection(browser: WebDriver, tmp_path: Path) 
         [sources, DeltaEvent(answer), scripted_done(answer)],
     )
 
-    @asynccontextmanager
-    async def open_app() -> AsyncIterator[Litestar]:
-        yield create_app(Settings(), service=service)
-
-    with serve(open_app) as url:
+    with serve(scripted_app(service)) as url:
         browser.get(url + "/")
         first = ask(browser, "How do I index a folder?")
         notice = wait(browser).until(
@@ -454,11 +458,7 @@ def test_a_degraded_answer_says_so(browser: WebDriver) -> None:
     done = msgspec.structs.replace(scripted_done(answer), provider="extractive", degraded=why)
     service = ScriptedService([SourcesEvent((GUIDE,)), DeltaEvent(answer), done])
 
-    @asynccontextmanager
-    async def open_app() -> AsyncIterator[Litestar]:
-        yield create_app(Settings(), service=service)
-
-    with serve(open_app) as url:
+    with serve(scripted_app(service)) as url:
         browser.get(url + "/")
         turn = ask(browser, "How do I index a folder?")
         wait(browser).until(lambda _: finished(turn))

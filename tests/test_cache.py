@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 from conftest import make_settings
-from fakes import FakeEmbedder, ScriptedChat
+from fakes import FakeEmbedder, ScriptedChat, done_event
 
 from rag.answer.cache import AnswerCache, cache_key, cacheable, key_parts, normalise
 from rag.answer.chain import FallbackChain
@@ -40,12 +40,10 @@ KEY: dict[str, Any] = {
 
 
 def done(provider: str = "workers-ai:x", grounded: bool = True) -> DoneEvent:
-    return DoneEvent(
-        answer="Alpha [1].",
-        citations=(),
+    return done_event(
+        "Alpha [1].",
         grounded=grounded,
         provider=provider,
-        cached=False,
         usage=Usage(neurons=12.5, input_tokens=900),
         latency_ms=Latency(retrieve=50.0, first_token=300.0, total=900.0),
         trace_id="t-1",

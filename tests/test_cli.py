@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner, Result
-from fakes import ScriptedService, hit
+from fakes import ScriptedService, done_event, hit
 
 from rag import service as rag_service
 from rag.answer.flow import NOT_COVERED
@@ -24,11 +24,9 @@ from rag.cli import main
 from rag.domain import (
     Citation,
     DeltaEvent,
-    DoneEvent,
     Latency,
     Source,
     SourcesEvent,
-    Usage,
 )
 
 DOCS = {
@@ -387,15 +385,11 @@ def token_stream(*pieces: str) -> ScriptedService:
     source = Source(
         n=1, chunk_id="c1", document="backup.txt", title="backup", page=None, score=0.8, snippet=""
     )
-    done = DoneEvent(
-        answer="".join(pieces),
+    done = done_event(
+        "".join(pieces),
         citations=(Citation(n=1, chunk_id="c1", document="backup.txt", page=None, quote=""),),
-        grounded=True,
         provider="llm",
-        cached=False,
-        usage=Usage(),
         latency_ms=Latency(retrieve=1.0, first_token=2.0, total=3.0),
-        trace_id="t",
     )
     return ScriptedService(
         [SourcesEvent((source,)), *(DeltaEvent(p) for p in pieces), done], hits=[hit(1, "x")]

@@ -17,12 +17,12 @@ import pytest
 from cf_fake import FakeCloudflare
 from cf_service import cloudflare_service, write_server_docs
 from conftest import LOCAL_URL
-from fakes import parse_sse
+from fakes import done_event, parse_sse
 from litestar.testing import AsyncTestClient
 
 from rag.answer.cache import cacheable
 from rag.config import Settings
-from rag.domain import AnswerEvent, DoneEvent, Latency, SourcesEvent, Usage
+from rag.domain import AnswerEvent, DoneEvent, SourcesEvent
 from rag.errors import (
     AuthError,
     CapacityError,
@@ -165,8 +165,7 @@ def test_not_a_refusal_is_not_remembered() -> None:
 
 
 def plain_done(**changes: Any) -> DoneEvent:
-    done = DoneEvent("Port 8000 [1].", (), True, "extractive", False, Usage(), Latency(), "t")
-    return msgspec.structs.replace(done, **changes)
+    return done_event("Port 8000 [1].", **changes)
 
 
 def test_degraded_answers_are_not_cached() -> None:

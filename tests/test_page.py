@@ -10,26 +10,17 @@ from typing import Any
 
 import pytest
 from conftest import LOCAL_URL
-from fakes import Call, ScriptedService
+from fakes import Call, ScriptedService, done_event
 from litestar.testing import AsyncTestClient
 from page_assets import REMOTE, asset_urls
 
 from rag.config import Settings
-from rag.domain import DeltaEvent, DoneEvent, Latency, SourcesEvent, Usage
+from rag.domain import DeltaEvent, SourcesEvent
 from rag.web import create_app
 from rag.web.page import STATIC_DIR
 from rag.web.schemas import HISTORY_PARAM_MAX_CHARS
 
-DONE = DoneEvent(
-    answer="Hi.",
-    citations=(),
-    grounded=False,
-    provider="extractive",
-    cached=False,
-    usage=Usage(),
-    latency_ms=Latency(),
-    trace_id="t",
-)
+DONE = done_event("Hi.", grounded=False)
 SVG_NAMESPACE = "http://www.w3.org/2000/svg"  # a name, never fetched
 
 

@@ -18,7 +18,7 @@ import fakes
 import msgspec
 import pytest
 from conftest import LOCAL_URL
-from fakes import Call, Pause, ScriptedService, Step, parse_sse
+from fakes import Call, Pause, ScriptedService, Step, done_event, parse_sse
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
@@ -26,12 +26,10 @@ from rag.config import ServerSettings, Settings
 from rag.domain import (
     Citation,
     DeltaEvent,
-    DoneEvent,
     Hit,
     Latency,
     Source,
     SourcesEvent,
-    Usage,
 )
 from rag.errors import InputError, ModelError
 from rag.web import create_app
@@ -49,13 +47,9 @@ SOURCES = SourcesEvent(
         ),
     )
 )
-DONE = DoneEvent(
-    answer="Run rag ingest [1].",
+DONE = done_event(
+    "Run rag ingest [1].",
     citations=(Citation(n=1, chunk_id="c1", document="guide.md", page=None, quote="Run it."),),
-    grounded=True,
-    provider="extractive",
-    cached=False,
-    usage=Usage(),
     latency_ms=Latency(retrieve=1.0, first_token=2.0, total=3.0),
     trace_id="t-1",
 )
