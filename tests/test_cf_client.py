@@ -13,7 +13,7 @@ from typing import Any
 
 import httpx
 import pytest
-from cf_fake import API_BASE, FakeCloudflare
+from cf_fake import API_BASE, CHAT, CHAT_BODY, EMBED, FakeCloudflare
 
 from rag.backends.cloudflare.client import TOKEN_HINT, CloudflareClient
 from rag.errors import (
@@ -29,14 +29,6 @@ from rag.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
-
-EMBED = "/ai/run/@cf/baai/bge-base-en-v1.5"
-CHAT = "/ai/run/@cf/meta/llama-3.1-8b-instruct-fast"
-CHAT_BODY = {
-    "messages": [{"role": "user", "content": "hi there"}],
-    "stream": True,
-    "options": {"rejectIfBusy": True},
-}
 
 
 def exact_client(

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from cf_fake import FakeCloudflare, shared_tokenizer
+from cf_fake import CHAT, EMBED, RERANK, FakeCloudflare, shared_tokenizer
 from fakes import ScriptedChat, hit
 
 from rag.answer.chain import FallbackChain
@@ -21,9 +21,6 @@ from rag.backends.cloudflare.workers_ai import (
 )
 from rag.errors import CapacityError, CloudflareError
 
-CHAT = "/ai/run/@cf/meta/llama-3.1-8b-instruct-fast"
-EMBED = "/ai/run/@cf/baai/bge-base-en-v1.5"
-RERANK = "/ai/run/@cf/baai/bge-reranker-base"
 HITS = [hit(1, "Alpha is the first letter of the Greek alphabet.")]
 FALLBACK_ANSWER = "Alpha is the first letter. [1]"
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import httpx
 import pytest
-from cf_fake import API_BASE, GATEWAY_BASE, FakeCloudflare, Recorded
+from cf_fake import API_BASE, CHAT, CHAT_BODY, EMBED, GATEWAY_BASE, RERANK, FakeCloudflare, Recorded
 from cf_service import cloudflare_service, write_server_docs
 
 from rag.backends.cloudflare.client import CloudflareClient
@@ -20,14 +20,6 @@ from rag.config import effective, load_settings
 from rag.domain import DoneEvent
 from rag.errors import AuthError, CapacityError, ConfigError, DailyLimitExceeded, StreamTruncated
 
-EMBED = "/ai/run/@cf/baai/bge-base-en-v1.5"
-RERANK = "/ai/run/@cf/baai/bge-reranker-base"
-CHAT = "/ai/run/@cf/meta/llama-3.1-8b-instruct-fast"
-CHAT_BODY = {
-    "messages": [{"role": "user", "content": "hi there"}],
-    "stream": True,
-    "options": {"rejectIfBusy": True},
-}
 AIG_TOKEN = "aig-token-never-logged"
 
 

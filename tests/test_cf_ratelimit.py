@@ -11,7 +11,7 @@ import asyncio
 
 import httpx
 import pytest
-from cf_fake import FakeCloudflare
+from cf_fake import EMBED, FakeCloudflare
 from fakes import Clock
 
 from rag.backends.cloudflare.client import CloudflareClient
@@ -19,7 +19,6 @@ from rag.backends.cloudflare.ratelimit import policy_quota, spent_reset
 from rag.errors import CapacityError
 
 INFO = "/vectorize/v2/indexes/rag/info"
-EMBED = "/ai/run/@cf/baai/bge-base-en-v1.5"
 
 
 def limited(limit: int, **fake_fields: object) -> tuple[FakeCloudflare, Clock]:

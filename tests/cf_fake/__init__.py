@@ -57,6 +57,16 @@ __all__ = [
 API_BASE = "https://api.cloudflare.test/client/v4"
 GATEWAY_BASE = "https://gateway.ai.cloudflare.test/v1"
 GATEWAY_HOST = httpx.URL(GATEWAY_BASE).host
+# The default models' Workers AI paths, and a chat body the schemas accept, for tests
+# that drive the client directly.
+EMBED = "/ai/run/@cf/baai/bge-base-en-v1.5"
+RERANK = "/ai/run/@cf/baai/bge-reranker-base"
+CHAT = "/ai/run/@cf/meta/llama-3.1-8b-instruct-fast"
+CHAT_BODY = {
+    "messages": [{"role": "user", "content": "hi there"}],
+    "stream": True,
+    "options": {"rejectIfBusy": True},
+}
 FOREVER = -1
 """A scripted failure's ``times`` that never runs out."""
 
