@@ -38,7 +38,13 @@ class IngestSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw
     chunk_tokens: int = 200
     overlap_tokens: int = 32
     max_file_mb: float = 50.0
-    extensions: tuple[str, ...] = (".md", ".markdown", ".txt", ".rst", ".html", ".htm", ".pdf")
+    extensions: tuple[str, ...] = (
+        ".md", ".markdown", ".txt", ".rst", ".html", ".htm", ".pdf",
+        ".docx", ".docm", ".xlsx", ".xlsm", ".pptx", ".pptm",
+        ".doc", ".xls", ".ppt",
+    )  # fmt: skip
+    """What a folder walk picks up. The legacy ``.doc``, ``.xls`` and ``.ppt`` are listed
+    so that they are recorded as skipped, with the reason, rather than passed over."""
     batch_size: int = 100
     """Texts per embedding call, gathered across documents. 100 is one full Workers AI
     request (its limit per request); the local model runs a call 8 texts at a time and
@@ -48,6 +54,12 @@ class IngestSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw
     pdf_max_pages: int = 2000
     pdf_passwords: tuple[str, ...] = ()
     """Tried, after the empty password, on encrypted PDFs; never put in a failure reason."""
+    office_max_unzipped_mb: float = 512.0
+    """What the parts of one Office file may unpack to, by the sizes its ZIP directory
+    declares (zip bombs are refused before anything is inflated). Office files also run
+    under ``pdf_timeout_s`` and ``pdf_memory_mb``."""
+    xlsx_max_cells: int = 500_000
+    """Cells read from one workbook; a larger one is skipped rather than cut short."""
 
 
 class RetrievalSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
