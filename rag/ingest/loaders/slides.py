@@ -4,7 +4,7 @@ worker process.
 A slide is a page, so a citation names its slide number. Its title (the title
 placeholder; "Slide N" without one) is its heading; then the text of its shapes in
 the order the slide stores them (group shapes opened, list levels indented), its
-tables as row groups that repeat the header row, and its speaker notes last, under
+table rows naming their columns, and its speaker notes last, under
 "Speaker notes:" so a passage says where it came from. Macros in a ``.pptm`` are never
 read.
 """
@@ -45,10 +45,7 @@ def _slide(slide: Any, number: int, budget: int) -> str:
         if title_shape is not None and shape.shape_id == title_shape.shape_id:
             continue
         if getattr(shape, "has_table", False):
-            rows = [
-                [line(cell.text).replace("|", "\\|") for cell in row.cells]
-                for row in shape.table.rows
-            ]
+            rows = [[line(cell.text) for cell in row.cells] for row in shape.table.rows]
             rows = [row for row in rows if any(row)]
             blocks.extend(text for _, _, text in table_groups(rows, budget))
         elif getattr(shape, "has_text_frame", False) and (text := _text_frame(shape.text_frame)):

@@ -1,11 +1,12 @@
 """DOCX (and DOCM) to Markdown with python-docx: runs in the bounded worker process.
 
 Headings come from paragraph styles ("Title", "Heading 1" ... "Heading 9"), list items
-from list styles or numbering (indented by their level), tables become row groups that
-repeat their header row, all in document order. Headers, footers, comments and tracked
+from list styles or numbering (indented by their level), and table rows name the columns
+of the table's first row; all in document order. Headers, footers, comments and tracked
 deletions are left out: they repeat on every page or are not the document's text. A
-macro-enabled file is opened as the package it is (``Package.open``): python-docx's
-``Document()`` refuses its content type, and the VBA part is never read.
+macro-enabled file's main part is read as the document part it is (python-docx knows
+only the plain content type, and ``Document()`` refuses the other); the VBA project is
+never read.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 
 from rag.ingest.loaders.office_markdown import heading, line, table_groups
 
+DOCM_MAIN = "application/vnd.ms-word.document.macroEnabled.main+xml"
 _HEADING_STYLE = re.compile(r"^heading (\d)$", re.IGNORECASE)
 _LIST_STYLE = re.compile(r"^list\b(?:.*\s(\d)$)?", re.IGNORECASE)
 
@@ -54,7 +56,7 @@ def _table_rows(table: Any) -> list[list[str]]:
         for cell in row.cells:
             # A merged cell is returned once per grid column it spans: keep it once.
             if cell._tc is not previous:
-                cells.append(line(cell.text).replace("|", "\\|"))
+                cells.append(line(cell.text))
             previous = cell._tc
         rows.append(cells)
     return [row for row in rows if any(row)]
@@ -62,9 +64,13 @@ def _table_rows(table: Any) -> list[list[str]]:
 
 def extract(path: str, budget: int) -> dict[str, Any]:
     """``{"title", "parts": [markdown]}``: the whole document as one Markdown text."""
+    from docx.opc.part import PartFactory
     from docx.package import Package
+    from docx.parts.document import DocumentPart
     from docx.table import Table
 
+    # In the worker process only: its python-docx serves nobody else.
+    PartFactory.part_type_for.setdefault(DOCM_MAIN, DocumentPart)
     document = Package.open(path).main_document_part.document
     blocks: list[str] = []
     items: list[str] = []
