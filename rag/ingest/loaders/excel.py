@@ -2,9 +2,11 @@
 
 Every worksheet is a heading, and its rows a table whose first non-empty row is the
 header: each row below it names its columns, and the rows are cut into groups that fit
-a chunk, each under its own heading (``## Sheet1, rows 2-41``) when there are several. Formulas read as the values Excel cached when it last saved the file
-(``data_only=True``): openpyxl computes nothing, and a file never opened in Excel after
-a formula was written has no cached value, so such a cell is empty. Macros in an
+a chunk, each under its own heading (``## Sheet1, rows 2-41``) when there are several.
+
+Formulas read as the values Excel cached when it last saved the file (``data_only``):
+openpyxl computes nothing, and a file never opened in Excel after a formula was written
+has no cached value, so such a cell is empty. Macros in an
 ``.xlsm`` are never loaded (``keep_vba`` stays off). The workbook is streamed
 (``read_only``) and bounded by ``ingest.xlsx_max_cells``: a larger one is skipped, not
 cut short silently.
