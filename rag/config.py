@@ -223,6 +223,13 @@ class BudgetSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw
     """Once spent (UTC day), generation moves to the next provider; 0 means no cap."""
 
 
+class OcrSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    engine: Literal["local", "workers-ai"] = "local"
+    """Who reads scans, images and Office files. "workers-ai" (backend = "cloudflare"
+    only) sends them to Workers AI's Markdown conversion, with the local loaders as the
+    fallback when a conversion fails (``rag.ingest.convert``)."""
+
+
 class CacheSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     enabled: bool = True
     max_entries: int = 10000
@@ -288,6 +295,7 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     prices: PriceSettings = msgspec.field(default_factory=PriceSettings)
     budget: BudgetSettings = msgspec.field(default_factory=BudgetSettings)
     cache: CacheSettings = msgspec.field(default_factory=CacheSettings)
+    ocr: OcrSettings = msgspec.field(default_factory=OcrSettings)
     eval: EvalSettings = msgspec.field(default_factory=EvalSettings)
     auth: AuthSettings = msgspec.field(default_factory=AuthSettings)
     uploads: UploadSettings = msgspec.field(default_factory=UploadSettings)
@@ -387,6 +395,10 @@ def _readable(message: str) -> str:
 
 def _check_ranges(s: Settings) -> None:
     problems = []
+    if s.ocr.engine == "workers-ai" and s.backend != "cloudflare":
+        problems.append('ocr.engine = "workers-ai" needs backend = "cloudflare"')
+    if s.ingest.office_max_unzipped_mb <= 0 or s.ingest.xlsx_max_cells < 1:
+        problems.append("ingest.office_max_unzipped_mb and ingest.xlsx_max_cells must be > 0")
     if s.ingest.chunk_tokens < 16:
         problems.append("ingest.chunk_tokens must be at least 16")
     if not 0 <= s.ingest.overlap_tokens < s.ingest.chunk_tokens // 2:

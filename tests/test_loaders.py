@@ -16,7 +16,7 @@ from pypdf import PdfReader, PdfWriter
 from pypdf.generic import DictionaryObject, NameObject, PdfObject
 
 from rag.config import IngestSettings, load_settings
-from rag.errors import DocumentError, UnreadableDocument, UnsupportedDocument
+from rag.errors import DocumentError, NoTextLayer, UnreadableDocument, UnsupportedDocument
 from rag.ingest.loaders import load, pdf, supported
 from rag.ingest.loaders.pdf_worker import (
     WorkerCrashed,
@@ -200,7 +200,7 @@ def test_plain_text(
         ("garbage.pdf", bytes(range(256)) * 8, UnreadableDocument, "PDF could not be opened: "),
         ("cut.pdf", TWO_PAGES[: len(TWO_PAGES) // 2], UnreadableDocument, "PDF could not be"),
         ("enc.pdf", rewrite(TWO_PAGES, user="secret"), UnreadableDocument, "PDF is encrypted"),
-        ("blank.pdf", rewrite(TWO_PAGES, blank=True), UnreadableDocument, "PDF has no text layer"),
+        ("blank.pdf", rewrite(TWO_PAGES, blank=True), NoTextLayer, "PDF has no text layer"),
     ],
 )
 def test_refusals(

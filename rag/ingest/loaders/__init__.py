@@ -19,7 +19,7 @@ from rag.ingest.loaders.markdown import load_markdown
 from rag.ingest.loaders.pdf import load_pdf
 from rag.ingest.loaders.text import load_text
 
-__all__ = ["close", "load", "readable_extensions", "supported"]
+__all__ = ["check_file", "close", "load", "readable_extensions", "supported"]
 
 _BY_SUFFIX: dict[str, Callable[[Path, bytes], LoadedDocument]] = {
     ".txt": load_text,
@@ -55,13 +55,9 @@ def supported(path: Path, settings: IngestSettings) -> bool:
     return path.suffix.lower() in readable_extensions(settings)
 
 
-def load(path: Path, settings: IngestSettings) -> LoadedDocument:
-    """Read one file; raises ``UnsupportedDocument`` (skipped) or ``UnreadableDocument`` (failed).
-
-    Synchronous and possibly slow (a PDF or an Office file may take up to
-    ``ingest.pdf_timeout_s``): async
-    callers run it in a thread. Safe to call from several threads at once.
-    """
+def check_file(path: Path, settings: IngestSettings) -> None:
+    """What every file must pass before it is read: a configured extension a loader
+    reads, a file there, not empty, within ``ingest.max_file_mb``. Raises a ``DocumentError``."""
     suffix = path.suffix.lower()
     if not supported(path, settings):
         raise UnsupportedDocument(f"unsupported file type {suffix or '(no extension)'!r}")
@@ -76,6 +72,17 @@ def load(path: Path, settings: IngestSettings) -> LoadedDocument:
         raise UnsupportedDocument(
             f"file is {size / 2**20:.1f} MB, over the {limit:g} MB limit (ingest.max_file_mb)"
         )
+
+
+def load(path: Path, settings: IngestSettings) -> LoadedDocument:
+    """Read one file; raises ``UnsupportedDocument`` (skipped) or ``UnreadableDocument`` (failed).
+
+    Synchronous and possibly slow (a PDF or an Office file may take up to
+    ``ingest.pdf_timeout_s``): async callers run it in a thread. Safe to call from several
+    threads at once.
+    """
+    check_file(path, settings)
+    suffix = path.suffix.lower()
     if suffix in _IN_WORKERS:
         doc = _IN_WORKERS[suffix](path, settings)
     else:
