@@ -58,8 +58,11 @@ class IngestSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw
     """What the parts of one Office file may unpack to, by the sizes its ZIP directory
     declares (zip bombs are refused before anything is inflated). Office files also run
     under ``pdf_timeout_s`` and ``pdf_memory_mb``."""
-    xlsx_max_cells: int = 500_000
-    """Cells read from one workbook; a larger one is skipped rather than cut short."""
+    xlsx_max_cells: int = 200_000
+    """Cells read from one workbook; a larger one is skipped rather than cut short. openpyxl
+    reads some 10,000 to 20,000 cells a second on one shared core
+    (``benchmarks/office_bench.py``), so this keeps a workbook well inside
+    ``pdf_timeout_s``, and its text to a few thousand chunks."""
 
 
 class RetrievalSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):

@@ -21,28 +21,31 @@ _HEADING_STYLE = re.compile(r"^heading (\d)$", re.IGNORECASE)
 _LIST_STYLE = re.compile(r"^list\b(?:.*\s(\d)$)?", re.IGNORECASE)
 
 
-def _style(paragraph: Any) -> str:
-    return (paragraph.style.name if paragraph.style is not None else "") or ""
+def _style(paragraph: Any, names: dict[str, str]) -> str:
+    # python-docx's ``paragraph.style`` looks the default style up by scanning every
+    # style, for every paragraph without its own: minutes on a long document. The id
+    # a paragraph names, mapped once per document, says the same.
+    style_id = paragraph._p.style
+    return names.get(style_id, "") if style_id else ""
 
 
-def _level(paragraph: Any) -> int | None:
+def _level(name: str) -> int | None:
     """The heading level a paragraph's style gives it, or None for body text: "Title"
     above "Heading 1", so the title stays at the head of every heading path."""
-    name = _style(paragraph)
     if name.lower() == "title":
         return 1
     match = _HEADING_STYLE.match(name)
     return int(match.group(1)) + 1 if match else None
 
 
-def _list_depth(paragraph: Any) -> int | None:
+def _list_depth(paragraph: Any, name: str) -> int | None:
     """How deep a list item sits (0 = top), or None when the paragraph is not one."""
     ppr = paragraph._p.pPr
     numbering = ppr.numPr if ppr is not None else None
     if numbering is not None and numbering.ilvl is not None:
         return int(numbering.ilvl.val)
     # "List Bullet 2" and its kind number their level in the style's name.
-    match = _LIST_STYLE.match(_style(paragraph))
+    match = _LIST_STYLE.match(name)
     if match is not None:
         return int(match.group(1)) - 1 if match.group(1) else 0
     return 0 if numbering is not None else None
@@ -72,6 +75,7 @@ def extract(path: str, budget: int) -> dict[str, Any]:
     # In the worker process only: its python-docx serves nobody else.
     PartFactory.part_type_for.setdefault(DOCM_MAIN, DocumentPart)
     document = Package.open(path).main_document_part.document
+    names = {style.style_id: style.name or "" for style in document.styles}
     blocks: list[str] = []
     items: list[str] = []
     first_heading = ""
@@ -89,7 +93,8 @@ def extract(path: str, budget: int) -> dict[str, Any]:
         text = line(block.text)
         if not text:
             continue
-        level, depth = _level(block), _list_depth(block)
+        name = _style(block, names)
+        level, depth = _level(name), _list_depth(block, name)
         if level is not None:
             close_list()
             first_heading = first_heading or text
