@@ -28,6 +28,15 @@ ROADMAP_MD = (
 )
 
 
+def drive(tmp_path: Path, **files: bytes) -> Path:
+    """A folder of ``files`` (names with a dot written as ``name_ext``: ``scan_pdf``)."""
+    folder = tmp_path / "drive"
+    folder.mkdir()
+    for name, data in files.items():
+        (folder / name.replace("_", ".")).write_bytes(data)
+    return folder
+
+
 def blank_pdf() -> bytes:
     """A scan, as far as text goes: one page and no text layer."""
     writer = PdfWriter()
@@ -93,13 +102,14 @@ def test_the_engine_needs_the_cloudflare_backend(tmp_path: Path) -> None:
 async def test_ingestion_converts_office_files_and_scans_and_falls_back_locally(
     fake: FakeCloudflare, tmp_path: Path
 ) -> None:
-    folder = tmp_path / "drive"
-    folder.mkdir()
-    (folder / "roadmap.pptx").write_bytes(pptx_bytes())
-    (folder / "policy.docx").write_bytes(docx_bytes())
-    (folder / "sites.xlsx").write_bytes(xlsx_bytes(rows=3))
-    (folder / "scan.pdf").write_bytes(blank_pdf())
-    (folder / "notes.md").write_text("# Notes\n\nMarkdown never leaves the machine.\n")
+    folder = drive(
+        tmp_path,
+        roadmap_pptx=pptx_bytes(),
+        policy_docx=docx_bytes(),
+        sites_xlsx=xlsx_bytes(rows=3),
+        scan_pdf=blank_pdf(),
+        notes_md=b"# Notes\n\nMarkdown never leaves the machine.\n",
+    )
     fake.converter.markdown["roadmap.pptx"] = ROADMAP_MD
     fake.converter.markdown["scan.pdf"] = "# Scanned invoice\n\nInvoice 4471 is due in May.\n"
     fake.converter.errors["policy.docx"] = "Conversion of this file failed"
@@ -136,9 +146,7 @@ async def test_ingestion_converts_office_files_and_scans_and_falls_back_locally(
 async def test_a_scan_that_cannot_be_converted_fails_with_both_reasons(
     fake: FakeCloudflare, tmp_path: Path
 ) -> None:
-    folder = tmp_path / "drive"
-    folder.mkdir()
-    (folder / "scan.pdf").write_bytes(blank_pdf())
+    folder = drive(tmp_path, scan_pdf=blank_pdf())
     fake.converter.errors["scan.pdf"] = "no text found"
     async with cloudflare_service(fake, tmp_path, ocr={"engine": "workers-ai"}) as service:
         report = await service.ingest([folder])
@@ -153,9 +161,7 @@ async def test_a_scan_that_cannot_be_converted_fails_with_both_reasons(
 async def test_the_local_engine_never_calls_the_converter(
     fake: FakeCloudflare, tmp_path: Path
 ) -> None:
-    folder = tmp_path / "drive"
-    folder.mkdir()
-    (folder / "roadmap.pptx").write_bytes(pptx_bytes())
+    folder = drive(tmp_path, roadmap_pptx=pptx_bytes())
     async with cloudflare_service(fake, tmp_path) as service:
         report = await service.ingest([folder])
     assert report.new == 1 and fake.calls("/ai/tomarkdown") == []
@@ -164,9 +170,7 @@ async def test_the_local_engine_never_calls_the_converter(
 async def test_a_disguised_office_file_is_never_uploaded(
     fake: FakeCloudflare, tmp_path: Path
 ) -> None:
-    folder = tmp_path / "drive"
-    folder.mkdir()
-    (folder / "sheet.docx").write_bytes(xlsx_bytes(rows=1))
+    folder = drive(tmp_path, sheet_docx=xlsx_bytes(rows=1))
     async with cloudflare_service(fake, tmp_path, ocr={"engine": "workers-ai"}) as service:
         report = await service.ingest([folder])
     assert report.failed == 1 and "not a Word document" in report.problems[0]["reason"]

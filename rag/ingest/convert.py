@@ -50,17 +50,17 @@ async def load(
 ) -> LoadedDocument:
     """The file converted, or read by ``local`` (``fell_back`` told why) when that fails."""
     suffix = path.suffix.lower()
-    media_type = CONVERTED.get(suffix)
     scan: NoTextLayer | None = None
-    if media_type is None:
-        if suffix != ".pdf":
-            return await asyncio.to_thread(local, path, settings)
+    if suffix == ".pdf":
         try:
             return await asyncio.to_thread(local, path, settings)
         except NoTextLayer as exc:
             scan, media_type = exc, "application/pdf"
-    else:
+    elif suffix in CONVERTED:
+        media_type = CONVERTED[suffix]
         await asyncio.to_thread(_check, path, suffix, settings)
+    else:
+        return await asyncio.to_thread(local, path, settings)
     try:
         data = await asyncio.to_thread(path.read_bytes)
         converted = await converter.convert(path.name, data, media_type)

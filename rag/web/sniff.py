@@ -16,7 +16,7 @@ the first KiB":
   ZIP named ``.txt``). A script starting with ``#!`` is text: it is stored as text
   (never with an executable bit), which is exactly what it is.
 
-* Office files are ZIP packages (``PK\x03\x04`` at byte 0) whose directory holds
+* Office files are ZIP packages (``PK\\x03\\x04`` at byte 0) whose directory holds
   ``[Content_Types].xml`` and the main parts of the kind the extension names (``word/``
   for ``.docx`` and ``.docm``, ``xl/``, ``ppt/``): a ``.docx`` that holds a workbook, or
   any other ZIP, is refused. Only the ZIP's central directory is read here; the loader
