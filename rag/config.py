@@ -38,7 +38,13 @@ class IngestSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw
     chunk_tokens: int = 200
     overlap_tokens: int = 32
     max_file_mb: float = 50.0
-    extensions: tuple[str, ...] = (".md", ".markdown", ".txt", ".rst", ".html", ".htm", ".pdf")
+    extensions: tuple[str, ...] = (
+        ".md", ".markdown", ".txt", ".rst", ".html", ".htm", ".pdf",
+        ".docx", ".docm", ".xlsx", ".xlsm", ".pptx", ".pptm",
+        ".doc", ".xls", ".ppt",
+    )  # fmt: skip
+    """What a folder walk picks up. The legacy ``.doc``, ``.xls`` and ``.ppt`` are listed
+    so that they are recorded as skipped, with the reason, rather than passed over."""
     batch_size: int = 100
     """Texts per embedding call, gathered across documents. 100 is one full Workers AI
     request (its limit per request); the local model runs a call 8 texts at a time and
@@ -48,6 +54,15 @@ class IngestSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw
     pdf_max_pages: int = 2000
     pdf_passwords: tuple[str, ...] = ()
     """Tried, after the empty password, on encrypted PDFs; never put in a failure reason."""
+    office_max_unzipped_mb: float = 512.0
+    """What the parts of one Office file may unpack to, by the sizes its ZIP directory
+    declares (zip bombs are refused before anything is inflated). Office files also run
+    under ``pdf_timeout_s`` and ``pdf_memory_mb``."""
+    xlsx_max_cells: int = 200_000
+    """Cells read from one workbook; a larger one is skipped rather than cut short. openpyxl
+    reads some 10,000 to 20,000 cells a second on one shared core
+    (``benchmarks/office_bench.py``), so this keeps a workbook well inside
+    ``pdf_timeout_s``, and its text to a few thousand chunks."""
 
 
 class RetrievalSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -211,6 +226,13 @@ class BudgetSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw
     """Once spent (UTC day), generation moves to the next provider; 0 means no cap."""
 
 
+class OcrSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    engine: Literal["local", "workers-ai"] = "local"
+    """Who reads scans, images and Office files. "workers-ai" (backend = "cloudflare"
+    only) sends them to Workers AI's Markdown conversion, with the local loaders as the
+    fallback when a conversion fails (``rag.ingest.convert``)."""
+
+
 class CacheSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     enabled: bool = True
     max_entries: int = 10000
@@ -276,6 +298,7 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     prices: PriceSettings = msgspec.field(default_factory=PriceSettings)
     budget: BudgetSettings = msgspec.field(default_factory=BudgetSettings)
     cache: CacheSettings = msgspec.field(default_factory=CacheSettings)
+    ocr: OcrSettings = msgspec.field(default_factory=OcrSettings)
     eval: EvalSettings = msgspec.field(default_factory=EvalSettings)
     auth: AuthSettings = msgspec.field(default_factory=AuthSettings)
     uploads: UploadSettings = msgspec.field(default_factory=UploadSettings)
@@ -375,6 +398,10 @@ def _readable(message: str) -> str:
 
 def _check_ranges(s: Settings) -> None:
     problems = []
+    if s.ocr.engine == "workers-ai" and s.backend != "cloudflare":
+        problems.append('ocr.engine = "workers-ai" needs backend = "cloudflare"')
+    if s.ingest.office_max_unzipped_mb <= 0 or s.ingest.xlsx_max_cells < 1:
+        problems.append("ingest.office_max_unzipped_mb and ingest.xlsx_max_cells must be > 0")
     if s.ingest.chunk_tokens < 16:
         problems.append("ingest.chunk_tokens must be at least 16")
     if not 0 <= s.ingest.overlap_tokens < s.ingest.chunk_tokens // 2:

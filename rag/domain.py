@@ -39,6 +39,14 @@ class LoadedDocument(msgspec.Struct, frozen=True):
     pages: int | None = None
 
 
+class Converted(msgspec.Struct, frozen=True):
+    """One file as a remote converter returned it (``rag.ports.DocumentConverter``)."""
+
+    markdown: str
+    tokens: int = 0
+    """The converter's estimate of the text's size in tokens (0 when it gave none)."""
+
+
 class ChunkDraft(msgspec.Struct, frozen=True):
     """A chunk as the chunker cut it, before it has a database identity."""
 

@@ -12,6 +12,8 @@ machine-readable ``code``; the message is written for the person who reads it.
     ├── DocumentError          one file could not be read; ingestion records it and goes on
     │   ├── UnsupportedDocument   skipped: not a format we read, empty, too large
     │   └── UnreadableDocument    failed: corrupt, encrypted, no text layer, timed out
+    │       ├── NoTextLayer          a PDF with no text to extract (a scan)
+    │       └── ConversionFailed     the remote converter gave no Markdown for the file
     ├── ModelError             an embedder, reranker or chat model failed (502)
     │   ├── ModelUnavailable      model files missing or corrupt (503)
     │   └── CloudflareError       a Workers AI / Vectorize call failed (carries cf_code,
@@ -73,6 +75,14 @@ class UnsupportedDocument(DocumentError):
 class UnreadableDocument(DocumentError):
     status = "failed"
     code = "unreadable_document"
+
+
+class NoTextLayer(UnreadableDocument):
+    """A scan: OCR, or a remote converter, may still read it."""
+
+
+class ConversionFailed(UnreadableDocument):
+    code = "conversion_failed"
 
 
 class ModelError(RagError):

@@ -9,7 +9,15 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 import numpy as np
 import numpy.typing as npt
 
-from rag.domain import AnswerEvent, Hit, IngestReport, LoadedDocument, SearchResult, Turn
+from rag.domain import (
+    AnswerEvent,
+    Converted,
+    Hit,
+    IngestReport,
+    LoadedDocument,
+    SearchResult,
+    Turn,
+)
 from rag.errors import NotFound
 
 if TYPE_CHECKING:
@@ -157,6 +165,18 @@ class Progress:
 
 Loader = Callable[[Path, "IngestSettings"], LoadedDocument]
 """Reads one file into a document (``rag.ingest.loaders.load``); blocking, may be slow."""
+
+
+class DocumentConverter(Protocol):
+    """Turns one file into Markdown elsewhere (Workers AI's ``tomarkdown``): scans, images
+    and Office files, with the local loaders as the fallback (``rag.ingest.convert``)."""
+
+    name: str
+
+    async def convert(self, name: str, data: bytes, media_type: str) -> Converted:
+        """The file's text as Markdown; raises a ``RagError`` when it cannot be converted
+        (a ``DocumentError`` for the file itself, a ``CloudflareError`` for the call)."""
+        ...
 
 
 class Cost(Protocol):

@@ -39,6 +39,7 @@ from rag.ingest.loaders import load
 from rag.ports import (
     ChatModel,
     Condenser,
+    DocumentConverter,
     Embedder,
     KeywordSearch,
     Loader,
@@ -88,6 +89,8 @@ class Components:
     """The evidence gate's threshold: its scale belongs to the reranker."""
     loader: Loader = load
     """Reads one file for ingestion."""
+    converter: DocumentConverter | None = None
+    """Converts scans, images and Office files first (``[ocr] engine = "workers-ai"``)."""
     client: CloudflareClient | None = None
     """The one ``CloudflareClient``, when a role runs on Workers AI or Vectorize."""
     condenser: Condenser | None = None
@@ -168,6 +171,14 @@ async def build(
         if overrides.wrap_embedder is not None:
             embedder = overrides.wrap_embedder(embedder)
         index = await NumpyIndex.load(engine, embedder.model_id, embedder.dimension)
+    converter: DocumentConverter | None = None
+    if settings.ocr.engine == "workers-ai":
+        from rag.backends.cloudflare.neurons import PriceTable
+        from rag.backends.cloudflare.tomarkdown import WorkersAIConverter
+
+        if client is None or settings.backend != "cloudflare":
+            raise ConfigError('[ocr] engine = "workers-ai" needs backend = "cloudflare"')
+        converter = WorkersAIConverter(client, PriceTable(settings.prices), ledger)
     condensers: list[Condenser] = []
     providers = _chat_providers(
         settings, client, ledger, answer_embedder, overrides, closers, condensers
@@ -181,6 +192,7 @@ async def build(
         index=index,
         min_relevance=min_relevance,
         loader=overrides.loader or load,
+        converter=converter,
         client=client,
         # On Cloudflare the chat model condenses follow-ups (when it is in the chain).
         condenser=condensers[0] if condensers and settings.backend == "cloudflare" else None,

@@ -119,6 +119,7 @@ class RagService(QAService):
         self.cache = AnswerCache(self._quick, settings.cache)
         self.index: VectorIndex = components.index
         self.loader = components.loader
+        self.converter = components.converter
         self.refusals = components.refusals
         self.retriever = Retriever(
             self.sessions,
@@ -312,7 +313,13 @@ class RagService(QAService):
         if self.settings.backend == "cloudflare":
             await self._check_workers_ai()
         ingestor = Ingestor(
-            self.settings.ingest, self.sessions, self.embedder, self.index, progress, self.loader
+            self.settings.ingest,
+            self.sessions,
+            self.embedder,
+            self.index,
+            progress,
+            self.loader,
+            self.converter,
         )
         with self.ledger.meter("ingest") as meter, storage_errors(self.db_path):
             try:

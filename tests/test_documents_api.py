@@ -148,7 +148,9 @@ async def test_content_must_match_the_type(
     assert (await api.client.get("/v1/documents")).json()["total"] == 0
 
 
-READABLE = ".htm, .html, .markdown, .md, .pdf, .rst, .txt"
+READABLE = (
+    ".docm, .docx, .htm, .html, .markdown, .md, .pdf, .pptm, .pptx, .rst, .txt, .xlsm, .xlsx"
+)
 
 
 @pytest.mark.parametrize(
@@ -168,9 +170,9 @@ async def test_a_refused_type_names_the_accepted_ones(api: Api, name: str, messa
     ("extensions", "message"),
     [
         # Only what a loader reads is offered, whatever the case it is configured in.
-        ([".MD", ".docx", ".pdf"], "unsupported file type '.txt': upload one of .md, .pdf"),
+        ([".MD", ".odt", ".pdf"], "unsupported file type '.txt': upload one of .md, .pdf"),
         (
-            [".docx"],
+            [".odt"],
             "unsupported file type '.txt', and no type is accepted: "
             "[ingest] extensions lists none that rag reads",
         ),

@@ -16,7 +16,7 @@ from pypdf import PdfReader, PdfWriter
 from pypdf.generic import DictionaryObject, NameObject, PdfObject
 
 from rag.config import IngestSettings, load_settings
-from rag.errors import DocumentError, UnreadableDocument, UnsupportedDocument
+from rag.errors import DocumentError, NoTextLayer, UnreadableDocument, UnsupportedDocument
 from rag.ingest.loaders import load, pdf, supported
 from rag.ingest.loaders.pdf_worker import (
     WorkerCrashed,
@@ -195,11 +195,12 @@ def test_plain_text(
         ),
         ("ctl.txt", bytes(range(1, 32)) * 40, UnsupportedDocument, "binary content in a .txt"),
         ("bin.html", b"<html>\x00\x00\x00", UnsupportedDocument, "binary content in a .html"),
-        ("a.docx", b"PK\x03\x04", UnsupportedDocument, "unsupported file type '.docx'"),
+        ("a.odt", b"PK\x03\x04", UnsupportedDocument, "unsupported file type '.odt'"),
+        ("a.docx", b"PK\x03\x04", UnreadableDocument, "the .docx file is a damaged ZIP"),
         ("garbage.pdf", bytes(range(256)) * 8, UnreadableDocument, "PDF could not be opened: "),
         ("cut.pdf", TWO_PAGES[: len(TWO_PAGES) // 2], UnreadableDocument, "PDF could not be"),
         ("enc.pdf", rewrite(TWO_PAGES, user="secret"), UnreadableDocument, "PDF is encrypted"),
-        ("blank.pdf", rewrite(TWO_PAGES, blank=True), UnreadableDocument, "PDF has no text layer"),
+        ("blank.pdf", rewrite(TWO_PAGES, blank=True), NoTextLayer, "PDF has no text layer"),
     ],
 )
 def test_refusals(
@@ -224,7 +225,8 @@ def test_reasons_read_well(tmp_path: Path) -> None:
 
 def test_supported() -> None:
     assert supported(Path("a.PDF"), SETTINGS) and supported(Path("x/b.md"), SETTINGS)
-    assert not supported(Path("a.docx"), SETTINGS) and not supported(Path("README"), SETTINGS)
+    assert supported(Path("a.docx"), SETTINGS) and supported(Path("old.XLS"), SETTINGS)
+    assert not supported(Path("a.odt"), SETTINGS) and not supported(Path("README"), SETTINGS)
     assert not supported(Path("a.pdf"), IngestSettings(extensions=(".md",)))
 
 

@@ -34,14 +34,14 @@ from typing import Any
 import numpy as np
 
 from rag.config import IngestSettings
-from rag.domain import IngestReport
+from rag.domain import IngestReport, LoadedDocument
 from rag.errors import DocumentError, IndexMismatch
-from rag.ingest import store
+from rag.ingest import convert, store
 from rag.ingest.batching import Prepared, Ready, Window
 from rag.ingest.chunker import chunk_document, chunker_fingerprint
 from rag.ingest.discover import Found, discover
 from rag.ingest.loaders import load
-from rag.ports import Embedder, Loader, Progress, VectorIndex
+from rag.ports import DocumentConverter, Embedder, Loader, Progress, VectorIndex
 
 log = logging.getLogger(__name__)
 
@@ -62,16 +62,19 @@ class Ingestor:
         index: VectorIndex,
         progress: Progress | None = None,
         loader: Loader = load,
+        converter: DocumentConverter | None = None,
     ) -> None:
         self.settings = settings
         self.loader = loader
+        self.converter = converter
+        """Reads scans, images and Office files first (``rag.ingest.convert``), when set."""
         self.sessions = sessions
         self.embedder = embedder
         self.index = index
         self.progress = progress or Progress()
         self.fingerprint = chunker_fingerprint(
             settings.chunk_tokens, settings.overlap_tokens, embedder.model_id
-        ) + _limits_tag(settings)
+        ) + _limits_tag(settings, converter)
         self.outbox: str | None = None
         """The model id index writes are queued under, or None: the index is written directly."""
         if index.durable_outbox:
@@ -163,7 +166,7 @@ class Ingestor:
         # An upload's pending record was never ingested: its first run makes it new.
         outcome = "new" if doc is None or doc.status == "pending" else "updated"
         try:
-            loaded = await asyncio.to_thread(self.loader, item.path, self.settings)
+            loaded = await self._load(item, report)
         except DocumentError as exc:
             return await self._problem(item, facts, exc.status, exc.message, report)
         except Exception as exc:  # a loader bug must cost one file, never the batch
@@ -182,6 +185,17 @@ class Ingestor:
                 session, [d.sha256 for d in drafts], self.embedder.model_id
             )
         return Prepared(item, facts, outcome, loaded, drafts, ids, known)
+
+    async def _load(self, item: Found, report: IngestReport) -> LoadedDocument:
+        if self.converter is None:
+            return await asyncio.to_thread(self.loader, item.path, self.settings)
+
+        def fell_back(reason: str) -> None:
+            # The document still gets read: a note for the run, not a failure.
+            log.warning("%s: %s", item.relpath, reason)
+            report.problems.append({"path": item.relpath, "status": "fallback", "reason": reason})
+
+        return await convert.load(item.path, self.settings, self.converter, self.loader, fell_back)
 
     async def _write(self, ready: Ready, report: IngestReport) -> tuple[str, int]:
         """Write a document whose every chunk has a vector, in one transaction."""
@@ -296,12 +310,15 @@ def _facts(item: Found) -> store.DocumentFacts:
     )
 
 
-def _limits_tag(settings: IngestSettings) -> str:
+def _limits_tag(settings: IngestSettings, converter: DocumentConverter | None) -> str:
     # A file skipped for its size or a PDF that timed out deserves another try when the
-    # limits change; folding them into the fingerprint makes that happen.
+    # limits change, and every file the converter reads when it comes or goes; folding
+    # them into the fingerprint makes that happen.
     # Passwords are counted, never hashed into a stored value.
     limits = (
         f"{settings.max_file_mb}:{settings.pdf_timeout_s}:{settings.pdf_memory_mb}:"
-        f"{settings.pdf_max_pages}:{len(settings.pdf_passwords)}"
+        f"{settings.pdf_max_pages}:{len(settings.pdf_passwords)}:"
+        f"{settings.office_max_unzipped_mb}:{settings.xlsx_max_cells}:"
+        f"{converter.name if converter else 'local'}"
     )
     return ":" + hashlib.sha256(limits.encode()).hexdigest()[:8]

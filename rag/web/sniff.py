@@ -16,9 +16,14 @@ the first KiB":
   ZIP named ``.txt``). A script starting with ``#!`` is text: it is stored as text
   (never with an executable bit), which is exactly what it is.
 
-Office files (ZIP or OLE2 containers) are not accepted yet: their extensions have no
-loader, so ``check_type`` refuses them first. A loader that adds them adds a checker
-to ``_CHECKS`` (a ZIP holding ``[Content_Types].xml`` for ``.docx``), nothing else.
+* Office files are ZIP packages (``PK\\x03\\x04`` at byte 0) whose directory holds
+  ``[Content_Types].xml`` and the main parts of the kind the extension names (``word/``
+  for ``.docx`` and ``.docm``, ``xl/``, ``ppt/``): a ``.docx`` that holds a workbook, or
+  any other ZIP, is refused. Only the ZIP's central directory is read here; the loader
+  applies the zip-bomb limits (``rag.ingest.loaders.ooxml``).
+* Legacy binary Office files (``.doc``, ``.xls``, ``.ppt``; OLE2, ``D0 CF 11 E0``) are
+  refused with the format to save them as: a folder ingest records them as skipped,
+  but an upload can say so at once, and nothing is stored.
 """
 
 from __future__ import annotations
@@ -28,6 +33,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 from rag.errors import RagError, UnsupportedDocument
+from rag.ingest.loaders.ooxml import (
+    LEGACY,
+    MAIN_FOLDER,
+    OLE2_MAGIC,
+    ZIP_MAGIC,
+    legacy_reason,
+    package_problem,
+)
 from rag.ingest.loaders.text import decode_text
 
 HEAD_BYTES = 4096
@@ -39,7 +52,7 @@ _MACHO = (
     b"\xcf\xfa\xed\xfe",
     b"\xca\xfe\xba\xbe",  # fat (universal) binary; Java classes share it, and are no text either
 )
-_CONTAINERS = {b"PK\x03\x04": "a ZIP archive", b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1": "an OLE2 file"}
+_CONTAINERS = {ZIP_MAGIC: "a ZIP archive", OLE2_MAGIC: "an OLE2 file"}
 
 
 class UnsupportedMedia(RagError):
@@ -84,7 +97,21 @@ def _text(path: Path, head: bytes, suffix: str) -> None:
         raise UnsupportedMedia(f"the content is not text: {exc.message}") from None
 
 
-_CHECKS: dict[str, Callable[[Path, bytes, str], None]] = {".pdf": _pdf}
+def _office(path: Path, head: bytes, suffix: str) -> None:
+    # The size limit is the loader's business: here only the kind is judged.
+    if (problem := package_problem(path, suffix, max_unzipped_bytes=2**63)) is not None:
+        raise UnsupportedMedia(problem)
+
+
+def _legacy(path: Path, head: bytes, suffix: str) -> None:
+    raise UnsupportedMedia(legacy_reason(suffix))
+
+
+_CHECKS: dict[str, Callable[[Path, bytes, str], None]] = {
+    ".pdf": _pdf,
+    **dict.fromkeys(MAIN_FOLDER, _office),
+    **dict.fromkeys(LEGACY, _legacy),
+}
 """Checkers by extension; every other extension a loader reads is text."""
 
 

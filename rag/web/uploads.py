@@ -27,6 +27,7 @@ from typing import BinaryIO
 from rag.config import IngestSettings
 from rag.errors import InputError, RagError
 from rag.ingest.loaders import readable_extensions, supported
+from rag.ingest.loaders.ooxml import LEGACY
 from rag.text import CONTROL_CHARS
 from rag.web.sniff import UnsupportedMedia, check_content
 
@@ -69,7 +70,8 @@ def check_type(name: str, settings: IngestSettings) -> None:
         return
     suffix = Path(name).suffix.lower()
     problem = f"unsupported file type {suffix!r}" if suffix else "the file name has no extension"
-    accepted = readable_extensions(settings)
+    # Legacy Office files are refused with their own reason (rag.web.sniff), not offered.
+    accepted = [ext for ext in readable_extensions(settings) if ext not in LEGACY]
     if not accepted:
         raise UnsupportedMedia(
             f"{problem}, and no type is accepted: [ingest] extensions lists none that rag reads"

@@ -11,6 +11,9 @@ receives a request whole and then keeps its reply past the client's read timeout
 ``script_chat`` makes a stream break mid-way or end without ``[DONE]``. Clients made by
 ``client()`` sleep and tell the time on ``now``, a clock only their sleeps move.
 
+It also converts files to Markdown (``/ai/tomarkdown``, ``tomarkdown.py``), checked
+against what Cloudflare's documentation says of the request, as no schema is published.
+
 It also plays AI Gateway (``GATEWAY_BASE``): Workers AI on the gateway's ``workers-ai``
 route, validated like the direct route; Vectorize there is refused (the gateway does
 not serve it) and counted in ``schema_errors``. With ``gateway_token`` set the gateway is
@@ -39,6 +42,7 @@ import msgspec
 
 from cf_fake import ai
 from cf_fake.ai import ApiError, ChatScript
+from cf_fake.tomarkdown import Converter
 from cf_fake.vectorize import VectorizeState
 from rag.backends.cloudflare.client import CloudflareClient
 from rag.backends.local.tokenizer import WordPieceTokenizer
@@ -151,6 +155,8 @@ class FakeCloudflare:
     now: float = 0.0
     """The clock of clients made by ``client()``, in seconds: their sleeps advance it."""
     stalls: list[Stall] = field(default_factory=list)
+    converter: Converter = field(default_factory=Converter)
+    """The Markdown conversion (``/ai/tomarkdown``): scripted results, files received."""
     vectorize: VectorizeState = field(init=False)
     """The Vectorize side; shares ``schema_errors`` and ``fake_errors`` with this fake."""
 
@@ -360,6 +366,15 @@ class FakeCloudflare:
         if "/vectorize/v2/" in path:
             # A scripted failure means the request never reached the index.
             return self._scripted(path) or self.vectorize.handle(request)
+        if path == "/ai/tomarkdown" and request.method == "POST":
+            if (failed := self._scripted(path)) is not None:
+                return failed
+            try:
+                result = self.converter.answer(request, self.schema_errors)
+            except ValueError as exc:
+                raise ApiError(400, 5004, f"Invalid data: {exc}") from None
+            envelope = {"result": result, "success": True, "errors": [], "messages": []}
+            return httpx.Response(200, json=envelope)
         if path.startswith("/ai/run/") and request.method == "POST":
             model = path.removeprefix("/ai/run/")
             body = ai.validate(self, model, request)

@@ -192,6 +192,7 @@ class CloudflareClient:
         *,
         json: Any = None,
         content: bytes | None = None,
+        files: list[tuple[str, tuple[str, bytes, str]]] | None = None,
         headers: Mapping[str, str] | None = None,
         params: Mapping[str, Any] | None = None,
         retry: bool = True,
@@ -201,6 +202,7 @@ class CloudflareClient:
 
         ``on_sent_timeout`` is called for every attempt whose reply timed out after the
         request was written: Cloudflare may have billed it (see the module docstring).
+        ``files`` sends a multipart body: (field, (file name, bytes, media type)) pairs.
         """
         attempt = 0
         while True:
@@ -208,7 +210,13 @@ class CloudflareClient:
             try:
                 await self.limiter.acquire()
                 response = await self._http.request(
-                    method, url, json=json, content=content, headers=sent_headers, params=params
+                    method,
+                    url,
+                    json=json,
+                    content=content,
+                    files=files,
+                    headers=sent_headers,
+                    params=params,
                 )
                 self._observe(response, url)
                 return result_of(response, path)

@@ -19,11 +19,18 @@ from rag.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-CallKind = Literal["embed", "rerank", "chat", "embed-timedout", "rerank-timedout"]
-"""``*-timedout``: an attempt whose reply timed out after its request was sent (then
+CallKind = Literal[
+    "embed", "rerank", "chat", "convert", "embed-timedout", "rerank-timedout", "convert-timedout"
+]
+"""``convert``: a Markdown conversion (``tomarkdown.py``).
+``*-timedout``: an attempt whose reply timed out after its request was sent (then
 re-sent, or given up on); Cloudflare may have billed it, so the ledger counts it as a
 possible charge, at the price of the call."""
-TIMED_OUT: dict[CallKind, CallKind] = {"embed": "embed-timedout", "rerank": "rerank-timedout"}
+TIMED_OUT: dict[CallKind, CallKind] = {
+    "embed": "embed-timedout",
+    "rerank": "rerank-timedout",
+    "convert": "convert-timedout",
+}
 PROVIDER = "workers-ai"
 
 

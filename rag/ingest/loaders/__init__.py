@@ -1,7 +1,8 @@
 """Loaders: one file in, a ``LoadedDocument`` of normalised sections out.
 
 ``load`` checks what every format shares (extension, size, emptiness) and hands the
-bytes to the format's module; PDFs go to a bounded worker process instead.
+bytes to the format's module; PDFs and Office files go to bounded worker processes
+instead.
 """
 
 from __future__ import annotations
@@ -12,12 +13,13 @@ from pathlib import Path
 from rag.config import IngestSettings
 from rag.domain import LoadedDocument
 from rag.errors import UnreadableDocument, UnsupportedDocument
+from rag.ingest.loaders import office, pdf
 from rag.ingest.loaders.html import load_html
 from rag.ingest.loaders.markdown import load_markdown
-from rag.ingest.loaders.pdf import close, load_pdf
+from rag.ingest.loaders.pdf import load_pdf
 from rag.ingest.loaders.text import load_text
 
-__all__ = ["close", "load", "readable_extensions", "supported"]
+__all__ = ["check_file", "close", "load", "readable_extensions", "supported"]
 
 _BY_SUFFIX: dict[str, Callable[[Path, bytes], LoadedDocument]] = {
     ".txt": load_text,
@@ -29,9 +31,23 @@ _BY_SUFFIX: dict[str, Callable[[Path, bytes], LoadedDocument]] = {
 }
 
 
+_IN_WORKERS: dict[str, Callable[[Path, IngestSettings], LoadedDocument]] = {
+    ".pdf": load_pdf,
+    **dict.fromkeys(office.EXTENSIONS, office.load_office),
+}
+"""Formats parsed in a bounded worker process: they read the file themselves."""
+
+
+def close() -> None:
+    """Stop the PDF and Office worker processes (they also stop at interpreter exit)."""
+    pdf.close()
+    office.close()
+
+
 def readable_extensions(settings: IngestSettings) -> list[str]:
-    """The configured extensions that a loader reads, lower-case and sorted."""
-    return sorted({ext.lower() for ext in settings.extensions} & {*_BY_SUFFIX, ".pdf"})
+    """The configured extensions that a loader reads (or skips with a reason: legacy
+    Office files), lower-case and sorted."""
+    return sorted({ext.lower() for ext in settings.extensions} & {*_BY_SUFFIX, *_IN_WORKERS})
 
 
 def supported(path: Path, settings: IngestSettings) -> bool:
@@ -39,12 +55,9 @@ def supported(path: Path, settings: IngestSettings) -> bool:
     return path.suffix.lower() in readable_extensions(settings)
 
 
-def load(path: Path, settings: IngestSettings) -> LoadedDocument:
-    """Read one file; raises ``UnsupportedDocument`` (skipped) or ``UnreadableDocument`` (failed).
-
-    Synchronous and possibly slow (a PDF may take up to ``ingest.pdf_timeout_s``): async
-    callers run it in a thread. Safe to call from several threads at once.
-    """
+def check_file(path: Path, settings: IngestSettings) -> None:
+    """What every file must pass before it is read: a configured extension a loader
+    reads, a file there, not empty, within ``ingest.max_file_mb``. Raises a ``DocumentError``."""
     suffix = path.suffix.lower()
     if not supported(path, settings):
         raise UnsupportedDocument(f"unsupported file type {suffix or '(no extension)'!r}")
@@ -59,8 +72,19 @@ def load(path: Path, settings: IngestSettings) -> LoadedDocument:
         raise UnsupportedDocument(
             f"file is {size / 2**20:.1f} MB, over the {limit:g} MB limit (ingest.max_file_mb)"
         )
-    if suffix == ".pdf":
-        doc = load_pdf(path, settings)
+
+
+def load(path: Path, settings: IngestSettings) -> LoadedDocument:
+    """Read one file; raises ``UnsupportedDocument`` (skipped) or ``UnreadableDocument`` (failed).
+
+    Synchronous and possibly slow (a PDF or an Office file may take up to
+    ``ingest.pdf_timeout_s``): async callers run it in a thread. Safe to call from several
+    threads at once.
+    """
+    check_file(path, settings)
+    suffix = path.suffix.lower()
+    if suffix in _IN_WORKERS:
+        doc = _IN_WORKERS[suffix](path, settings)
     else:
         try:
             data = path.read_bytes()

@@ -14,7 +14,7 @@ from typing import Any
 
 from rag.config import IngestSettings
 from rag.domain import LoadedDocument, Section
-from rag.errors import UnreadableDocument, UnsupportedDocument
+from rag.errors import NoTextLayer, UnreadableDocument, UnsupportedDocument
 from rag.ingest.loaders.pdf_worker import (
     WorkerCrashed,
     WorkerError,
@@ -157,9 +157,7 @@ def load_pdf(path: Path, settings: IngestSettings) -> LoadedDocument:
     if len(" ".join(" ".join(texts).split())) < MIN_TEXT_CHARS:
         if len(result["page_errors"]) == result["pages"]:
             raise UnreadableDocument(f"PDF text could not be extracted: {result['page_errors'][0]}")
-        raise UnreadableDocument(
-            "PDF has no text layer (scanned or image-only; OCR is not supported)"
-        )
+        raise NoTextLayer("PDF has no text layer (scanned or image-only; OCR is not supported)")
     sections = tuple(
         Section(text=text, page=number) for number, text in enumerate(texts, 1) if text
     )
