@@ -25,6 +25,7 @@ machine-readable ``code``; the message is written for the person who reads it.
     │       ├── ModelNotFound        (also a ConfigError, above)
     │       └── AuthError            (also a ConfigError, above)
     ├── IndexMismatch          stored vectors do not fit the configured model (409)
+    ├── JobConflict            another ingestion job holds the folder; names it (409)
     └── StorageError           the database or the data folder failed (503); names the cause
         ├── DatabaseBusy          another writer held the lock too long: retryable (503)
         ├── DiskFull              no room left on the disk (507)
@@ -90,6 +91,18 @@ class ModelUnavailable(ModelError):
 class IndexMismatch(RagError):
     status_code = 409
     code = "index_mismatch"
+
+
+class JobConflict(RagError):
+    """A queued or running ingestion job already holds the target (``rag.jobs``)."""
+
+    status_code = 409
+    code = "job_running"
+
+    def __init__(self, message: str, job_id: str) -> None:
+        super().__init__(message)
+        self.job_id = job_id
+        self.headers = {"Location": f"/v1/jobs/{job_id}"}  # where to follow the running one
 
 
 class CloudflareError(ModelError):
