@@ -20,9 +20,10 @@ from sqlalchemy import select
 from rag.config import JobSettings, load_settings
 from rag.db.engine import create_engine, session_factory, upgrade
 from rag.db.tables import IngestRun
-from rag.errors import ConfigError, JobConflict
+from rag.errors import ConfigError, JobConflict, JobStopped
 from rag.ingest import store
 from rag.jobs.queue import LOST, JobProgress, JobQueue
+from rag.jobs.worker import Stop, run_job
 from rag.registry import Overrides
 from rag.service import open_service
 from rag.web import create_app
@@ -246,3 +247,28 @@ async def test_a_delete_on_one_replica_stops_the_job_running_on_another(tmp_path
             assert job["error"] == "the document was deleted"
         finally:
             slow.released.set()  # before the apps stop: no reader thread left behind
+
+
+async def test_rag_ingest_takes_up_a_waiting_job_refuses_a_live_one_and_stops_when_cancelled(
+    tmp_path: Path,
+) -> None:
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    (folder / "guide.md").write_bytes(GUIDE)
+    settings = make_settings(tmp_path, jobs=QUICK_JOBS)
+    embedder = GatedEmbedder()
+    async with open_service(settings, Overrides(embedder=embedder)) as service:
+        queue = JobQueue(service.sessions, settings.jobs)
+        waiting = await queue.enqueue("folder", [folder])  # no worker anywhere
+        job = await queue.take("cli", [folder], "rag ingest@here")
+        assert (job.id, job.worker, job.state) == (waiting.id, "rag ingest@here", "running")
+        with pytest.raises(JobConflict, match="by rag ingest@here, last heartbeat 0 s ago"):
+            await queue.take("cli", [folder], "rag ingest@there")
+        running = asyncio.create_task(
+            run_job(queue, service, job, "rag ingest@here", stop=Stop(on_shutdown="cancel"))
+        )
+        await queue.request_cancel(job.id, "an operator said so")  # as from another process
+        with pytest.raises(JobStopped, match=f"job {job.id} was cancelled: an operator said so"):
+            await running
+        ended = await queue.get(job.id)
+    assert ended is not None and (ended.state, ended.error) == ("cancelled", "an operator said so")

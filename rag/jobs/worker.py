@@ -24,7 +24,7 @@ from typing import Any, Literal
 
 from rag.db.tables import Job
 from rag.domain import IngestReport
-from rag.errors import RagError
+from rag.errors import JobStopped, RagError
 from rag.jobs.queue import LOST, JobProgress, JobQueue, result_of, worker_name
 from rag.jobs.work import perform
 from rag.ports import Progress, QAService
@@ -42,6 +42,8 @@ class Stop:
     on_shutdown: Literal["release", "cancel"] = "release"
     """A stopping worker hands its job back; an interrupted ``rag ingest`` ends its own."""
     shutdown_reason: str = "the process running the job was stopped"
+    by_heartbeat: bool = False
+    """The job's own heartbeat stopped it (a cancel request, or the job was lost)."""
 
 
 async def run_job(
@@ -67,7 +69,16 @@ async def run_job(
         elif stop.reason != LOST:
             why = stop.reason or stop.shutdown_reason
             await _recorded(queue.finish(job.id, worker, "cancelled", progress, error=why))
-        raise
+        if not stop.by_heartbeat:
+            raise
+        # Nobody outside cancelled this task: the job ended, and says why, as an error.
+        task.uncancel()
+        if stop.reason == LOST:
+            raise JobStopped(
+                f"job {job.id} was taken up by another worker: its heartbeat had not been "
+                "written for [jobs] stale_after_s"
+            ) from None
+        raise JobStopped(f"job {job.id} was cancelled: {stop.reason}") from None
     except RagError as exc:
         await _recorded(queue.finish(job.id, worker, "failed", progress, error=exc.message))
         raise
@@ -104,7 +115,7 @@ async def _beat(
         if verdict is not None:
             if verdict == LOST:
                 log.warning("ingestion job %s was taken up by another worker: stopping", job_id)
-            stop.reason = verdict
+            stop.reason, stop.by_heartbeat = verdict, True
             task.cancel()
             return
 
