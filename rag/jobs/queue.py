@@ -23,7 +23,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, func, or_, select, update
+from sqlalchemy import ColumnElement, Text, and_, func, literal, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import aliased
@@ -221,6 +221,14 @@ class JobQueue:
 
     async def claim(self, worker: str, job_id: str | None = None) -> Job | None:
         """The oldest claimable job (or ``job_id`` if it is claimable), now ``worker``'s."""
+        # A read first, which takes no lock: idle workers polling an empty queue never
+        # queue up for SQLite's write lock. The write below decides; this only skips it.
+        waiting = select(Job.id).where(self._claimable())
+        if job_id is not None:
+            waiting = waiting.where(Job.id == job_id)
+        async with self.sessions() as session:
+            if await session.scalar(waiting.limit(1)) is None:
+                return None
         pick = aliased(Job, name="pick")
         choice = select(pick.id).where(self._claimable(pick))
         if job_id is not None:
@@ -289,7 +297,11 @@ class JobQueue:
             "result": result,
             **{k: v for k, v in progress.columns().items() if k != "current"},
         }
-        values["error"] = func.coalesce(Job.cancel_reason, error) if state == "cancelled" else error
+        if state == "cancelled":
+            # Typed, so that PostgreSQL can tell what the parameter is when it is NULL.
+            values["error"] = func.coalesce(Job.cancel_reason, literal(error, Text()))
+        else:
+            values["error"] = error
         async with self.sessions() as session, session.begin():
             await session.execute(
                 update(Job)
