@@ -16,6 +16,7 @@ from typing import Any
 from conftest import QUICK_JOBS, make_settings
 from fakes import FakeEmbedder
 
+from rag.db.engine import upgrade_sync
 from rag.jobs.queue import JobQueue
 from rag.registry import Overrides
 from rag.service import open_service
@@ -97,7 +98,10 @@ def test_two_ingest_runs_over_one_folder_at_once_one_refuses_naming_the_other(
 ) -> None:
     folder = tmp_path / "docs"
     make_folder(folder, 12)
-    runs = [Rag(tmp_path, 0.3, "ingest", str(folder), "--json") for _ in range(2)]
+    # Migrated first: two processes migrating one empty database at once is another matter.
+    upgrade_sync(make_settings(tmp_path).database_url)
+    # Embedding that takes seconds: the two runs overlap however slowly each starts.
+    runs = [Rag(tmp_path, 0.6, "ingest", str(folder), "--json") for _ in range(2)]
     results = [run.end() for run in runs]
     codes = sorted(code for code, _, _ in results)
     assert codes == [0, 1], results

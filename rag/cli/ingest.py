@@ -37,22 +37,20 @@ def ingest(
       rag ingest corpus/ ~/handbook/policies.pdf --json
       rag ingest corpus/ --wait     # cloudflare: return once queries see the new vectors
     """
-    from rag.jobs.queue import JobQueue, worker_name
-    from rag.jobs.worker import Stop, run_job
+    from rag.jobs.worker import ingest_here
     from rag.service import open_service
 
     settings = common.settings(ctx)
 
     async def go() -> tuple[IngestReport, str]:
         async with open_service(settings) as service:
-            # A job row like any other, run here: a second run over the same paths (here,
-            # on a replica, in a worker) is refused by name instead of embedding it all
-            # again, and a run killed outright is taken up by a worker once it is stale.
-            jobs, me = JobQueue(service.sessions, settings.jobs), worker_name("rag ingest")
-            job = await jobs.take("cli", list(paths), me)
-            interrupted = Stop(on_shutdown="cancel", shutdown_reason="rag ingest was interrupted")
             with RichProgress(common.err, enabled=not as_json) as progress:
-                report = await run_job(jobs, service, job, me, stop=interrupted, display=progress)
+                # A job row like any other, run here: a second run over the same paths
+                # (here, on a replica, in a worker) is refused by name instead of
+                # embedding it all again.
+                report = await ingest_here(
+                    service, settings.jobs, list(paths), role="rag ingest", display=progress
+                )
             # Vectorize applies writes asynchronously; the local index already has them.
             waited = ""
             if wait and settings.backend == "cloudflare":

@@ -18,10 +18,12 @@ import asyncio
 import contextlib
 import functools
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
+from rag.config import JobSettings
 from rag.db.tables import Job
 from rag.domain import IngestReport
 from rag.errors import JobStopped, RagError
@@ -236,6 +238,26 @@ class Worker:
             task.cancel()
         if tasks:
             await asyncio.wait(tasks)
+
+
+async def ingest_here(
+    service: QAService,
+    settings: JobSettings,
+    paths: Sequence[Path],
+    *,
+    role: str,
+    display: Progress | None = None,
+) -> IngestReport:
+    """Ingest ``paths`` in this process as a job of its own (``rag ingest``, ``rag serve``'s
+    first ingest): ``JobConflict`` naming the job that holds them elsewhere; the same job
+    taken up when it is only queued or its worker died. A run killed outright leaves its
+    job to a worker, once stale; an interrupted one (Ctrl-C) ends it cancelled."""
+    sessions = service.sessions
+    assert sessions is not None  # only a service with a database ingests
+    queue, me = JobQueue(sessions, settings), worker_name(role)
+    job = await queue.take("cli", paths, me)
+    stop = Stop(on_shutdown="cancel", shutdown_reason=f"{role} was interrupted")
+    return await run_job(queue, service, job, me, stop=stop, display=display)
 
 
 async def cancel_job(queue: JobQueue, worker: Worker | None, job_id: str, reason: str) -> None:
