@@ -57,8 +57,10 @@ async def run_job(
     stop: Stop,
     display: Progress | None = None,
 ) -> IngestReport:
-    """Run a job ``worker`` has claimed to its end, recorded on its row; raises what
-    failed it (after recording it) and ``CancelledError`` when it was stopped."""
+    """Run a job ``worker`` has claimed to its end, recorded on its row. Raises what
+    failed it (after recording it), ``JobStopped`` when its heartbeat learned that it was
+    cancelled or taken up elsewhere, and ``CancelledError`` when its own process stops it
+    (``stop`` then says why, or that the process is stopping)."""
     progress = JobProgress(display)
     task = asyncio.current_task()
     assert task is not None
