@@ -146,7 +146,8 @@ class JobQueue:
         self.settings = settings
         self.clock = clock
         self.listeners: list[Callable[[], None]] = []
-        """Called after every enqueue: a worker in this process wakes at once."""
+        """Called when a job becomes claimable here (enqueued, or handed back): a worker
+        in this process wakes at once."""
 
     def _stale_before(self) -> datetime:
         return self.clock() - timedelta(seconds=self.settings.stale_after_s)
