@@ -264,10 +264,28 @@ class UploadSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw
     """What one API key (or, with keys not required, the anonymous client) may keep in
     the upload folder; an upload beyond it answers 413. 0 = no limit."""
     max_concurrent_jobs: int = 2
-    """Ingestion jobs (uploads and ``POST /v1/ingest``) run at once; more wait their turn
-    (queued). Two on two cores: a slow file (a PDF may take ``ingest.pdf_timeout_s`` in its
-    worker process) holds one slot, not every upload, and embedding, which uses every core,
-    gains nothing from more."""
+    """Ingestion jobs one worker (``rag worker``, or ``rag serve`` itself) runs at once;
+    more wait their turn (queued). Two on two cores: a slow file (a PDF may take
+    ``ingest.pdf_timeout_s`` in its worker process) holds one slot, not every upload, and
+    embedding, which uses every core, gains nothing from more."""
+
+
+class JobSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """Ingestion jobs as database rows, run by ``rag worker`` processes or by ``rag serve``."""
+
+    run_in_server: bool = True
+    """``rag serve`` runs queued jobs itself, so one machine needs one command; turn it off
+    where dedicated ``rag worker`` processes ingest and the replicas only answer."""
+    heartbeat_s: float = 2.0
+    """How often a worker writes its running jobs' heartbeat and progress (and an ingest
+    run its own heartbeat); also how soon a cancelled job's worker notices."""
+    stale_after_s: float = 60.0
+    """A running job or ingest run whose heartbeat is older than this lost its process: the
+    job is claimed again, the run reported interrupted. Well above ``heartbeat_s``, so a
+    worker slowed by a held database lock is not taken for dead."""
+    poll_s: float = 1.0
+    """How often an idle worker looks for queued jobs (a job enqueued in the same process
+    wakes it at once)."""
 
 
 class WebSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -302,6 +320,7 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     eval: EvalSettings = msgspec.field(default_factory=EvalSettings)
     auth: AuthSettings = msgspec.field(default_factory=AuthSettings)
     uploads: UploadSettings = msgspec.field(default_factory=UploadSettings)
+    jobs: JobSettings = msgspec.field(default_factory=JobSettings)
     web: WebSettings = msgspec.field(default_factory=WebSettings)
 
     @property
@@ -431,6 +450,10 @@ def _check_ranges(s: Settings) -> None:
         problems.append("uploads.max_total_mb must be >= 0 (0 = no limit)")
     if s.uploads.max_concurrent_jobs < 1:
         problems.append("uploads.max_concurrent_jobs must be at least 1")
+    if s.jobs.heartbeat_s <= 0 or s.jobs.poll_s <= 0:
+        problems.append("jobs.heartbeat_s and jobs.poll_s must be > 0")
+    if s.jobs.stale_after_s < 2 * s.jobs.heartbeat_s:
+        problems.append("jobs.stale_after_s must be at least twice jobs.heartbeat_s")
     if s.cloudflare.first_token_deadline_s <= 0:
         problems.append("cloudflare.first_token_deadline_s must be > 0")
     problems.extend(_overlapping_folders(s))

@@ -27,6 +27,8 @@ machine-readable ``code``; the message is written for the person who reads it.
     │       ├── ModelNotFound        (also a ConfigError, above)
     │       └── AuthError            (also a ConfigError, above)
     ├── IndexMismatch          stored vectors do not fit the configured model (409)
+    ├── JobConflict            another ingestion job holds the folder; names it (409)
+    ├── JobStopped             a running job was cancelled or taken up by another worker
     └── StorageError           the database or the data folder failed (503); names the cause
         ├── DatabaseBusy          another writer held the lock too long: retryable (503)
         ├── DiskFull              no room left on the disk (507)
@@ -100,6 +102,26 @@ class ModelUnavailable(ModelError):
 class IndexMismatch(RagError):
     status_code = 409
     code = "index_mismatch"
+
+
+class JobConflict(RagError):
+    """A queued or running ingestion job already holds the target (``rag.jobs``)."""
+
+    status_code = 409
+    code = "job_running"
+
+    def __init__(self, message: str, job_id: str) -> None:
+        super().__init__(message)
+        self.job_id = job_id
+        self.headers = {"Location": f"/v1/jobs/{job_id}"}  # where to follow the running one
+
+
+class JobStopped(RagError):
+    """A running job learned at its heartbeat that it must stop: someone cancelled it, or
+    another worker took it up (its heartbeat had been missing for too long)."""
+
+    status_code = 409
+    code = "job_stopped"
 
 
 class CloudflareError(ModelError):

@@ -320,6 +320,7 @@ class RagService(QAService):
             progress,
             self.loader,
             self.converter,
+            self.settings.jobs,
         )
         with self.ledger.meter("ingest") as meter, storage_errors(self.db_path):
             try:

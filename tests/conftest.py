@@ -65,6 +65,10 @@ def live_credentials() -> dict[str, str]:
     return dict(LIVE_CREDENTIALS)
 
 
+QUICK_JOBS = {"heartbeat_s": 0.1, "stale_after_s": 1.0, "poll_s": 0.1}
+"""``[jobs]`` for tests that kill a process holding a job: taken up again within a second."""
+
+
 def make_settings(tmp_path: Path, **sections: Mapping[str, object]) -> Settings:
     """Default settings with the database under ``tmp_path`` and per-section overrides."""
     raw: dict[str, object] = {"data_dir": str(tmp_path / "data"), **sections}

@@ -2,6 +2,8 @@
 (mypy checks them against the Protocols in ``rag.ports``):
 
 * ``FakeEmbedder``: a deterministic embedder that needs no model file;
+* ``GatedEmbedder``, ``SlowPdfs``: an embedder and a loader that hold ingestion until
+  the test lets it go;
 * ``ScriptedChat``: a ``ChatModel`` that plays a script;
 * ``ScriptedService``: a ``QAService`` that plays scripts and records what it was asked;
 * ``Clock``: time that moves only when a test (or its ``sleep``) says so;
@@ -20,6 +22,7 @@ import threading
 import time
 from collections.abc import AsyncGenerator, Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import httpx
@@ -28,8 +31,9 @@ import numpy as np
 import uvicorn
 from litestar import Litestar
 
-from rag.config import ServerSettings
-from rag.domain import AnswerEvent, DoneEvent, Hit, Latency, Turn, Usage
+from rag.config import IngestSettings, ServerSettings
+from rag.domain import AnswerEvent, DoneEvent, Hit, Latency, LoadedDocument, Turn, Usage
+from rag.ingest.loaders import load
 from rag.ports import EmbedKind, QAService, Tokenizer, Vectors
 from rag.service import checked_text
 from rag.web.server import uvicorn_config
@@ -79,6 +83,44 @@ class FakeEmbedder:
             else:
                 out[row, 0] = 1.0  # no words: still a unit vector, as a real model gives
         return out
+
+
+class GatedEmbedder(FakeEmbedder):
+    """Holds every embedding call until the test opens the gate (any thread, any loop)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = threading.Event()
+
+    async def embed(self, texts: Sequence[str], kind: EmbedKind) -> Vectors:
+        for _ in range(1000):
+            if self.gate.is_set():
+                break
+            await asyncio.sleep(0.01)
+        return await super().embed(texts, kind)
+
+
+class SlowPdfs:
+    """A loader whose PDFs take as long as the test wants: until ``release``."""
+
+    def __init__(self) -> None:
+        self.released = threading.Event()
+        self.reading = threading.Event()
+
+    async def started(self) -> None:
+        """Wait, without blocking the event loop the jobs run on, until a PDF is being read."""
+        for _ in range(1000):
+            if self.reading.is_set():
+                return
+            await asyncio.sleep(0.01)
+        raise AssertionError("no PDF was read")
+
+    def __call__(self, path: Path, settings: IngestSettings) -> LoadedDocument:
+        if path.suffix == ".pdf":
+            self.reading.set()
+            # Bounded: a test that fails never leaves a thread behind for long.
+            self.released.wait(timeout=30)
+        return load(path, settings)
 
 
 class Pause:

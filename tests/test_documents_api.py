@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import threading
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,14 +12,13 @@ from typing import Any
 import msgspec
 import pytest
 from conftest import LOCAL_URL, make_settings
-from fakes import FakeEmbedder, upload
+from fakes import FakeEmbedder, GatedEmbedder, upload
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
 from rag.backends.local.vector_index import NumpyIndex
 from rag.config import UploadSettings
 from rag.ingest import store
-from rag.ports import EmbedKind, Vectors
 from rag.registry import Overrides
 from rag.service import RagService, open_service
 from rag.web import create_app
@@ -321,21 +319,6 @@ async def test_documents_are_paginated(api: Api) -> None:
     assert sorted(seen) == [f"note{n}.md" for n in range(5)]
     bad = await api.client.get("/v1/documents", params={"limit": 0})
     assert bad.status_code == 400
-
-
-class GatedEmbedder(FakeEmbedder):
-    """Holds every embedding call until the test opens the gate (any thread, any loop)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.gate = threading.Event()
-
-    async def embed(self, texts: Sequence[str], kind: EmbedKind) -> Vectors:
-        for _ in range(1000):
-            if self.gate.is_set():
-                break
-            await asyncio.sleep(0.01)
-        return await super().embed(texts, kind)
 
 
 async def wait_for_job(api: Api, job_id: str) -> dict[str, Any]:

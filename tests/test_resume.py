@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import sqlite3
@@ -12,7 +13,7 @@ from pathlib import Path
 from typing import TypedDict
 
 import pytest
-from conftest import make_settings
+from conftest import QUICK_JOBS, make_settings
 from fakes import FakeEmbedder
 
 from rag.registry import Overrides
@@ -87,9 +88,11 @@ async def test_sigkill_then_rerun_equals_a_clean_run(tmp_path: Path, kill_after:
     db_path = kill_midway(victim_dir, folder, kill_after)
     interrupted = documents_written(db_path)
     assert interrupted < 16
+    # "interrupted" means the run's heartbeat stopped, not that another run started.
+    await asyncio.sleep(QUICK_JOBS["stale_after_s"] + 0.1)
 
     async with open_service(
-        make_settings(victim_dir), Overrides(embedder=FakeEmbedder())
+        make_settings(victim_dir, jobs=QUICK_JOBS), Overrides(embedder=FakeEmbedder())
     ) as service:
         resumed = await service.ingest([folder])
         loaded = service.index.loaded()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-import threading
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -12,13 +11,10 @@ from pathlib import Path
 from typing import Any
 
 from conftest import LOCAL_URL, make_settings
-from fakes import FakeEmbedder, upload
+from fakes import FakeEmbedder, SlowPdfs, upload
 from litestar.testing import AsyncTestClient
 
-from rag.config import IngestSettings
-from rag.domain import LoadedDocument
 from rag.ingest import store
-from rag.ingest.loaders import load
 from rag.keys import KeyStore
 from rag.registry import Overrides
 from rag.service import open_service
@@ -26,29 +22,6 @@ from rag.web import create_app
 
 TINY = b"The zebra depot opens at nine every day!!\n"  # 42 bytes, as in the report
 PDF = b"%PDF-1.7\nslow to read\n"
-
-
-class SlowPdfs:
-    """A loader whose PDFs take as long as the test wants: until ``release``."""
-
-    def __init__(self) -> None:
-        self.released = threading.Event()
-        self.reading = threading.Event()
-
-    async def started(self) -> None:
-        """Wait, without blocking the event loop the jobs run on, until a PDF is being read."""
-        for _ in range(1000):
-            if self.reading.is_set():
-                return
-            await asyncio.sleep(0.01)
-        raise AssertionError("no PDF was read")
-
-    def __call__(self, path: Path, settings: IngestSettings) -> LoadedDocument:
-        if path.suffix == ".pdf":
-            self.reading.set()
-            # Bounded: a test that fails never leaves a thread behind for long.
-            self.released.wait(timeout=30)
-        return load(path, settings)
 
 
 @asynccontextmanager

@@ -13,7 +13,7 @@ import threading
 from pathlib import Path
 
 import uvicorn
-from conftest import make_settings
+from conftest import QUICK_JOBS, make_settings
 from fakes import FakeEmbedder
 
 from rag.config import IngestSettings
@@ -32,7 +32,7 @@ def stuck(path: Path, settings: IngestSettings) -> LoadedDocument:
 
 
 async def main(tmp: Path, port_file: Path) -> None:
-    settings = make_settings(tmp, uploads={"folder": str(tmp / "uploads")})
+    settings = make_settings(tmp, uploads={"folder": str(tmp / "uploads")}, jobs=QUICK_JOBS)
     overrides = Overrides(embedder=FakeEmbedder(), loader=stuck)
     async with open_service(settings, overrides) as service:
         sock = socket.socket()

@@ -20,6 +20,7 @@ from rag.cli.keys import keys
 from rag.cli.search import search
 from rag.cli.serve import serve
 from rag.cli.usage import usage
+from rag.cli.worker import worker
 
 __all__ = ["main"]
 
@@ -40,6 +41,7 @@ def main(ctx: click.Context, config_path: str | None) -> None:
       rag chat                      # questions and follow-ups, one per line
       rag search "evidence gate" --k 5 --json
       rag serve --port 8000         # the Q&A endpoint and chat page
+      rag worker                    # run queued ingestion jobs (any number, any machine)
     """
     ctx.obj = common.load(config_path)
 
@@ -50,6 +52,7 @@ for _command in (
     chat,
     search,
     serve,
+    worker,
     show_config,
     db,
     keys,

@@ -29,12 +29,15 @@ def ingest(
 
     Unchanged files are not embedded again; files gone from a folder lose their
     document; unreadable files are recorded with a reason and the batch goes on.
+    While another run, upload job or worker ingests the same paths, this one refuses
+    (exit 1) and names it.
 
     \b
     Example:
       rag ingest corpus/ ~/handbook/policies.pdf --json
       rag ingest corpus/ --wait     # cloudflare: return once queries see the new vectors
     """
+    from rag.jobs.worker import ingest_here
     from rag.service import open_service
 
     settings = common.settings(ctx)
@@ -42,7 +45,12 @@ def ingest(
     async def go() -> tuple[IngestReport, str]:
         async with open_service(settings) as service:
             with RichProgress(common.err, enabled=not as_json) as progress:
-                report = await service.ingest(list(paths), progress)
+                # A job row like any other, run here: a second run over the same paths
+                # (here, on a replica, in a worker) is refused by name instead of
+                # embedding it all again.
+                report = await ingest_here(
+                    service, settings.jobs, list(paths), role="rag ingest", display=progress
+                )
             # Vectorize applies writes asynchronously; the local index already has them.
             waited = ""
             if wait and settings.backend == "cloudflare":

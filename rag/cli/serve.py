@@ -11,6 +11,7 @@ import msgspec
 from rag.cli import common
 from rag.cli.keys import with_key_store
 from rag.cli.progress import RichProgress
+from rag.errors import JobConflict
 
 if TYPE_CHECKING:
     pass
@@ -33,6 +34,7 @@ def serve(ctx: click.Context, host: str | None, port: int | None, no_ingest: boo
     """
     import uvicorn
 
+    from rag.jobs.worker import ingest_here
     from rag.logs import RepeatFilter, guard_logging
     from rag.service import open_service
     from rag.web.access_log import configure_access_log
@@ -57,9 +59,15 @@ def serve(ctx: click.Context, host: str | None, port: int | None, no_ingest: boo
         async with open_service(settings) as service:
             if ingest_corpus and await common.index_is_empty(service):
                 common.say(f"the index is empty: ingesting {corpus}/ first", console=common.err)
-                with RichProgress(common.err, enabled=True) as progress:
-                    report = await service.ingest([corpus], progress)
-                click.echo(report.summary(), err=True)
+                try:
+                    with RichProgress(common.err, enabled=True) as progress:
+                        report = await ingest_here(
+                            service, settings.jobs, [corpus], role="rag serve", display=progress
+                        )
+                    click.echo(report.summary(), err=True)
+                except JobConflict as exc:
+                    # Another replica starting at the same moment: it ingests, this one serves.
+                    common.say(f"{exc.message}; serving meanwhile", console=common.err)
             app = create_app(settings, service=service)
             keys = await with_key_store(settings, lambda store: store.active_count())
             for warning in (access_warning(settings, keys), host_warning(settings)):

@@ -8,7 +8,7 @@ back with the chunk rows.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 
 from sqlalchemy import (
     JSON,
@@ -21,12 +21,18 @@ from sqlalchemy import (
     String,
     Text,
     func,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
 class Base(DeclarativeBase):
     pass
+
+
+def utcnow() -> datetime:
+    """Now, as every ``DateTime`` column here holds it: naive UTC."""
+    return datetime.now(UTC).replace(tzinfo=None)
 
 
 class Document(Base):
@@ -99,12 +105,74 @@ class IngestRun(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     roots: Mapped[list[str]] = mapped_column(JSON)
     status: Mapped[str] = mapped_column(String(16))
-    """running, finished, interrupted (a run that died is marked so by the next one)."""
+    """running, finished, interrupted (its heartbeat stopped: the process died)."""
     started_at: Mapped[datetime] = mapped_column(DateTime, server_default=func.now())
+    heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    """Written every ``[jobs] heartbeat_s`` while the run is alive (UTC); a running run
+    whose heartbeat is older than ``[jobs] stale_after_s`` is marked interrupted."""
     finished_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
     counts: Mapped[dict[str, int]] = mapped_column(JSON, default=dict)
     errors: Mapped[list[dict[str, str]]] = mapped_column(JSON, default=list)
     seconds: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+
+ACTIVE_JOB_STATES = ("queued", "running")
+"""States that hold a job's target: no second job over it may be queued or run."""
+_ACTIVE = text("state IN ('queued', 'running')")
+
+
+class Job(Base):
+    """An ingestion job (``rag.jobs``): what to ingest, who runs it, how far it got.
+
+    Every replica and worker reads and claims the same rows, so a job started on one is
+    visible on all, and one whose worker died is claimed again once its heartbeat is
+    older than ``[jobs] stale_after_s``.
+    """
+
+    __tablename__ = "jobs"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    """folder (``POST /v1/ingest``), upload (``POST /v1/documents``) or cli (``rag ingest``)."""
+    target: Mapped[str] = mapped_column(Text)
+    """The resolved paths it ingests, one a line: at most one active job per target."""
+    paths: Mapped[list[str]] = mapped_column(JSON)
+    document_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    """The uploaded document an upload job ingests (no foreign key: a delete cancels the
+    job and the row keeps saying why)."""
+    state: Mapped[str] = mapped_column(String(16))
+    """queued, running, finished, failed or cancelled."""
+    worker: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    """Who holds (or last held) it: host, process id and a random suffix."""
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    """Claims so far: above 1, a worker died (or stopped) and another took it up."""
+    created_at: Mapped[datetime] = mapped_column(DateTime)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    files_total: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    files_done: Mapped[int] = mapped_column(Integer, default=0)
+    chunks: Mapped[int] = mapped_column(Integer, default=0)
+    embedded: Mapped[int] = mapped_column(Integer, default=0)
+    current: Mapped[str | None] = mapped_column(Text, nullable=True)
+    result: Mapped[dict[str, object] | None] = mapped_column(JSON, nullable=True)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    cancel_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    """Set by whoever asks a running job to stop; its worker sees it at the next heartbeat."""
+
+    __table_args__ = (
+        # The one-job-per-folder rule, kept by the database for every replica and worker:
+        # a second insert over an active target fails however the two requests interleave.
+        Index(
+            "ux_jobs_active_target",
+            "target",
+            unique=True,
+            sqlite_where=_ACTIVE,
+            postgresql_where=_ACTIVE,
+        ),
+        Index("ix_jobs_state_created", "state", "created_at"),
+        Index("ix_jobs_document", "document_id"),
+    )
 
 
 class Meta(Base):

@@ -28,18 +28,20 @@ import hashlib
 import logging
 import time
 from collections.abc import Callable, Sequence
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from rag.config import IngestSettings
+from rag.config import IngestSettings, JobSettings
+from rag.db.tables import utcnow
 from rag.domain import IngestReport, LoadedDocument
 from rag.errors import DocumentError, IndexMismatch
 from rag.ingest import convert, store
 from rag.ingest.batching import Prepared, Ready, Window
 from rag.ingest.chunker import chunk_document, chunker_fingerprint
-from rag.ingest.discover import Found, discover
+from rag.ingest.discover import Discovery, Found, discover
 from rag.ingest.loaders import load
 from rag.ports import DocumentConverter, Embedder, Loader, Progress, VectorIndex
 
@@ -63,8 +65,10 @@ class Ingestor:
         progress: Progress | None = None,
         loader: Loader = load,
         converter: DocumentConverter | None = None,
+        jobs: JobSettings | None = None,
     ) -> None:
         self.settings = settings
+        self.jobs = jobs or JobSettings()
         self.loader = loader
         self.converter = converter
         """Reads scans, images and Office files first (``rag.ingest.convert``), when set."""
@@ -91,8 +95,38 @@ class Ingestor:
         began = time.perf_counter()
         found = discover(paths, self.settings.extensions)
         report = IngestReport(files=len(found.files), ignored=found.ignored)
+        now = utcnow()
+        stale_before = now - timedelta(seconds=self.jobs.stale_after_s)
         async with self.sessions() as session, session.begin():
-            report.run_id = await store.start_run(session, [str(r) for r in found.roots])
+            report.run_id = await store.start_run(
+                session, [str(r) for r in found.roots], now, stale_before
+            )
+        beating = asyncio.ensure_future(self._beat(report.run_id))
+        try:
+            await self._run(found, report)
+        finally:
+            beating.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await beating
+        report.seconds = time.perf_counter() - began
+        async with self.sessions() as session, session.begin():
+            await store.finish_run(
+                session, report.run_id, report.counts(), report.problems, report.seconds
+            )
+        return report
+
+    async def _beat(self, run_id: int) -> None:
+        """The run's heartbeat: while it beats, no other run takes this one for dead."""
+        while True:
+            await asyncio.sleep(self.jobs.heartbeat_s)
+            try:
+                async with self.sessions() as session, session.begin():
+                    await store.beat_run(session, run_id, utcnow())
+            except Exception as exc:
+                # The ingestion goes on; a run of missed beats only mislabels the run.
+                log.warning("heartbeat of ingest run %d not written: %s", run_id, exc)
+
+    async def _run(self, found: Discovery, report: IngestReport) -> None:
         self.progress.start(len(found.files))
         # Reading, parsing and chunking the next files overlaps embedding and writing
         # these, so the model is rarely idle.
@@ -115,12 +149,6 @@ class Ingestor:
         for root in found.roots:
             await self._delete_vanished(str(root), present, report)
         await self._flush()
-        report.seconds = time.perf_counter() - began
-        async with self.sessions() as session, session.begin():
-            await store.finish_run(
-                session, report.run_id, report.counts(), report.problems, report.seconds
-            )
-        return report
 
     async def _read(self, files: Sequence[Found], window: Window, report: IngestReport) -> None:
         """Prepare the files in turn into the window, as fast as it makes room."""

@@ -20,7 +20,7 @@ import numpy as np
 from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from rag.db.tables import Chunk, Document, IndexOutbox, IngestRun, Meta, Vector
+from rag.db.tables import Chunk, Document, IndexOutbox, IngestRun, Meta, Vector, utcnow
 from rag.domain import ChunkDraft
 from rag.ports import Vectors
 
@@ -276,15 +276,28 @@ async def generation(session: AsyncSession) -> int:
     return 0 if row is None else int(row.value)
 
 
-async def start_run(session: AsyncSession, roots: list[str]) -> int:
-    # A run still marked running was killed: say so instead of leaving it open forever.
+async def start_run(
+    session: AsyncSession, roots: list[str], now: datetime, stale_before: datetime
+) -> int:
+    """Record a new run. Runs still marked running whose heartbeat stopped before
+    ``stale_before`` died with their process: they are marked interrupted now, while a
+    run that still beats (another process, another machine) is left alone."""
     await session.execute(
-        update(IngestRun).where(IngestRun.status == "running").values(status="interrupted")
+        update(IngestRun)
+        .where(
+            IngestRun.status == "running",
+            func.coalesce(IngestRun.heartbeat_at, IngestRun.started_at) < stale_before,
+        )
+        .values(status="interrupted")
     )
-    run = IngestRun(roots=roots, status="running", counts={}, errors=[])
+    run = IngestRun(roots=roots, status="running", counts={}, errors=[], heartbeat_at=now)
     session.add(run)
     await session.flush()
     return run.id
+
+
+async def beat_run(session: AsyncSession, run_id: int, now: datetime) -> None:
+    await session.execute(update(IngestRun).where(IngestRun.id == run_id).values(heartbeat_at=now))
 
 
 async def finish_run(
@@ -302,7 +315,7 @@ async def finish_run(
             counts=counts,
             errors=errors,
             seconds=seconds,
-            finished_at=datetime.now(UTC).replace(tzinfo=None),
+            finished_at=utcnow(),
         )
     )
 

@@ -29,7 +29,8 @@ from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 from rag.config import Settings
 from rag.db.failures import as_storage_error
 from rag.errors import RagError
-from rag.jobs import JobRunner
+from rag.jobs.queue import JobQueue
+from rag.jobs.worker import Worker
 from rag.logs import printable
 from rag.ports import QAService
 from rag.web.access_log import RequestObserver
@@ -52,17 +53,18 @@ log = logging.getLogger(__name__)
 def create_app(settings: Settings, service: QAService | None = None) -> Litestar:
     """The web app. Without ``service`` it opens the real one at startup, closes it at shutdown."""
     metrics = Metrics()
-    jobs = JobRunner(metrics.observe_ingest, settings.uploads.max_concurrent_jobs)
-    metrics.jobs_running.set_function(lambda: jobs.running)
     state = State(
         {
             "settings": settings,
             "service": service,
             "metrics": metrics,
-            "jobs": jobs,
-            "uploads": UploadStore(settings, jobs),
+            # Both opened with the service's database, at startup (``_observed``).
+            "jobs": None,
+            "worker": None,
+            "uploads": UploadStore(settings),
         }
     )
+    metrics.jobs_running.set_function(lambda: state.worker.running if state.worker else 0)
     state.answer_slots = AnswerSlots(settings.server.max_concurrent_answers)
     # The key store reads the service's database, which may open only at startup.
     state.access = Access(settings, lambda: state.service.sessions if state.service else None)
@@ -155,28 +157,44 @@ def _lifespan(
 
 @asynccontextmanager
 async def _observed(app: Litestar) -> AsyncIterator[None]:
-    """Count the service's model costs in the metrics while the app runs; settle what a
-    killed process left of its uploads at start; stop jobs at exit."""
+    """Count the service's model costs in the metrics while the app runs; open the job
+    queue and, with ``[jobs] run_in_server``, run a worker; settle what a killed process
+    left of its uploads at start; hand running jobs back to the queue at exit."""
     service: QAService = app.state.service
     metrics: Metrics = app.state.metrics
+    settings: Settings = app.state.settings
     stops = [
         service.observe_costs(metrics.observe_cost),
         service.observe_db_failures(metrics.observe_db_failure),
     ]
-    await _recover_uploads(app.state.uploads, service)
+    worker: Worker | None = None
+    if service.sessions is not None:
+        jobs = app.state.jobs = JobQueue(service.sessions, settings.jobs)
+        if settings.jobs.run_in_server:
+            worker = app.state.worker = Worker(
+                jobs,
+                service,
+                slots=settings.uploads.max_concurrent_jobs,
+                role="serve",
+                on_report=metrics.observe_ingest,
+            )
+            worker.start()
+        await _recover_uploads(app.state.uploads, service, jobs)
     try:
         yield
     finally:
         # Before the service closes: a job must not write to a disposed engine.
-        await app.state.jobs.close()
+        if worker is not None:
+            await worker.close()
+        app.state.jobs = app.state.worker = None
         for stop in stops:
             stop()
 
 
-async def _recover_uploads(desk: UploadStore, service: QAService) -> None:
+async def _recover_uploads(desk: UploadStore, service: QAService, jobs: JobQueue) -> None:
     # Secondary to serving: a folder it cannot read is logged, and the app starts anyway.
     try:
-        found = await desk.recover(service)
+        found = await desk.recover(service, jobs)
     except Exception:
         log.exception("settling the upload folder %s at start failed", desk.folder)
         return

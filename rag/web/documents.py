@@ -27,7 +27,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from rag.config import Settings
 from rag.db.tables import Chunk, Document
 from rag.errors import ConfigError, InputError, NotFound
-from rag.jobs import JobRunner
+from rag.jobs.queue import JobQueue, job_dict
+from rag.jobs.worker import Worker, cancel_job
 from rag.ports import QAService
 from rag.web import uploads
 from rag.web.auth import KEY_ID
@@ -102,6 +103,14 @@ def _db(service: QAService) -> async_sessionmaker[AsyncSession]:
     if sessions is None:
         raise NotFound("this service keeps no documents")
     return sessions
+
+
+def _jobs(request: Request[Any, Any, Any]) -> JobQueue:
+    """The job queue, which the app opens with the service's database (404 without one)."""
+    jobs: JobQueue | None = request.app.state.jobs
+    if jobs is None:
+        raise NotFound("this service keeps no documents")
+    return jobs
 
 
 def _settings(request: Request[Any, Any, Any]) -> Settings:
@@ -184,8 +193,8 @@ async def upload_document(
     if doc.status == "pending":
         # New; or uploaded before and still queued or running (its live job); or left
         # pending by a job that failed as a whole (a model outage): tried again now.
-        job = desk.queue(service, doc.id, Path(doc.source))
-    out = UploadOut(await _document(service, settings, doc.id), job.as_dict() if job else None)
+        job = await desk.queue(_jobs(request), doc.id, Path(doc.source))
+    out = UploadOut(await _document(service, settings, doc.id), job_dict(job) if job else None)
     if job is None:
         return Response(out, status_code=200)
     return Response(out, status_code=202, headers={"Location": f"/v1/jobs/{job.id}"})
@@ -258,9 +267,12 @@ async def get_document(request: Request[Any, Any, Any], doc_id: FromPath[str]) -
 )
 async def delete_document(request: Request[Any, Any, Any], doc_id: FromPath[str]) -> Deleted:
     service, settings = _service(request), _settings(request)
-    desk: UploadStore = request.app.state.uploads
-    # Before the delete: a job finishing afterwards would write the document back.
-    await desk.jobs.cancel_for(doc_id, "the document was deleted")
+    # Before the delete, wherever the job runs: one finishing afterwards would write the
+    # document back.
+    jobs = _jobs(request)
+    if (live := await jobs.live_for(doc_id)) is not None:
+        worker: Worker | None = request.app.state.worker
+        await cancel_job(jobs, worker, live.id, "the document was deleted")
     deleted = await service.delete_document(doc_id)
     if deleted is None:
         raise NotFound(f"no document with id {doc_id}")
@@ -310,30 +322,29 @@ async def get_chunk(request: Request[Any, Any, Any], chunk_id: FromPath[str]) ->
 @post("/v1/ingest", summary="Start ingesting the configured server-side folder", status_code=202)
 async def start_ingest(request: Request[Any, Any, Any]) -> Response[dict[str, Any]]:
     """202 with the job; 409 (naming the running job) if the folder is being ingested."""
-    service, settings = _service(request), _settings(request)
+    _service(request)  # a service without a database ingests nothing: 404
+    settings = _settings(request)
     folder = settings.ingest_folder.expanduser().resolve()
     if not folder.is_dir():
         raise ConfigError(f"the ingest folder {folder} does not exist: set [web] ingest_folder")
-    jobs: JobRunner = request.app.state.jobs
-    job = jobs.start(folder, service.ingest)
-    return Response(job.as_dict(), status_code=202, headers={"Location": f"/v1/jobs/{job.id}"})
+    job = await _jobs(request).enqueue("folder", [folder])
+    return Response(job_dict(job), status_code=202, headers={"Location": f"/v1/jobs/{job.id}"})
 
 
-@get("/v1/jobs", summary="Ingestion jobs this process remembers, newest first")
+@get("/v1/jobs", summary="The latest ingestion jobs of every replica and worker, newest first")
 async def list_jobs(request: Request[Any, Any, Any]) -> list[dict[str, Any]]:
-    jobs: JobRunner = request.app.state.jobs
-    return [job.as_dict() for job in jobs.jobs()]
+    jobs: JobQueue | None = request.app.state.jobs
+    if jobs is None:
+        return []  # a service without a database runs no jobs
+    return [job_dict(job) for job in await jobs.recent()]
 
 
 @get("/v1/jobs/{job_id:str}", summary="An ingestion job's progress and result")
 async def get_job(request: Request[Any, Any, Any], job_id: FromPath[str]) -> dict[str, Any]:
-    jobs: JobRunner = request.app.state.jobs
-    job = jobs.get(job_id)
+    job = await _jobs(request).get(job_id)
     if job is None:
-        raise NotFound(
-            f"no job with id {job_id} (job status is kept in memory: a restart forgets it)"
-        )
-    return job.as_dict()
+        raise NotFound(f"no job with id {job_id}")
+    return job_dict(job)
 
 
 ROUTES = [

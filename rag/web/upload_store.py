@@ -10,11 +10,13 @@ An upload goes through four steps, and a crash after any of them leaves a state 
    same-bytes lookup and the quota check. A crash leaves a pending record whose file is
    missing (and a stray ``.part``): both go, for the same reason.
 3. The ``.part`` is linked under the final name, and the client gets its 202. A crash
-   leaves a pending record with its file: it is queued again.
-4. The job ingests the file: ``ok``, or ``failed``/``skipped`` with the reason, and a
-   file that failed is removed (its record keeps the reason, which is all the client
-   can use). A crash mid-ingest leaves it pending (queued again); a crash before the
-   removal leaves a failed record with a file (removed).
+   leaves a pending record with its file and no job: it is queued.
+4. A job row is queued (``rag.jobs``) and the client gets its 202; a worker ingests the
+   file: ``ok``, or ``failed``/``skipped`` with the reason, and a file that failed is
+   removed (its record keeps the reason, which is all the client can use). A crash
+   mid-ingest leaves the job's row: still queued, or running with a heartbeat that goes
+   stale, after which a worker takes it up again; a crash before the removal leaves a
+   failed record with a file (removed).
 
 Files in the folder that no record names (copied in by hand, or stored by an older
 version, which wrote the file before any record) are recorded as the anonymous
@@ -40,19 +42,17 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from rag.config import Settings
-from rag.db.tables import Document
-from rag.domain import IngestReport
-from rag.errors import RagError
+from rag.db.tables import Document, Job
+from rag.errors import JobConflict, RagError
 from rag.ingest import store
-from rag.jobs import Job, JobRunner
-from rag.ports import Progress, QAService
+from rag.jobs.queue import JobQueue
+from rag.jobs.work import FAILED, unlink
+from rag.ports import QAService
 from rag.web import uploads
 
 log = logging.getLogger(__name__)
 
 MB = 1024 * 1024
-FAILED = ("failed", "skipped")
-"""Outcomes whose file is removed: the record and its reason are what is kept."""
 
 
 class QuotaExceeded(RagError):
@@ -83,10 +83,9 @@ class Recovered:
 class UploadStore:
     """The upload folder and the documents recorded for it; one per web app."""
 
-    def __init__(self, settings: Settings, jobs: JobRunner) -> None:
+    def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.folder = settings.upload_folder.expanduser().resolve()
-        self.jobs = jobs
         # Held for the lookup, the quota check and the record together (milliseconds),
         # never for the transfer or the ingestion.
         self._lock = asyncio.Lock()
@@ -148,26 +147,17 @@ class UploadStore:
     def _uploaded(self) -> ColumnElement[bool]:
         return Document.root == str(self.folder)
 
-    def queue(self, service: QAService, doc_id: str, path: Path) -> Job:
-        """The job that ingests an uploaded file (the live one if it has one)."""
+    async def queue(self, jobs: JobQueue, doc_id: str, path: Path) -> Job:
+        """The job that ingests an uploaded file: a new one, or the live one it has."""
+        try:
+            return await jobs.enqueue("upload", [path], document_id=doc_id)
+        except JobConflict as exc:
+            live = await jobs.get(exc.job_id)
+            if live is None or live.document_id != doc_id:
+                raise
+            return live
 
-        async def work(progress: Progress) -> IngestReport:
-            report = await service.ingest([path], progress)
-            await self._settle(service, doc_id, path)
-            return report
-
-        return self.jobs.start_upload(path, doc_id, work)
-
-    async def _settle(self, service: QAService, doc_id: str, path: Path) -> None:
-        """Remove the file of an upload that failed: its record says why, the bytes are no use."""
-        sessions = service.sessions
-        assert sessions is not None  # only a service with a database ingests
-        async with sessions() as session:
-            status = await session.scalar(select(Document.status).where(Document.id == doc_id))
-        if status in FAILED:
-            await asyncio.to_thread(_unlink, path)
-
-    async def recover(self, service: QAService) -> Recovered:
+    async def recover(self, service: QAService, jobs: JobQueue) -> Recovered:
         """Settle what a killed process left in the folder and the database (module doc)."""
         found = Recovered()
         sessions = service.sessions
@@ -175,7 +165,7 @@ class UploadStore:
             return found
         parts, files = await asyncio.to_thread(_entries, self.folder)
         for part in parts:
-            await asyncio.to_thread(_unlink, part)
+            await asyncio.to_thread(unlink, part)
             found.removed += 1
         async with sessions() as session:
             docs = list(await session.scalars(select(Document).where(self._uploaded())))
@@ -184,20 +174,23 @@ class UploadStore:
             path = Path(doc.source)
             present = path in files
             if doc.status == "pending" and present:
-                self.queue(service, doc.id, path)
-                found.queued += 1
+                # Most have their job row still (queued, or running with a heartbeat that
+                # goes stale); one killed before its job was written gets one now.
+                if await jobs.live_for(doc.id) is None:
+                    await self.queue(jobs, doc.id, path)
+                    found.queued += 1
             elif doc.status == "pending":
                 await _forget(sessions, doc.id)
                 found.forgotten += 1
             elif doc.status in FAILED and present:
-                await asyncio.to_thread(_unlink, path)
+                await asyncio.to_thread(unlink, path)
                 found.removed += 1
         for path in sorted(files):
             if str(path) in named:
                 continue
             sha, size = await asyncio.to_thread(_facts, path)
             if await _record(sessions, self.folder, path, sha, size, None) is not None:
-                self.queue(service, store.document_id(str(path)), path)
+                await self.queue(jobs, store.document_id(str(path)), path)
                 found.adopted += 1
         return found
 
@@ -259,8 +252,3 @@ def _entries(folder: Path) -> tuple[list[Path], set[Path]]:
 
 def _facts(path: Path) -> tuple[str, int]:
     return uploads.sha256_of(path), path.stat().st_size
-
-
-def _unlink(path: Path) -> None:
-    with contextlib.suppress(FileNotFoundError):
-        path.unlink()

@@ -1,0 +1,274 @@
+"""Ingestion jobs as rows: claimed once however many workers race, one per folder across
+processes, taken up again when their worker dies, cancelled from anywhere; ingest runs
+are interrupted only when their heartbeat stops."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import LOCAL_URL, QUICK_JOBS, make_settings
+from fakes import Clock, FakeEmbedder, GatedEmbedder, SlowPdfs
+from litestar.testing import AsyncTestClient
+from sqlalchemy import select
+
+from rag.config import JobSettings, load_settings
+from rag.db.engine import create_engine, session_factory, upgrade
+from rag.db.tables import IngestRun
+from rag.errors import ConfigError, JobConflict, JobStopped
+from rag.ingest import store
+from rag.jobs.queue import LOST, JobProgress, JobQueue
+from rag.jobs.worker import Stop, run_job
+from rag.registry import Overrides
+from rag.service import open_service
+from rag.web import create_app
+
+EPOCH = datetime(2026, 12, 3, 12, 0, 0)
+SETTINGS = JobSettings(heartbeat_s=2.0, stale_after_s=60.0, poll_s=1.0)
+
+
+@asynccontextmanager
+async def queues(
+    tmp_path: Path, count: int, clock: Clock | None = None
+) -> AsyncIterator[list[JobQueue]]:
+    """``count`` queues over one SQLite file, each on its own engine: as many processes."""
+    url = f"sqlite+aiosqlite:///{tmp_path / 'jobs.db'}"
+    await upgrade(url)
+    engines = [create_engine(url) for _ in range(count)]
+    now = (lambda: EPOCH + timedelta(seconds=clock.now)) if clock else (lambda: EPOCH)
+    try:
+        yield [JobQueue(session_factory(engine), SETTINGS, now) for engine in engines]
+    finally:
+        for engine in engines:
+            await engine.dispose()
+
+
+async def test_every_job_is_claimed_exactly_once_however_many_workers_race(
+    tmp_path: Path,
+) -> None:
+    async with queues(tmp_path, 4) as (first, *others):
+        enqueued = [(await first.enqueue("folder", [tmp_path / f"f{n}"])).id for n in range(30)]
+
+        async def drain(queue: JobQueue, name: str) -> list[str]:
+            taken = []
+            while (job := await queue.claim(name)) is not None:
+                assert job.worker == name and job.state == "running" and job.attempts == 1
+                taken.append(job.id)
+            return taken
+
+        claims = await asyncio.gather(*(drain(q, f"w{n}") for n, q in enumerate([first, *others])))
+    every = [job_id for taken in claims for job_id in taken]
+    assert sorted(every) == sorted(enqueued)  # none twice, none left
+    assert sum(1 for taken in claims if taken) >= 2  # they did race
+
+
+async def test_one_active_job_per_folder_whoever_asks_at_once(tmp_path: Path) -> None:
+    folder = tmp_path / "docs"
+    async with queues(tmp_path, 3) as replicas:
+        outcomes = await asyncio.gather(
+            *(q.enqueue("folder", [folder]) for q in replicas), return_exceptions=True
+        )
+        won = [o for o in outcomes if not isinstance(o, BaseException)]
+        lost = [o for o in outcomes if isinstance(o, BaseException)]
+        assert len(won) == 1 and len(lost) == 2
+        for refusal in lost:
+            assert isinstance(refusal, JobConflict) and refusal.job_id == won[0].id
+            assert won[0].id in refusal.message and str(folder) in refusal.message
+        # Finished, the folder is free again.
+        running = await replicas[1].claim("w")
+        assert running is not None and running.id == won[0].id
+        await replicas[1].finish(running.id, "w", "finished", JobProgress())
+        assert (await replicas[2].enqueue("folder", [folder])).id != won[0].id
+
+
+async def test_a_job_whose_worker_died_is_taken_up_again(tmp_path: Path) -> None:
+    clock = Clock()
+    async with queues(tmp_path, 2, clock) as (a, b):
+        job = await a.enqueue("folder", [tmp_path / "docs"])
+        assert (await a.claim("A")) is not None
+        progress = JobProgress()
+        progress.start(3)
+        progress.file_done("one.md", "new", 2)
+        assert await a.beat(job.id, "A", progress) is None
+        seen = await b.get(job.id)
+        assert seen is not None and (seen.files_done, seen.files_total, seen.chunks) == (1, 3, 2)
+        clock.now += 59  # slow, not dead
+        assert await b.claim("B") is None
+        clock.now += 2  # 61 s without a heartbeat
+        taken = await b.claim("B")
+        assert taken is not None and taken.id == job.id
+        assert (taken.worker, taken.attempts, taken.state) == ("B", 2, "running")
+        # The first worker, back from the dead, learns it lost the job and writes nothing.
+        assert await a.beat(job.id, "A", progress) == LOST
+        await a.finish(job.id, "A", "failed", progress, error="late")
+        await b.finish(job.id, "B", "finished", JobProgress(), result={"new": 3})
+        done = await a.get(job.id)
+    assert done is not None and (done.state, done.error, done.result) == (
+        "finished",
+        None,
+        {"new": 3},
+    )
+
+
+async def test_cancel_ends_a_queued_job_now_and_asks_a_running_one(tmp_path: Path) -> None:
+    async with queues(tmp_path, 2) as (web, worker):
+        queued = await web.enqueue("upload", [tmp_path / "a.md"], document_id="d1")
+        await web.request_cancel(queued.id, "the document was deleted")
+        ended = await worker.get(queued.id)
+        assert ended is not None and (ended.state, ended.error) == (
+            "cancelled",
+            "the document was deleted",
+        )
+        running = await web.enqueue("upload", [tmp_path / "b.md"], document_id="d2")
+        assert await worker.claim("W") is not None
+        await web.request_cancel(running.id, "the document was deleted")
+        assert await worker.beat(running.id, "W", JobProgress()) == "the document was deleted"
+        await worker.finish(running.id, "W", "cancelled", JobProgress(), error="stopped")
+        stopped = await web.get(running.id)
+        assert stopped is not None and stopped.error == "the document was deleted"
+        assert await web.live_for("d2") is None
+
+
+async def test_a_released_job_goes_back_to_the_queue(tmp_path: Path) -> None:
+    async with queues(tmp_path, 2) as (a, b):
+        job = await a.enqueue("folder", [tmp_path / "docs"])
+        assert await a.claim("A") is not None
+        await a.release(job.id, "A")
+        again = await b.claim("B")
+    assert again is not None and again.id == job.id and again.attempts == 2
+
+
+async def test_a_run_is_interrupted_when_its_heartbeat_stops_not_when_another_starts(
+    tmp_path: Path,
+) -> None:
+    async with queues(tmp_path, 1) as (queue,):
+        sessions = queue.sessions
+
+        async def start(at: float) -> int:
+            now = EPOCH + timedelta(seconds=at)
+            async with sessions() as session, session.begin():
+                return await store.start_run(session, ["/docs"], now, now - timedelta(seconds=60))
+
+        async def statuses() -> list[str]:
+            async with sessions() as session:
+                rows = await session.scalars(select(IngestRun.status).order_by(IngestRun.id))
+                return list(rows)
+
+        live = await start(0)
+        await start(30)  # another machine's run: the first still beats
+        assert await statuses() == ["running", "running"]
+        async with sessions() as session, session.begin():
+            await store.beat_run(session, live, EPOCH + timedelta(seconds=50))
+        await start(100)  # 50 s after the first's last beat, 70 s after the second's
+        assert await statuses() == ["running", "interrupted", "running"]
+        await start(111)
+        assert await statuses() == ["interrupted", "interrupted", "running", "running"]
+
+
+@pytest.mark.parametrize("environ", [{"RAG_JOBS__STALE_AFTER_S": "3"}, {"RAG_JOBS__POLL_S": "0"}])
+def test_job_settings_are_checked(environ: dict[str, str]) -> None:
+    with pytest.raises(ConfigError, match=r"jobs\.(stale_after_s|heartbeat_s)"):
+        load_settings(environ=environ)
+
+
+GUIDE = b"# Zebra guide\n\nThe zebra protocol moves striped parcels between warehouses.\n"
+OTHER = b"# Llama notes\n\nLlamas carry wool bales across the mountain pass every spring.\n"
+
+
+@asynccontextmanager
+async def replicas(
+    tmp_path: Path, runner: Overrides, **sections: Any
+) -> AsyncIterator[tuple[AsyncTestClient[Any], AsyncTestClient[Any]]]:
+    """Two web apps over one database: the first runs jobs, the second only answers."""
+    working = make_settings(tmp_path, jobs=QUICK_JOBS, **sections)
+    answering = make_settings(tmp_path, jobs={**QUICK_JOBS, "run_in_server": False}, **sections)
+    async with (
+        open_service(working, runner) as one,
+        open_service(answering, Overrides(embedder=FakeEmbedder())) as two,
+        AsyncTestClient(app=create_app(working, one), base_url=LOCAL_URL) as a,
+        AsyncTestClient(app=create_app(answering, two), base_url=LOCAL_URL) as b,
+    ):
+        yield a, b
+
+
+async def state_of(client: AsyncTestClient[Any], job_id: str, *states: str) -> dict[str, Any]:
+    """The job once it is in one of ``states``."""
+    for _ in range(1000):
+        job: dict[str, Any] = (await client.get(f"/v1/jobs/{job_id}")).json()
+        if job["state"] in states:
+            return job
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"job {job_id} never reached {states}: {job}")
+
+
+async def test_a_job_started_on_one_replica_runs_and_is_seen_and_refused_on_another(
+    tmp_path: Path,
+) -> None:
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    (folder / "guide.md").write_bytes(GUIDE)
+    (folder / "llama.md").write_bytes(OTHER)
+    embedder = GatedEmbedder()
+    async with replicas(
+        tmp_path, Overrides(embedder=embedder), web={"ingest_folder": str(folder)}
+    ) as (a, b):
+        started = await b.post("/v1/ingest")  # b runs no jobs: a's worker takes it
+        assert started.status_code == 202, started.text
+        job_id = started.json()["id"]
+        twin = await a.post("/v1/ingest")
+        assert twin.status_code == 409 and job_id in twin.json()["error"]["message"]
+        running = await state_of(b, job_id, "running")
+        assert running["worker"].startswith("serve@") and running["attempts"] == 1
+        embedder.gate.set()
+        done = await state_of(b, job_id, "finished")
+        assert done["progress"]["files_done"] == done["progress"]["files_total"] == 2
+        assert done["result"]["new"] == 2 and done["result"]["run_id"] >= 1
+        assert [job["id"] for job in (await a.get("/v1/jobs")).json()] == [job_id]
+
+
+async def test_a_delete_on_one_replica_stops_the_job_running_on_another(tmp_path: Path) -> None:
+    slow = SlowPdfs()
+    uploads = {"folder": str(tmp_path / "uploads")}
+    async with replicas(
+        tmp_path, Overrides(embedder=FakeEmbedder(), loader=slow), uploads=uploads
+    ) as (a, b):
+        try:
+            pdf = await b.post("/v1/documents", files={"file": ("slow.pdf", b"%PDF-1.7\nx\n")})
+            assert pdf.status_code == 202, pdf.text
+            await slow.started()  # read by a's worker
+            deleted = await b.delete(f"/v1/documents/{pdf.json()['document']['id']}")
+            assert deleted.status_code == 200, deleted.text
+            job = await state_of(a, pdf.json()["job"]["id"], "cancelled")
+            assert job["error"] == "the document was deleted"
+        finally:
+            slow.released.set()  # before the apps stop: no reader thread left behind
+
+
+async def test_rag_ingest_takes_up_a_waiting_job_refuses_a_live_one_and_stops_when_cancelled(
+    tmp_path: Path,
+) -> None:
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    (folder / "guide.md").write_bytes(GUIDE)
+    settings = make_settings(tmp_path, jobs=QUICK_JOBS)
+    embedder = GatedEmbedder()
+    async with open_service(settings, Overrides(embedder=embedder)) as service:
+        queue = JobQueue(service.sessions, settings.jobs)
+        waiting = await queue.enqueue("folder", [folder])  # no worker anywhere
+        job = await queue.take("cli", [folder], "rag ingest@here")
+        assert (job.id, job.worker, job.state) == (waiting.id, "rag ingest@here", "running")
+        with pytest.raises(JobConflict, match="by rag ingest@here, last heartbeat 0 s ago"):
+            await queue.take("cli", [folder], "rag ingest@there")
+        running = asyncio.create_task(
+            run_job(queue, service, job, "rag ingest@here", stop=Stop(on_shutdown="cancel"))
+        )
+        await queue.request_cancel(job.id, "an operator said so")  # as from another process
+        with pytest.raises(JobStopped, match=f"job {job.id} was cancelled: an operator said so"):
+            await running
+        ended = await queue.get(job.id)
+    assert ended is not None and (ended.state, ended.error) == ("cancelled", "an operator said so")
