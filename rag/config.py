@@ -444,8 +444,8 @@ def _check_ranges(s: Settings) -> None:
         problems.append("server.header_timeout_s must be > 0 and keepalive_timeout_s >= 1")
     if s.server.max_connections < 1 or s.server.max_concurrent_answers < 1:
         problems.append("server.max_connections and max_concurrent_answers must be >= 1")
-    if s.index.log_keep_rows < 1000:
-        problems.append("index.log_keep_rows must be at least 1000")
+    if s.index.log_keep_rows < 1:
+        problems.append("index.log_keep_rows must be at least 1")
     if s.auth.rate_limit_per_minute < 0:
         problems.append("auth.rate_limit_per_minute must be >= 0 (0 = no limit)")
     if s.database.lock_wait_s < 0 or s.database.best_effort_wait_s < 0:

@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from sqlalchemy import delete, insert, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from rag.db.tables import IndexLog, Meta
+from rag.db.tables import IndexLog
 
 PRUNED_KEY = "index_log_pruned"
 ADD, REMOVE = "add", "remove"
@@ -47,20 +47,32 @@ async def append(
         await session.execute(insert(IndexLog), rows)
 
 
-async def since(session: AsyncSession, generation: int, limit: int) -> list[tuple[int, str, str]]:
-    """Up to ``limit`` (generation, chunk id, op) rows past ``generation``, oldest first."""
-    result = await session.execute(
-        select(IndexLog.generation, IndexLog.chunk_id, IndexLog.op)
-        .where(IndexLog.generation > generation)
-        .order_by(IndexLog.generation, IndexLog.id)
-        .limit(limit)
-    )
-    return [(int(g), str(c), str(o)) for g, c, o in result]
+CHANGES = (
+    "SELECT l.generation, l.chunk_id, v.vector FROM index_log l"
+    " LEFT JOIN vectors v ON v.chunk_id = l.chunk_id AND v.model_id = :model_id"
+    " WHERE l.generation > :after ORDER BY l.generation, l.id LIMIT :limit"
+)
+"""The rows past ``:after`` with each chunk's stored vector as it is now (NULL: none). In
+one statement, so the log and the vectors are read from one snapshot. Plain SQL with
+named parameters, which both SQLAlchemy and ``sqlite3`` take."""
+
+Change = tuple[int, str, bytes | None]
+"""(generation, chunk id, the chunk's stored vector or None)."""
+
+
+async def since(session: AsyncSession, after: int, model_id: str, limit: int) -> list[Change]:
+    """Up to ``limit`` changes past generation ``after``, oldest first (``CHANGES``)."""
+    params = {"after": after, "model_id": model_id, "limit": limit}
+    result = await session.execute(text(CHANGES), params)
+    return [(int(g), str(c), None if v is None else bytes(v)) for g, c, v in result]
+
+
+PRUNED = "SELECT value FROM meta WHERE key = :key"
 
 
 async def pruned_through(session: AsyncSession) -> int:
     """The newest generation whose rows may have been pruned (0: none ever were)."""
-    value = await session.scalar(select(Meta.value).where(Meta.key == PRUNED_KEY))
+    value = await session.scalar(text(PRUNED), {"key": PRUNED_KEY})
     return 0 if value is None else int(value)
 
 
@@ -74,6 +86,7 @@ async def prune(session: AsyncSession, keep_rows: int) -> int:
     )
     if cut is None:
         return 0
-    await session.execute(_RAISE_MARK, {"key": PRUNED_KEY, "value": str(cut)})
-    result = await session.execute(delete(IndexLog).where(IndexLog.generation <= cut))
+    # The generation of the row just past the newest ``keep_rows`` stays whole.
+    await session.execute(_RAISE_MARK, {"key": PRUNED_KEY, "value": str(cut - 1)})
+    result = await session.execute(delete(IndexLog).where(IndexLog.generation < cut))
     return int(getattr(result, "rowcount", 0) or 0)

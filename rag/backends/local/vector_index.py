@@ -50,7 +50,7 @@ class NumpyIndex(VectorIndex):
         # until none is running, so a row never moves under a query.
         self._readers = 0
         self._idle: asyncio.Event | None = None
-        self._follower: Follower | None = None
+        self.follower: Follower | None = None
 
     @classmethod
     async def load(cls, engine: AsyncEngine, model_id: str, dimension: int) -> NumpyIndex:
@@ -59,7 +59,7 @@ class NumpyIndex(VectorIndex):
         from rag.backends.local.follower import Follower
 
         index = cls(dimension, model_id)
-        index._follower = await Follower.start(index, engine)
+        index.follower = await Follower.start(index, engine)
         return index
 
     async def fill(self, engine: AsyncEngine) -> None:
@@ -76,13 +76,13 @@ class NumpyIndex(VectorIndex):
 
     async def catch_up(self) -> int | None:
         """Apply every vector written since (by any process); the generation now held."""
-        return None if self._follower is None else await self._follower.catch_up()
+        return None if self.follower is None else await self.follower.catch_up()
 
     async def reload(self) -> None:
         """Read the table again, whole."""
-        if self._follower is None:
+        if self.follower is None:
             raise RuntimeError("reload() needs an index made by NumpyIndex.load()")
-        await self._follower.reload()
+        await self.follower.reload()
 
     async def replace_with(self, fresh: NumpyIndex) -> None:
         """Take ``fresh``'s vectors once no query reads the current ones."""
@@ -98,7 +98,16 @@ class NumpyIndex(VectorIndex):
                 f"a stored vector for {self.model_id} is not {self.dimension} float32 values"
             )
         block = np.frombuffer(b"".join(vectors.values()), dtype="<f4")
+        count, needed = self._count, self._count + len(vectors)
+        grown = None
+        if needed > len(self._matrix):
+            # Growing copies the whole matrix (150 MB at 100k x 384, seconds on a busy
+            # machine): in a thread, while queries read the current one. Only the follower
+            # calls this, one pass at a time, so nothing moves rows meanwhile.
+            grown = await asyncio.to_thread(self._grown, needed)
         await self._no_readers()
+        if grown is not None and self._count == count:
+            self._matrix = grown
         self.delete_sync(gone)
         if vectors:
             self.upsert_sync(list(vectors), block.reshape(len(vectors), self.dimension))
@@ -156,6 +165,10 @@ class NumpyIndex(VectorIndex):
 
     def loaded(self) -> int:
         return self._count
+
+    def ids(self) -> list[str]:
+        """The chunk ids held, in no particular order."""
+        return self._ids[: self._count]
 
     def __contains__(self, chunk_id: object) -> bool:
         return chunk_id in self._rows
@@ -244,13 +257,15 @@ class NumpyIndex(VectorIndex):
             self._count = last
 
     def _reserve(self, rows: int) -> None:
-        if rows <= len(self._matrix):
-            return
+        if rows > len(self._matrix):
+            self._matrix = self._grown(rows)
+
+    def _grown(self, rows: int) -> Vectors:
         # Grow by half again, so a long run of small upserts copies the matrix O(log n) times.
         capacity = max(rows, len(self._matrix) + len(self._matrix) // 2)
         grown = np.empty((capacity, self.dimension), dtype=np.float32)
         grown[: self._count] = self._matrix[: self._count]
-        self._matrix = grown
+        return grown
 
     def _as_query(self, vector: Vectors) -> Vectors:
         q = np.asarray(vector, dtype=np.float32).reshape(-1)
