@@ -36,9 +36,7 @@ async def main(tmp: Path, folder: Path, mode: str) -> None:
             return
         files = sorted(await asyncio.to_thread(lambda: list(folder.iterdir())))
         async with service.sessions() as session:
-            doc_id = await session.scalar(
-                select(Document.id).where(Document.path == files[2].name)
-            )
+            doc_id = await session.scalar(select(Document.id).where(Document.path == files[2].name))
         assert doc_id is not None
         await service.delete_document(doc_id)  # deleted through the API, file kept: ...
         for path in files[::3]:
