@@ -2,7 +2,8 @@
 
 Precedence, lowest first: built-in defaults, the config file (``RAG_CONFIG`` or
 ``./config.toml``), environment variables ``RAG_<SECTION>__<KEY>`` (top-level keys:
-``RAG_<KEY>``). Unknown keys and wrong types fail at start-up naming the key. Secrets
+``RAG_<KEY>``). Unknown keys and wrong types fail at start-up naming the key (the
+variables Kubernetes injects for a Service named ``rag`` are not keys: ignored). Secrets
 are never read from the file: they live in the environment only.
 """
 

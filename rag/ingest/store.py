@@ -4,9 +4,9 @@ The transactional outbox: when the serving index is remote (Vectorize), the inde
 a change owes are queued in ``index_outbox`` in the same transaction as the chunk rows
 (``outbox=<model id>`` on ``write_document``, ``record_problem`` and
 ``delete_document``), so a crash can never commit one without the other; the index
-drains the queue in batches (``VectorizeIndex.flush``). A local in-memory index is
-updated directly and rebuilt from SQLite at start, so it queues nothing
-(``outbox=None``, the default): the table never grows on the local backend.
+drains the queue in batches (``VectorizeIndex.flush``). A local in-memory index follows
+``index_log`` instead (below), so it queues nothing (``outbox=None``, the default): the
+table never grows on the local backend.
 
 Every transaction that adds or removes vectors also appends them to ``index_log``
 after bumping the generation, whatever the backend: that is how every process's
