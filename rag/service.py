@@ -391,7 +391,10 @@ class RagService(QAService):
         if durable:
             await self.index.flush()
         else:
-            await self.index.catch_up()
+            # Committed whatever happens next: if this read fails, the next query's
+            # catch-up applies the delete, so the delete itself must not fail for it.
+            async with self.best_effort.attempt("index catch-up", "read"):
+                await self.index.catch_up()
         await self._prune_log()
         return source, lost
 
