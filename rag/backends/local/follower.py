@@ -73,7 +73,8 @@ class Follower:
         self._asked += 1
         mine = self._asked
         while True:
-            if self._running is None:
+            # A finished pass whose done callback has not run yet counts as none.
+            if self._running is None or self._running.done():
                 self._serves = self._asked
                 self._running = asyncio.ensure_future(self._pass())
                 self._running.add_done_callback(self._finished)
