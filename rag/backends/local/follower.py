@@ -50,7 +50,7 @@ class Follower:
         """The generation whose writes the index holds (and perhaps some later ones)."""
         self.reloads = 0
         self.deltas = 0
-        """Passes that applied rows; with ``reloads``, what a test or ``/healthz`` counts."""
+        """Passes that applied rows; with ``reloads``, what tests and benchmarks count."""
         self.model_id = index.model_id
         self._sessions = session_factory(engine)
         self._engine = engine
@@ -85,7 +85,8 @@ class Follower:
                 return self.position
 
     async def reload(self) -> None:
-        """Read every vector again (through the single flight, like a delta)."""
+        """Read every vector again, now: for a caller that wants it whole (``NumpyIndex.reload``);
+        requests never call this, they ``catch_up``."""
         async with self._sessions() as session:
             current = await store.generation(session)
         await self._reload(current)
