@@ -2,23 +2,29 @@
 
 Precedence, lowest first: built-in defaults, the config file (``RAG_CONFIG`` or
 ``./config.toml``), environment variables ``RAG_<SECTION>__<KEY>`` (top-level keys:
-``RAG_<KEY>``). Unknown keys and wrong types fail at start-up naming the key. Secrets
+``RAG_<KEY>``). Unknown keys and wrong types fail at start-up naming the key (the
+variables Kubernetes injects for a Service named ``rag`` are not keys: ignored). Secrets
 are never read from the file: they live in the environment only.
 """
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
+import logging
 import os
 import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
 import msgspec
 
 from rag.errors import ConfigError
+from rag.redact import masked_url
+
+log = logging.getLogger(__name__)
 
 
 class DatabaseSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -30,6 +36,15 @@ class DatabaseSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, 
     best_effort_wait_s: float = 0.5
     """The same wait for the writes an answer can do without (the answer cache, its hit
     counter, the usage ledger): a held lock delays an answer by at most this much."""
+
+
+class IndexSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """The in-memory index every process keeps (local backend), and the log it follows."""
+
+    log_keep_rows: int = 100_000
+    """Rows of ``index_log`` (one per vector added or removed) kept for processes that
+    catch up; older ones are pruned after each ingest and delete. A process further
+    behind than that reads its whole index again instead. 100,000 rows are a few MB."""
 
 
 class IngestSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -253,6 +268,12 @@ class AuthSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
     rate_limit_per_minute: int = 120
     """Requests per minute per API key (per client address when auth is off); 0 = no limit.
     Up to a minute's worth may come at once (token bucket)."""
+    rate_limit_store: Literal["auto", "memory", "database"] = "auto"
+    """Where the counts live: "memory" (each process counts alone, so N replicas allow N
+    times the rate), "database" (one count per client across every replica, one write per
+    request, ``rag.web.shared_limit``), or "auto": the database when it is PostgreSQL
+    (several replicas share it), memory on SQLite (one machine, where a write per request
+    would queue behind an ingest's)."""
 
 
 class UploadSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -305,6 +326,7 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     backend: Literal["local", "cloudflare"] = "local"
     data_dir: str = "data"
     database: DatabaseSettings = msgspec.field(default_factory=DatabaseSettings)
+    index: IndexSettings = msgspec.field(default_factory=IndexSettings)
     ingest: IngestSettings = msgspec.field(default_factory=IngestSettings)
     retrieval: RetrievalSettings = msgspec.field(default_factory=RetrievalSettings)
     local: LocalSettings = msgspec.field(default_factory=LocalSettings)
@@ -345,7 +367,20 @@ SECRET_ENV = (
     "OPENROUTER_API_KEY",
 )
 """Secrets live only in these environment variables; ``rag config`` shows them masked."""
-_SECTIONS = {name for name in Settings.__struct_fields__ if name not in ("backend", "data_dir")}
+_SECTIONS: dict[str, tuple[str, ...]] = {
+    f.name: f.type.__struct_fields__
+    for f in msgspec.structs.fields(Settings)
+    if isinstance(f.type, type) and issubclass(f.type, msgspec.Struct)
+}
+"""Each section and its keys: a misspelt one stops the program, naming the variable."""
+_TOP_LEVEL = tuple(name for name in Settings.__struct_fields__ if name not in _SECTIONS)
+_KUBERNETES = re.compile(
+    r"RAG(?:_[A-Z0-9_]+?)?_(?:SERVICE_HOST|SERVICE_PORT(?:_[A-Z0-9_]+)?"
+    r"|PORT(?:_\d+_(?:TCP|UDP|SCTP)(?:_(?:PROTO|PORT|ADDR))?)?)"
+)
+"""The service links Kubernetes injects for a Service named ``rag`` (or ``rag-*``):
+``RAG_PORT=tcp://10.0.0.1:8000``, ``RAG_SERVICE_HOST``, ``RAG_PORT_8000_TCP_ADDR``... Not
+ours, so ignored; ours always have a ``__`` (sections) or are ``_TOP_LEVEL``."""
 _NOT_SETTINGS = ("RAG_CONFIG", "RAG_DEBUG")
 """``RAG_*`` variables that steer the program rather than set a key: the config file's
 path, and the command line's tracebacks (its error messages suggest ``RAG_DEBUG=1``)."""
@@ -376,6 +411,7 @@ def load_settings(
 
 
 def _overlay_env(raw: dict[str, Any], env: Mapping[str, str]) -> None:
+    ignored = []
     for name, value in env.items():
         if not name.startswith("RAG_") or name in _NOT_SETTINGS:
             continue
@@ -383,13 +419,28 @@ def _overlay_env(raw: dict[str, Any], env: Mapping[str, str]) -> None:
         section, sep, field = key.partition("__")
         if sep:
             if section not in _SECTIONS:
-                raise ConfigError(f"{name}: unknown section [{section}]")
+                raise ConfigError(f"{name}: unknown section [{section}]{_hint(section, _SECTIONS)}")
+            if field not in _SECTIONS[section]:
+                raise ConfigError(
+                    f"{name}: [{section}] has no key {field!r}{_hint(field, _SECTIONS[section])}"
+                )
             target = raw.setdefault(section, {})
             if not isinstance(target, dict):
                 raise ConfigError(f"{name}: [{section}] is not a table in the config file")
             target[field] = _env_value(value)
-        else:
+        elif key in _TOP_LEVEL:
             raw[key] = _env_value(value)
+        elif _KUBERNETES.fullmatch(name):
+            ignored.append(name)
+        else:
+            raise ConfigError(f"{name}: unknown setting {key!r}{_hint(key, _TOP_LEVEL)}")
+    if ignored:
+        log.debug("ignored Kubernetes service variables (not settings): %s", ", ".join(ignored))
+
+
+def _hint(wrong: str, known: Iterable[str]) -> str:
+    close = difflib.get_close_matches(wrong, list(known), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def _merge_prices(raw: dict[str, Any]) -> None:
@@ -440,6 +491,8 @@ def _check_ranges(s: Settings) -> None:
         problems.append("server.header_timeout_s must be > 0 and keepalive_timeout_s >= 1")
     if s.server.max_connections < 1 or s.server.max_concurrent_answers < 1:
         problems.append("server.max_connections and max_concurrent_answers must be >= 1")
+    if s.index.log_keep_rows < 1:
+        problems.append("index.log_keep_rows must be at least 1")
     if s.auth.rate_limit_per_minute < 0:
         problems.append("auth.rate_limit_per_minute must be >= 0 (0 = no limit)")
     if s.database.lock_wait_s < 0 or s.database.best_effort_wait_s < 0:
@@ -514,7 +567,8 @@ def effective(settings: Settings, environ: Mapping[str, str] | None = None) -> d
     env = os.environ if environ is None else environ
     data = msgspec.to_builtins(settings)
     assert isinstance(data, dict)
-    data["database"]["effective_url"] = settings.database_url
+    data["database"]["url"] = masked_url(settings.database.url)
+    data["database"]["effective_url"] = masked_url(settings.database_url)
     data["ingest"]["pdf_passwords"] = ["***"] * len(settings.ingest.pdf_passwords)
     data["secrets"] = {name: ("***" if env.get(name) else "(not set)") for name in SECRET_ENV}
     return data

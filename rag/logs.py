@@ -5,6 +5,9 @@ open files", a client retrying a bad request in a loop) is printed once per inte
 and then counted; the next time it gets through it carries "repeated N times". A flood
 costs a line per interval instead of a traceback per event, and nothing is hidden.
 
+``PasswordFilter``: a database URL's password, wherever a record carries one, is
+masked (``rag.redact``).
+
 ``printable``: text from a request (a path, a file name) with its control characters
 escaped, so a ``%0A`` in a URL cannot end a log line and start a forged one.
 """
@@ -17,6 +20,8 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+
+from rag.redact import mask_passwords
 
 GUARDED_LOGGERS = ("", "rag", "uvicorn", "uvicorn.error", "asyncio")
 """Where floods come from: the app, the server and the event loop's accept errors."""
@@ -90,8 +95,30 @@ def _text(record: logging.LogRecord) -> str:
         return str(record.msg)
 
 
+class PasswordFilter(logging.Filter):
+    """Masks a URL's password in a record's message and traceback (``rag.redact``).
+
+    Whoever logs a driver's error or an exception does not check it for a database URL;
+    this does, once, for every record the guarded handlers write.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = _text(record)
+        if (masked := mask_passwords(text)) != text:
+            record.msg, record.args = masked, None
+        if record.exc_info and not record.exc_text:
+            trace = logging.Formatter().formatException(record.exc_info)
+            if (masked := mask_passwords(trace)) != trace:
+                record.exc_text = masked  # the formatter prints this instead of formatting
+        return True
+
+
+PASSWORDS = PasswordFilter()
+
+
 def guard_logging(repeat_filter: RepeatFilter, loggers: Iterable[str] = GUARDED_LOGGERS) -> None:
-    """Put ``repeat_filter`` on every handler of ``loggers``, where all their records pass.
+    """Put ``repeat_filter`` (and ``PASSWORDS``) on every handler of ``loggers``, where all
+    their records pass.
 
     On handlers rather than loggers: a logger's own filters never see the records its
     children (``rag.web.app``...) propagate to it.
@@ -106,5 +133,6 @@ def guard_logging(repeat_filter: RepeatFilter, loggers: Iterable[str] = GUARDED_
         root.addHandler(fallback)
     for name in loggers:
         for handler in logging.getLogger(name).handlers:
-            if repeat_filter not in handler.filters:
-                handler.addFilter(repeat_filter)
+            for guard in (PASSWORDS, repeat_filter):
+                if guard not in handler.filters:
+                    handler.addFilter(guard)

@@ -64,9 +64,9 @@ class VectorIndex(Protocol):
     (Vectorize) is not written per document: its writes are queued in ``index_outbox`` in
     the same transaction as the chunks, and ``flush`` sends them in batches;
     ``open_service`` flushes at start what a killed run left. Any other index (the
-    in-memory numpy one, rebuilt from SQLite at start) gets ``upsert``/``delete`` right
-    after each commit. Implementations subclass this Protocol, so the capabilities one
-    lacks fall back to the no-op defaults below.
+    in-memory numpy one, loaded from the database at start) follows the change log:
+    ``catch_up`` after each commit and before each query. Implementations subclass this
+    Protocol, so the capabilities one lacks fall back to the no-op defaults below.
     """
 
     model_id: str | None
@@ -89,7 +89,13 @@ class VectorIndex(Protocol):
         return 0
 
     async def reload(self) -> None:
-        """Read the vectors again: another process changed them (in-memory indexes only)."""
+        """Read the vectors again, whole (in-memory indexes only)."""
+        return None
+
+    async def catch_up(self) -> int | None:
+        """Apply every change to the stored vectors since the last call, whichever process
+        wrote it, and return the index generation now held; None for an index that does
+        not follow the database (Vectorize is fed through the outbox instead)."""
         return None
 
     def loaded(self) -> int | None:
@@ -239,6 +245,12 @@ class QAService(Protocol):
     @property
     def sessions(self) -> async_sessionmaker[AsyncSession] | None:
         """The database of documents and keys, or None when the service keeps none."""
+        return None
+
+    @property
+    def quick_sessions(self) -> async_sessionmaker[AsyncSession] | None:
+        """The same database for work a request can do without (a shared rate-limit
+        count): it waits at most ``[database] best_effort_wait_s`` for a lock."""
         return None
 
     async def ingest(self, paths: Sequence[Path], progress: Progress | None = None) -> IngestReport:

@@ -34,6 +34,7 @@ from rag.answer.cache import AnswerCache, cache_key, cacheable, key_parts, repla
 from rag.answer.condense import condense_with
 from rag.answer.flow import answer_events
 from rag.config import Settings
+from rag.db import index_log
 from rag.db.engine import create_engine, session_factory, sqlite_path, upgrade
 from rag.db.failures import BestEffort, FailureObserver, reason, storage_errors
 from rag.db.tables import Chunk, Document
@@ -134,7 +135,6 @@ class RagService(QAService):
             refusals=components.refusals,
             degraded_min_coverage=settings.retrieval.degraded_min_coverage,
         )
-        self._generation = -1
         self._key_parts = key_parts(
             settings, self.embedder.model_id, self.chat, components.min_relevance
         )
@@ -144,6 +144,10 @@ class RagService(QAService):
     @property
     def sessions(self) -> async_sessionmaker[AsyncSession]:
         return self._sessions
+
+    @property
+    def quick_sessions(self) -> async_sessionmaker[AsyncSession]:
+        return self._quick
 
     def observe_costs(self, observer: Callable[[Cost], None]) -> Callable[[], None]:
         return _subscribe(self.ledger.observers, observer)
@@ -327,14 +331,13 @@ class RagService(QAService):
                 report = await ingestor.run(paths)
             finally:
                 await self.ledger.close()
-            async with self.sessions() as session:
-                # Our own writes are already in the in-memory index.
-                self._generation = await store.generation(session)
+            generation = await self._sync_index()
         usage = meter.usage()
         report.neurons, report.usd = usage.neurons, usage.usd
         # Entries of other generations are never served again: dropping them can wait.
         async with self.best_effort.attempt("cache"):
-            await self.cache.purge(self._generation)
+            await self.cache.purge(generation)
+        await self._prune_log()
         return report
 
     async def _check_workers_ai(self) -> None:
@@ -396,10 +399,11 @@ class RagService(QAService):
         if durable:
             await self.index.flush()
         else:
-            await self.index.delete(lost)
-        async with self.sessions() as session:
-            # Our own write is already in the in-memory index: no reload on the next query.
-            self._generation = await store.generation(session)
+            # Committed whatever happens next: if this read fails, the next query's
+            # catch-up applies the delete, so the delete itself must not fail for it.
+            async with self.best_effort.attempt("index catch-up", "read"):
+                await self.index.catch_up()
+        await self._prune_log()
         return source, lost
 
     async def is_empty(self) -> bool:
@@ -414,14 +418,21 @@ class RagService(QAService):
         return checked_k(k, self.settings.retrieval.top_k, self.settings.retrieval.candidates)
 
     async def _sync_index(self) -> int:
-        """Reload the in-memory index when another process (a CLI ingest) changed the data."""
-        async with self.sessions() as session:
-            current = await store.generation(session)
-        if current != self._generation:
-            if self._generation != -1:
-                await self.index.reload()  # Vectorize has nothing to reload
-            self._generation = current
-        return current
+        """The index generation, after the in-memory index applied every write since."""
+        held = await self.index.catch_up()
+        if held is not None:
+            return held
+        async with self.sessions() as session:  # Vectorize: the database says
+            return await store.generation(session)
+
+    async def _prune_log(self) -> None:
+        """Drop change-log rows no process needs (``[index] log_keep_rows``).
+
+        After a write rather than on the read path, and best effort: a log that is not
+        pruned only grows, and a process far behind reloads its index whole anyway.
+        """
+        async with self.best_effort.attempt("index log"), self._quick.begin() as session:
+            await index_log.prune(session, self.settings.index.log_keep_rows)
 
 
 def _subscribe(observers: list[T], observer: T) -> Callable[[], None]:
@@ -473,9 +484,6 @@ async def open_service(
         components = await build(settings, engines[0], client, overrides)
         await drain_outbox(components.index)
         service = RagService(settings, engines[0], components, engines[1])
-        with storage_errors(path, "open"):
-            async with service.sessions() as session:
-                service._generation = await store.generation(session)
         yield service
     finally:
         if components is not None:

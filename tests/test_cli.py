@@ -327,6 +327,16 @@ def test_config_masks_secrets(env: dict[str, str]) -> None:
     assert shown["database"]["effective_url"].endswith(f"{data_dir / 'rag.db'}")
 
 
+def test_no_command_prints_the_database_password(env: dict[str, str]) -> None:
+    env = {**env, "RAG_DATABASE__URL": "postgresql+asyncpg://rag:pw-4711@127.0.0.1:1/rag"}
+    shown = rag(env, "config")
+    assert shown.exit_code == 0 and "pw-4711" not in shown.output
+    assert json.loads(shown.stdout)["database"]["url"].startswith("postgresql+asyncpg://rag:***@")
+    upgrade = rag(env, "db", "upgrade")  # nothing listens on port 1: it fails, and says why
+    assert upgrade.exit_code != 0 and upgrade.stderr
+    assert "pw-4711" not in upgrade.output
+
+
 def test_unset_secret_is_reported_as_not_set(env: dict[str, str]) -> None:
     env = {**env, "OPENAI_API_KEY": "", "OPENROUTER_API_KEY": ""}
     shown = json.loads(rag(env, "config").stdout)

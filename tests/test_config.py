@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import logging
+import re
 from pathlib import Path
 
 import pytest
 
 from rag.config import effective, load_settings
 from rag.errors import ConfigError
+from rag.redact import mask_passwords, masked_url
 
 
 def test_defaults_without_a_file(tmp_path: Path) -> None:
@@ -48,6 +51,19 @@ def test_trusted_proxies_take_addresses_and_networks(tmp_path: Path) -> None:
         ("[retrieval]\ntop_k = 'three'\n", {}, "at `retrieval.top_k`"),
         ("", {"RAG_RETRIEVAL__TOP_K": "many"}, "at `retrieval.top_k`"),
         ("", {"RAG_NOPE__X": "1"}, "RAG_NOPE__X: unknown section [nope]"),
+        (
+            "",
+            {"RAG_RETREIVAL__TOP_K": "3"},
+            "RAG_RETREIVAL__TOP_K: unknown section [retreival] (did you mean 'retrieval'?)",
+        ),
+        (
+            "",
+            {"RAG_RETRIEVAL__TOPK": "3"},
+            "RAG_RETRIEVAL__TOPK: [retrieval] has no key 'topk' (did you mean 'top_k'?)",
+        ),
+        ("", {"RAG_BACKEDN": "local"}, "RAG_BACKEDN: unknown setting 'backedn'"),
+        ("", {"RAG_SERVICE": "x"}, "RAG_SERVICE: unknown setting 'service'"),
+        ("[index]\nlog_keep_rows = 0\n", {}, "index.log_keep_rows must be at least 1"),
         ("", {"RAG_BACKEND": "cloud"}, "at `backend`"),
         ("colour = 'red'\n", {}, "unknown field `colour`"),
         ("[ingest]\nchunk_tokens = 400\n", {}, "ingest.chunk_tokens must leave room"),
@@ -65,8 +81,37 @@ def test_trusted_proxies_take_addresses_and_networks(tmp_path: Path) -> None:
 def test_bad_settings_fail_naming_the_key(
     tmp_path: Path, text: str, env: dict[str, str], message: str
 ) -> None:
-    with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("(", r"\(")):
+    with pytest.raises(ConfigError, match=re.escape(message)):
         load_settings(environ={"RAG_CONFIG": str(_write(tmp_path, text)), **env})
+
+
+KUBERNETES = {
+    # What Kubernetes injects into every pod for a Service named "rag" (and "rag-web").
+    "RAG_PORT": "tcp://10.0.0.1:8000",
+    "RAG_SERVICE_HOST": "10.0.0.1",
+    "RAG_SERVICE_PORT": "8000",
+    "RAG_SERVICE_PORT_HTTP": "8000",
+    "RAG_PORT_8000_TCP": "tcp://10.0.0.1:8000",
+    "RAG_PORT_8000_TCP_ADDR": "10.0.0.1",
+    "RAG_PORT_8000_TCP_PORT": "8000",
+    "RAG_PORT_8000_TCP_PROTO": "tcp",
+    "RAG_WEB_SERVICE_HOST": "10.0.0.2",
+    "RAG_WEB_PORT_443_TCP": "tcp://10.0.0.2:443",
+}
+
+
+def test_kubernetes_service_variables_are_not_settings(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    config = {"RAG_CONFIG": str(_write(tmp_path, ""))}
+    with caplog.at_level(logging.DEBUG, logger="rag.config"):
+        settings = load_settings(environ={**config, **KUBERNETES, "RAG_SERVER__PORT": "9000"})
+    assert settings.server.port == 9000  # ours still apply beside them
+    assert settings == load_settings(environ={**config, "RAG_SERVER__PORT": "9000"})
+    ignored = [r.getMessage() for r in caplog.records if "Kubernetes" in r.getMessage()]
+    assert len(ignored) == 1 and all(name in ignored[0] for name in KUBERNETES)
+    with pytest.raises(ConfigError, match="RAG_RETRIEVAL__TOPK"):
+        load_settings(environ={**config, **KUBERNETES, "RAG_RETRIEVAL__TOPK": "3"})
 
 
 def test_rag_debug_is_not_a_setting(tmp_path: Path) -> None:
@@ -89,6 +134,36 @@ def test_effective_settings_mask_secrets(tmp_path: Path) -> None:
     assert shown["secrets"]["OPENAI_API_KEY"] == "(not set)"
     assert shown["ingest"]["pdf_passwords"] == ["***"]
     assert "hunter2" not in repr(shown) and "tok-123456" not in repr(shown)
+
+
+def test_effective_settings_mask_the_database_password(tmp_path: Path) -> None:
+    url = "postgresql+asyncpg://rag:s3cret-pw@db.internal:5432/rag"
+    env = {"RAG_CONFIG": str(_write(tmp_path, "")), "RAG_DATABASE__URL": url}
+    shown = effective(load_settings(environ=env), env)
+    masked = "postgresql+asyncpg://rag:***@db.internal:5432/rag"
+    assert shown["database"]["url"] == shown["database"]["effective_url"] == masked
+    assert "s3cret-pw" not in repr(shown)
+
+
+@pytest.mark.parametrize(
+    ("text", "shown"),
+    [
+        ("postgresql://u:pw@h/db", "postgresql://u:***@h/db"),
+        ("postgresql://u:p@ss@h/db", "postgresql://u:***@h/db"),  # an "@" left unescaped
+        ("postgresql://u@h/db", "postgresql://u@h/db"),
+        (
+            "postgresql://h/db?sslmode=require&password=pw",
+            "postgresql://h/db?sslmode=require&password=***",
+        ),
+        ("sqlite+aiosqlite:///data/rag.db", "sqlite+aiosqlite:///data/rag.db"),
+        (
+            "cannot connect to postgresql+asyncpg://a:b@c/d: refused",
+            "cannot connect to postgresql+asyncpg://a:***@c/d: refused",
+        ),
+    ],
+)
+def test_passwords_are_masked_in_urls_and_text(text: str, shown: str) -> None:
+    assert mask_passwords(text) == masked_url(text) == shown
 
 
 def _write(tmp_path: Path, text: str) -> Path:

@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from fakes import Clock, ScriptedService, serve
 
 from rag.config import Settings
+from rag.db.failures import storage_error
 from rag.logs import RepeatFilter, guard_logging, printable
 from rag.web import create_app
 from rag.web.access_log import _TerminalFormatter
@@ -119,3 +120,22 @@ def test_a_path_with_nul_and_line_feed_cannot_forge_a_log_line() -> None:
     assert "forged" not in json.dumps({k: v for k, v in line.items() if k != "path"})
     terminal = terminal_out.getvalue().splitlines()
     assert len(terminal) == 1 and terminal[0].startswith("GET /static/\\x00\\n{"), terminal
+
+
+def test_a_database_password_never_reaches_a_log_line() -> None:
+    url = "postgresql+asyncpg://rag:pw-in-url@db:5432/rag"
+    with captured("test.passwords") as out:
+        guard_logging(RepeatFilter(), ["test.passwords"])
+        logger = logging.getLogger("test.passwords")
+        logger.warning("cannot open %s", url)
+        try:
+            raise ConnectionError(f"refused: {url}")
+        except ConnectionError:
+            logger.exception("start-up failed")
+    assert "pw-in-url" not in out.getvalue()
+    assert out.getvalue().count("postgresql+asyncpg://rag:***@db:5432/rag") == 2  # and the trace
+
+
+def test_a_storage_error_quotes_no_password() -> None:
+    error = storage_error(OSError("invalid DSN postgresql://rag:pw-in-url@db/rag"), None, "open")
+    assert "pw-in-url" not in error.message and "rag:***@db" in error.message

@@ -39,6 +39,7 @@ from rich.text import Text
 
 from rag.config import Settings, load_settings
 from rag.errors import ConfigError, InputError, NotFound, RagError
+from rag.redact import mask_passwords
 
 if TYPE_CHECKING:
     from rag.service import RagService
@@ -68,8 +69,8 @@ def say(message: str, *, console: Console = out) -> None:
 
 
 def note(prefix: str, message: str, style: str = "yellow") -> None:
-    """``prefix`` styled, then ``message`` as it is, on stderr."""
-    err.print(Text.assemble((prefix, style), " ", message), soft_wrap=True)
+    """``prefix`` styled, then ``message`` as it is (a URL's password masked), on stderr."""
+    err.print(Text.assemble((prefix, style), " ", mask_passwords(message)), soft_wrap=True)
 
 
 def error(message: str, prefix: str = "error:") -> None:

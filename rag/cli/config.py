@@ -8,6 +8,7 @@ import click
 
 from rag.cli import common
 from rag.config import effective
+from rag.redact import masked_url
 
 
 @click.command("config")
@@ -30,4 +31,4 @@ def db_upgrade(ctx: click.Context) -> None:
 
     settings = common.settings(ctx)
     common.run(lambda: upgrade(settings.database_url))
-    common.say(f"database at head: {settings.database_url}")
+    common.say(f"database at head: {masked_url(settings.database_url)}")

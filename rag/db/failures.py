@@ -23,6 +23,7 @@ from typing import Literal
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from rag.errors import DatabaseBusy, DiskFull, ReadOnlyStorage, StorageError
+from rag.redact import mask_passwords
 
 log = logging.getLogger(__name__)
 
@@ -151,7 +152,8 @@ def _unwritable(path: Path) -> str | None:
 
 def _first_line(exc: BaseException) -> str:
     inner = exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
-    text = str(inner).strip().splitlines()
+    # A driver may quote the URL it was given (an invalid DSN): never its password.
+    text = mask_passwords(str(inner)).strip().splitlines()
     return f"{type(inner).__name__}: {text[0]}" if text else type(inner).__name__
 
 

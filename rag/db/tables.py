@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     DateTime,
     Float,
     ForeignKey,
@@ -242,6 +243,46 @@ class IndexOutbox(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime, server_default=func.now())
 
     __table_args__ = (Index("ix_index_outbox_model", "model_id", "id"),)
+
+
+# SQLite makes only an INTEGER PRIMARY KEY an auto-incremented rowid; PostgreSQL needs
+# 64 bits where a counter may outlive 2**31.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class IndexLog(Base):
+    """A vector added or removed, for every process that mirrors the vectors in memory.
+
+    Written by ``rag.ingest.store`` in the transaction that changes the chunk, tagged with
+    the index generation that transaction bumped to; each process applies the rows past
+    the generation it holds (``rag.backends.local.follower``). Rows carry no vector: the
+    reader takes the stored one (or its absence) when it applies the row.
+    """
+
+    __tablename__ = "index_log"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    generation: Mapped[int] = mapped_column(BigInteger, index=True)
+    chunk_id: Mapped[str] = mapped_column(String(64))
+    op: Mapped[str] = mapped_column(String(8))
+    """add or remove."""
+
+
+class RateCount(Base):
+    """Requests a client made in the current and the previous minute, shared by replicas
+    (``rag.web.shared_limit``)."""
+
+    __tablename__ = "rate_counts"
+
+    client: Mapped[str] = mapped_column(String(100), primary_key=True)
+    slot: Mapped[int] = mapped_column(BigInteger)
+    """The minute counted: Unix time // 60."""
+    hits: Mapped[int] = mapped_column(Integer)
+    """Requests let through in ``slot``."""
+    prior: Mapped[int] = mapped_column(Integer)
+    """Requests let through in the minute before ``slot``."""
+    allowed: Mapped[bool] = mapped_column()
+    """Whether the last request was let through (what the one statement returns)."""
 
 
 class CachedAnswer(Base):

@@ -15,9 +15,9 @@ The serving index is fed in one of two ways, chosen by the index:
   in batches across documents: when ``FLUSH_AT`` upserts or deletes are queued, and at
   the end of the run. A crash between the commit and the flush loses nothing: the rows
   wait for the next flush (``open_service`` drains leftovers at start).
-* otherwise (the local ``NumpyIndex``): ``upsert``/``delete`` right after the commit, as
-  the index lives in memory and is rebuilt from SQLite at start. Nothing is queued, so
-  the outbox stays empty on the local backend.
+* otherwise (the local ``NumpyIndex``): ``catch_up`` right after the commit, which
+  applies this write (and any other process's) from ``index_log``, the same path every
+  process follows. Nothing is queued, so the outbox stays empty on the local backend.
 """
 
 from __future__ import annotations
@@ -31,8 +31,6 @@ from collections.abc import Callable, Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from rag.config import IngestSettings, JobSettings
 from rag.db.tables import utcnow
@@ -252,12 +250,7 @@ class Ingestor:
         if self.outbox is not None:
             await self._queued(len(new_vectors), len(gone))
         else:
-            await self.index.delete(gone)
-            if new_vectors:
-                matrix = np.frombuffer(b"".join(new_vectors.values()), dtype="<f4").reshape(
-                    len(new_vectors), self.embedder.dimension
-                )
-                await self.index.upsert(list(new_vectors), matrix)
+            await self.index.catch_up()
         report.chunks += len(drafts)
         report.embedded += ready.embedded
         report.reused += len(drafts) - ready.embedded
@@ -306,7 +299,7 @@ class Ingestor:
         if self.outbox is not None:
             await self._queued(0, len(lost))
         else:
-            await self.index.delete(lost)
+            await self.index.catch_up()
 
     async def _queued(self, upserts: int, deletes: int) -> None:
         self._upserts += upserts

@@ -4,9 +4,13 @@ The transactional outbox: when the serving index is remote (Vectorize), the inde
 a change owes are queued in ``index_outbox`` in the same transaction as the chunk rows
 (``outbox=<model id>`` on ``write_document``, ``record_problem`` and
 ``delete_document``), so a crash can never commit one without the other; the index
-drains the queue in batches (``VectorizeIndex.flush``). A local in-memory index is
-updated directly and rebuilt from SQLite at start, so it queues nothing
-(``outbox=None``, the default): the table never grows on the local backend.
+drains the queue in batches (``VectorizeIndex.flush``). A local in-memory index follows
+``index_log`` instead (below), so it queues nothing (``outbox=None``, the default): the
+table never grows on the local backend.
+
+Every transaction that adds or removes vectors also appends them to ``index_log``
+after bumping the generation, whatever the backend: that is how every process's
+in-memory index learns of every write, its own included (``rag.db.index_log``).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import numpy as np
 from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from rag.db import index_log
 from rag.db.tables import Chunk, Document, IndexOutbox, IngestRun, Meta, Vector, utcnow
 from rag.domain import ChunkDraft
 from rag.ports import Vectors
@@ -141,7 +146,8 @@ async def record_problem(
     await _upsert_document(
         session, facts, doc_id, status=status, reason=reason, fingerprint=fingerprint
     )
-    await bump_generation(session)
+    generation = await bump_generation(session)
+    await index_log.append(session, generation, added=(), removed=lost)
     return lost
 
 
@@ -206,7 +212,8 @@ async def write_document(
     if outbox is not None:
         await enqueue(session, outbox, "delete", gone)
         await enqueue(session, outbox, "upsert", list(new_vectors))
-    await bump_generation(session)
+    generation = await bump_generation(session)
+    await index_log.append(session, generation, added=list(new_vectors), removed=gone)
     return gone
 
 
@@ -259,16 +266,19 @@ async def delete_document(
     if outbox is not None:
         await enqueue(session, outbox, "delete", lost)
     await session.delete(doc)
-    await bump_generation(session)
+    generation = await bump_generation(session)
+    await index_log.append(session, generation, added=(), removed=lost)
     return lost
 
 
-async def bump_generation(session: AsyncSession) -> None:
+async def bump_generation(session: AsyncSession) -> int:
+    """The generation after this transaction's bump (``index_log`` rows carry it)."""
     row = await session.get(Meta, GENERATION_KEY)
     if row is None:
         session.add(Meta(key=GENERATION_KEY, value="1"))
-    else:
-        row.value = str(int(row.value) + 1)
+        return 1
+    row.value = str(int(row.value) + 1)
+    return int(row.value)
 
 
 async def generation(session: AsyncSession) -> int:

@@ -67,7 +67,11 @@ def create_app(settings: Settings, service: QAService | None = None) -> Litestar
     metrics.jobs_running.set_function(lambda: state.worker.running if state.worker else 0)
     state.answer_slots = AnswerSlots(settings.server.max_concurrent_answers)
     # The key store reads the service's database, which may open only at startup.
-    state.access = Access(settings, lambda: state.service.sessions if state.service else None)
+    state.access = Access(
+        settings,
+        lambda: state.service.sessions if state.service else None,
+        lambda: state.service.quick_sessions if state.service else None,
+    )
     api = [h for h in ROUTES if all(path.startswith(API_PREFIX) for path in h.paths)]
     app = Litestar(
         route_handlers=[

@@ -1,4 +1,5 @@
-"""Who may call the API: bearer API keys on ``/v1`` and the per-client rate limit.
+"""Who may call the API: bearer API keys on ``/v1`` and the per-client rate limit
+(in this process, or shared by every replica through the database: ``shared_limit``).
 
 One app-level guard, deciding by path, so a route added later under ``/v1`` is
 protected without anyone remembering to mark it. Open: ``/`` and the page's static
@@ -24,6 +25,7 @@ from rag.errors import RagError
 from rag.keys import KeyStore
 from rag.web.access_log import current_request
 from rag.web.limits import RateLimiter
+from rag.web.shared_limit import SharedRateLimiter
 
 API_PREFIX = "/v1/"
 QUERY_KEY_ROUTE = ("GET", "/v1/ask")
@@ -74,13 +76,31 @@ def access_warning(settings: Settings, active_keys: int) -> str | None:
     return None
 
 
-class Access:
-    """The state behind the guard: whether keys are required, the key store, the buckets."""
+def shared_limit(settings: Settings) -> bool:
+    """Whether the rate limit is counted in the database (``[auth] rate_limit_store``)."""
+    store = settings.auth.rate_limit_store
+    if store == "auto":
+        return settings.database_url.startswith("postgresql")
+    return store == "database"
 
-    def __init__(self, settings: Settings, sessions: Callable[[], Any]) -> None:
+
+class Access:
+    """The state behind the guard: whether keys are required, the key store, the counts."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        sessions: Callable[[], Any],
+        quick_sessions: Callable[[], Any] = lambda: None,
+    ) -> None:
         self.required = auth_required(settings)
         self.protect_metrics = settings.web.metrics == "auth"
-        self.limiter = RateLimiter(settings.auth.rate_limit_per_minute)
+        per_minute = settings.auth.rate_limit_per_minute
+        self.limiter: RateLimiter | SharedRateLimiter = (
+            SharedRateLimiter(per_minute, quick_sessions)
+            if shared_limit(settings)
+            else RateLimiter(per_minute)
+        )
         self._sessions = sessions
         self._store: KeyStore | None = None
 
@@ -96,14 +116,20 @@ class Access:
             key_id = await self._key_id(connection)
             if key_id is None:
                 # Failed attempts spend the address's allowance: guessing gets a 429 too.
-                self.limiter.take(client)
+                await self._take(client)
                 raise Unauthorized()
             client = f"key:{key_id}"
             connection.state[KEY_ID] = key_id
             record = current_request.get()
             if record is not None:
                 record.key_id = key_id
-        self.limiter.take(client)
+        await self._take(client)
+
+    async def _take(self, client: str) -> None:
+        if isinstance(self.limiter, SharedRateLimiter):
+            await self.limiter.take(client)
+        else:
+            self.limiter.take(client)
 
     async def _key_id(self, connection: ASGIConnection[Any, Any, Any, Any]) -> int | None:
         key = _presented_key(connection)

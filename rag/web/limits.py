@@ -6,8 +6,10 @@ twice the limit across a window edge) and answers 429 without ``Retry-After``. A
 bucket is a few lines: each client may burst up to a minute's worth of requests, then
 gets one more every ``60 / per_minute`` seconds.
 
-In memory, per process: several replicas each allow the full rate. Good enough to stop
-a runaway script; a shared limit belongs in the proxy in front of them.
+In memory, per process: several replicas each allow the full rate. With
+``[auth] rate_limit_store = "database"`` (the default on PostgreSQL) the replicas share
+one count instead (``rag.web.shared_limit``), and this bucket stands in only while the
+database cannot count.
 """
 
 from __future__ import annotations

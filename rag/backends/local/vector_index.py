@@ -11,7 +11,7 @@ import asyncio
 import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from sqlalchemy import Connection, text
@@ -20,6 +20,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from rag.db.engine import sqlite_path
 from rag.errors import IndexMismatch
 from rag.ports import VectorIndex, Vectors
+
+if TYPE_CHECKING:
+    from rag.backends.local.follower import Follower
 
 _COUNTS = "SELECT dimension, count(*) FROM vectors WHERE model_id = ? GROUP BY dimension"
 _ROWS = "SELECT chunk_id, vector FROM vectors WHERE model_id = ?"
@@ -47,32 +50,67 @@ class NumpyIndex(VectorIndex):
         # until none is running, so a row never moves under a query.
         self._readers = 0
         self._idle: asyncio.Event | None = None
-        self._engine: AsyncEngine | None = None
+        self.follower: Follower | None = None
 
     @classmethod
     async def load(cls, engine: AsyncEngine, model_id: str, dimension: int) -> NumpyIndex:
-        """Every vector stored for ``model_id``, read in bulk (100k x 768 in under a second)."""
+        """Every vector stored for ``model_id``, kept in step with the database from then on
+        (``catch_up``, ``rag.backends.local.follower``)."""
+        from rag.backends.local.follower import Follower
+
         index = cls(dimension, model_id)
-        index._engine = engine
+        index.follower = await Follower.start(index, engine)
+        return index
+
+    async def fill(self, engine: AsyncEngine) -> None:
+        """Read every vector stored for the model, in bulk (100k x 768 in under a second)."""
         path = sqlite_path(engine.url.render_as_string(hide_password=False))
         if path is not None:
             # A plain sqlite3 connection in a worker thread: through aiosqlite and
             # SQLAlchemy rows the same read measured twice as slow, and it would hold
             # all 300 MB of blobs at once where this streams them in blocks.
-            await asyncio.to_thread(index._fill_from_file, path)
+            await asyncio.to_thread(self._fill_from_file, path)
         else:
             async with engine.connect() as conn:
-                await conn.run_sync(index._fill_from_connection)
-        return index
+                await conn.run_sync(self._fill_from_connection)
+
+    async def catch_up(self) -> int | None:
+        """Apply every vector written since (by any process); the generation now held."""
+        return None if self.follower is None else await self.follower.catch_up()
 
     async def reload(self) -> None:
-        """Read the table again: another process (a CLI ingest) changed the vectors."""
-        if self._engine is None:
+        """Read the table again, whole."""
+        if self.follower is None:
             raise RuntimeError("reload() needs an index made by NumpyIndex.load()")
-        fresh = await NumpyIndex.load(self._engine, self.model_id, self.dimension)
+        await self.follower.reload()
+
+    async def replace_with(self, fresh: NumpyIndex) -> None:
+        """Take ``fresh``'s vectors once no query reads the current ones."""
         await self._no_readers()
         self._matrix, self._count = fresh._matrix, fresh._count
         self._ids, self._rows = fresh._ids, fresh._rows
+
+    async def apply(self, vectors: dict[str, bytes], gone: Sequence[str]) -> None:
+        """Upsert stored blobs and delete ``gone``, in one step between queries."""
+        size = self.dimension * 4
+        if any(len(blob) != size for blob in vectors.values()):
+            raise IndexMismatch(
+                f"a stored vector for {self.model_id} is not {self.dimension} float32 values"
+            )
+        block = np.frombuffer(b"".join(vectors.values()), dtype="<f4")
+        count, needed = self._count, self._count + len(vectors)
+        grown = None
+        if needed > len(self._matrix):
+            # Growing copies the whole matrix (150 MB at 100k x 384, seconds on a busy
+            # machine): in a thread, while queries read the current one. Only the follower
+            # calls this, one pass at a time, so nothing moves rows meanwhile.
+            grown = await asyncio.to_thread(self._grown, needed)
+        await self._no_readers()
+        if grown is not None and self._count == count:
+            self._matrix = grown
+        self.delete_sync(gone)
+        if vectors:
+            self.upsert_sync(list(vectors), block.reshape(len(vectors), self.dimension))
 
     def _fill_from_file(self, path: Path) -> None:
         connection = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
@@ -102,7 +140,10 @@ class NumpyIndex(VectorIndex):
                 f"vectors stored for {self.model_id} have dimension(s) {wrong}, but the "
                 f"model produces {self.dimension}: re-embed or configure their model"
             )
-        self._reserve(sum(int(n) for _, n in counts))
+        total = sum(int(n) for _, n in counts)
+        # Room for the deltas that follow (``apply``): growing a 100k x 384 matrix copies
+        # 150 MB, a few times the cost of applying 1,000 vectors.
+        self._reserve(total + total // 16)
 
     def _append_new(self, rows: Sequence[tuple[Any, ...]]) -> None:
         """Append rows whose ids the index does not hold yet (the table's key guarantees it)."""
@@ -124,6 +165,10 @@ class NumpyIndex(VectorIndex):
 
     def loaded(self) -> int:
         return self._count
+
+    def ids(self) -> list[str]:
+        """The chunk ids held, in no particular order."""
+        return self._ids[: self._count]
 
     def __contains__(self, chunk_id: object) -> bool:
         return chunk_id in self._rows
@@ -212,13 +257,15 @@ class NumpyIndex(VectorIndex):
             self._count = last
 
     def _reserve(self, rows: int) -> None:
-        if rows <= len(self._matrix):
-            return
+        if rows > len(self._matrix):
+            self._matrix = self._grown(rows)
+
+    def _grown(self, rows: int) -> Vectors:
         # Grow by half again, so a long run of small upserts copies the matrix O(log n) times.
         capacity = max(rows, len(self._matrix) + len(self._matrix) // 2)
         grown = np.empty((capacity, self.dimension), dtype=np.float32)
         grown[: self._count] = self._matrix[: self._count]
-        self._matrix = grown
+        return grown
 
     def _as_query(self, vector: Vectors) -> Vectors:
         q = np.asarray(vector, dtype=np.float32).reshape(-1)
