@@ -32,6 +32,7 @@ from rag.errors import RagError
 from rag.jobs import JobRunner
 from rag.logs import printable
 from rag.ports import QAService
+from rag.registry import blob_store
 from rag.web.access_log import RequestObserver
 from rag.web.answer_slots import AnswerSlots
 from rag.web.api_docs import BEARER, openapi_config
@@ -60,7 +61,7 @@ def create_app(settings: Settings, service: QAService | None = None) -> Litestar
             "service": service,
             "metrics": metrics,
             "jobs": jobs,
-            "uploads": UploadStore(settings, jobs),
+            "uploads": UploadStore(settings, jobs, blob_store(settings)),
         }
     )
     state.answer_slots = AnswerSlots(settings.server.max_concurrent_answers)
@@ -174,15 +175,18 @@ async def _observed(app: Litestar) -> AsyncIterator[None]:
 
 
 async def _recover_uploads(desk: UploadStore, service: QAService) -> None:
-    # Secondary to serving: a folder it cannot read is logged, and the app starts anyway.
+    # Secondary to serving: a store it cannot read is logged, and the app starts anyway.
     try:
         found = await desk.recover(service)
+    except RagError as exc:
+        log.warning("settling the uploads in %s at start failed: %s", desk.blobs.root, exc)
+        return
     except Exception:
-        log.exception("settling the upload folder %s at start failed", desk.folder)
+        log.exception("settling the uploads in %s at start failed", desk.blobs.root)
         return
     if found.queued or found.forgotten or found.adopted or found.removed:
         log.info(
-            "upload folder settled at start: %d pending uploads queued again, %d files "
+            "uploads settled at start: %d pending uploads queued again, %d files "
             "recorded and queued, %d unfinished uploads forgotten, %d files removed",
             found.queued,
             found.adopted,

@@ -1,25 +1,29 @@
 """Uploads as documents: recorded before they are named, ingested by a job, settled after.
 
-An upload goes through four steps, and a crash after any of them leaves a state that
-``recover`` settles when the web app starts again:
+The bytes are kept in the blob store ``[storage] url`` names (``rag.storage``): the
+upload folder by default, or a bucket every replica and worker reads. An upload goes
+through four steps, and a crash after any of them leaves a state that ``recover``
+settles when the web app starts again:
 
-1. The bytes go to a hidden ``.upload-<random>.part`` file and are checked
-   (``rag.web.uploads.receive``). A crash leaves a stray ``.part`` and no record: the
-   client never got an answer, so the file is removed.
+1. The bytes go to a hidden ``.upload-<random>.part`` file of this machine's upload
+   folder and are checked (``rag.web.uploads.receive``). A crash leaves a stray
+   ``.part`` and no record: the client never got an answer, so the file is removed.
 2. A ``pending`` document is recorded under the file's final name, in one step with the
-   same-bytes lookup and the quota check. A crash leaves a pending record whose file is
-   missing (and a stray ``.part``): both go, for the same reason.
-3. The ``.part`` is linked under the final name, and the client gets its 202. A crash
-   leaves a pending record with its file: it is queued again.
-4. The job ingests the file: ``ok``, or ``failed``/``skipped`` with the reason, and a
-   file that failed is removed (its record keeps the reason, which is all the client
-   can use). A crash mid-ingest leaves it pending (queued again); a crash before the
-   removal leaves a failed record with a file (removed).
+   same-bytes lookup and the quota check. A crash leaves a pending record whose bytes
+   are missing from the store (and a stray ``.part``): both go, for the same reason.
+3. The bytes are put in the store under that name (never replacing anything), and the
+   client gets its 202. A crash leaves a pending record with its bytes: queued again.
+4. The job ingests a local copy of the bytes (the file itself in a folder store):
+   ``ok``, or ``failed``/``skipped`` with the reason, and the bytes of a failed upload
+   are removed (its record keeps the reason, which is all the client can use). A crash
+   mid-ingest leaves it pending (queued again); a crash before the removal leaves a
+   failed record with its bytes (removed).
 
-Files in the folder that no record names (copied in by hand, or stored by an older
+Bytes in the store that no record names (copied in by hand, or stored by an older
 version, which wrote the file before any record) are recorded as the anonymous
-client's and queued: whatever they are, the API can then see and delete them, and a
-file is only ever removed by the service when its record says why.
+client's and queued: whatever they are, the API can then see and delete them, and
+bytes are only ever removed by the service when a record says why
+(``rag.storage.cleanup``, which also retries deletions the store refused).
 
 The same bytes uploaded again, under any name, are the same upload: the existing
 record answers, and nothing is stored twice. That includes a failed upload, which
@@ -31,21 +35,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from sqlalchemy import ColumnElement, delete, func, select
+from sqlalchemy import ColumnElement, delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from rag.config import Settings
 from rag.db.tables import Document
-from rag.domain import IngestReport
-from rag.errors import RagError
+from rag.domain import IngestReport, Staged
+from rag.errors import NotFound, RagError
 from rag.ingest import store
 from rag.jobs import Job, JobRunner
-from rag.ports import Progress, QAService
+from rag.ports import BlobStore, Progress, QAService
+from rag.storage import cleanup
 from rag.web import uploads
 
 log = logging.getLogger(__name__)
@@ -81,11 +85,14 @@ class Recovered:
 
 
 class UploadStore:
-    """The upload folder and the documents recorded for it; one per web app."""
+    """The uploads' blob store and the documents recorded for it; one per web app."""
 
-    def __init__(self, settings: Settings, jobs: JobRunner) -> None:
+    def __init__(self, settings: Settings, jobs: JobRunner, blobs: BlobStore) -> None:
         self.settings = settings
-        self.folder = settings.upload_folder.expanduser().resolve()
+        self.blobs = blobs
+        # Where bytes are received and checked: a folder store's own folder, so that a
+        # hard link names them there; with a bucket, this machine's upload folder.
+        self.folder = (settings.storage_folder or settings.upload_folder).expanduser().resolve()
         self.jobs = jobs
         # Held for the lookup, the quota check and the record together (milliseconds),
         # never for the transfer or the ingestion.
@@ -111,17 +118,23 @@ class UploadStore:
                     if same is not None:
                         return Admitted(same, created=False)
                     await self._check_quota(session, owner, received.size)
-                for target in uploads.candidates(self.folder, name):
-                    if await asyncio.to_thread(os.path.lexists, target):
+                for key in uploads.candidates(name):
+                    if await self.blobs.exists(key):
                         continue
+                    location = self.blobs.location(key)
                     doc = await _record(
-                        sessions, self.folder, target, received.sha256, received.size, owner
+                        sessions,
+                        self.blobs.root,
+                        location,
+                        key,
+                        received.sha256,
+                        received.size,
+                        owner,
                     )
                     if doc is None:
                         continue  # a record names it (its file is gone): never reuse a name
-                    if await asyncio.to_thread(uploads.link, received.part, target):
+                    if await self._put(sessions, doc, received.part):
                         return Admitted(doc, created=True)
-                    await _forget(sessions, doc.id)  # someone else's file took the name
                 raise AssertionError("unreachable: candidates raises when it runs out")
         finally:
             await asyncio.to_thread(received.discard)
@@ -146,77 +159,131 @@ class UploadStore:
             )
 
     def _uploaded(self) -> ColumnElement[bool]:
-        return Document.root == str(self.folder)
+        return Document.root == self.blobs.root
 
-    def queue(self, service: QAService, doc_id: str, path: Path) -> Job:
+    async def _put(
+        self, sessions: async_sessionmaker[AsyncSession], doc: Document, part: Path
+    ) -> bool:
+        """Store the recorded upload's bytes under its name; False when the name is taken.
+
+        Whatever stops the put (the name taken, the store out of reach), the record goes:
+        it would name bytes that are not there.
+        """
+        key = self.blobs.key_of(doc.source)
+        assert key is not None  # recorded at this store's location a moment ago
+        try:
+            stored = await self.blobs.put(key, part)
+        except Exception:
+            await _forget(sessions, doc.id)
+            raise
+        if not stored:
+            await _forget(sessions, doc.id)  # someone else's bytes took the name
+        return stored
+
+    def queue(self, service: QAService, doc_id: str, location: str) -> Job:
         """The job that ingests an uploaded file (the live one if it has one)."""
 
         async def work(progress: Progress) -> IngestReport:
-            report = await service.ingest([path], progress)
-            await self._settle(service, doc_id, path)
+            report = await self._ingest(service, location, progress)
+            await self._settle(service, doc_id, location)
             return report
 
-        return self.jobs.start_upload(path, doc_id, work)
+        return self.jobs.start_upload(Path(location), doc_id, work)
 
-    async def _settle(self, service: QAService, doc_id: str, path: Path) -> None:
-        """Remove the file of an upload that failed: its record says why, the bytes are no use."""
+    async def _ingest(self, service: QAService, location: str, progress: Progress) -> IngestReport:
+        """Ingest the upload's bytes from the store, as a local copy the loaders can read."""
+        key = self.blobs.key_of(location)
+        if key is None:
+            raise NotFound(f"{location} is not in the configured store ([storage] url)")
+        async with self.blobs.fetched(key) as copy:
+            staged = Staged(copy=copy, source=location, root=self.blobs.root, name=key)
+            return await service.ingest([staged], progress)
+
+    async def _settle(self, service: QAService, doc_id: str, location: str) -> None:
+        """Remove the bytes of an upload that failed: its record says why, they are no use."""
         sessions = service.sessions
         assert sessions is not None  # only a service with a database ingests
-        async with sessions() as session:
+        async with sessions() as session, session.begin():
             status = await session.scalar(select(Document.status).where(Document.id == doc_id))
+            if status in FAILED:
+                await cleanup.schedule(session, location)
         if status in FAILED:
-            await asyncio.to_thread(_unlink, path)
+            await self.remove_garbage(sessions)
+
+    async def remove_garbage(self, sessions: async_sessionmaker[AsyncSession]) -> set[str]:
+        """Delete the bytes recorded as garbage (deleted documents, failed uploads), and
+        retry those the store refused before; the locations that are gone now."""
+        return await cleanup.drain(sessions, self.blobs)
 
     async def recover(self, service: QAService) -> Recovered:
-        """Settle what a killed process left in the folder and the database (module doc)."""
+        """Settle what a killed process left in the store and the database (module doc)."""
         found = Recovered()
         sessions = service.sessions
         if sessions is None:
             return found
-        parts, files = await asyncio.to_thread(_entries, self.folder)
-        for part in parts:
+        for part in await asyncio.to_thread(_parts, self.folder):
             await asyncio.to_thread(_unlink, part)
             found.removed += 1
+        await self._remember_locations(sessions)
+        found.removed += len(await self.remove_garbage(sessions))
         async with sessions() as session:
             docs = list(await session.scalars(select(Document).where(self._uploaded())))
-        named = {doc.source for doc in docs}
+        keys = set(await self.blobs.keys())
+        named = {doc.source for doc in docs} | await cleanup.pending(sessions)
+        garbage = False
         for doc in docs:
-            path = Path(doc.source)
-            present = path in files
+            present = self.blobs.key_of(doc.source) in keys
             if doc.status == "pending" and present:
-                self.queue(service, doc.id, path)
+                self.queue(service, doc.id, doc.source)
                 found.queued += 1
             elif doc.status == "pending":
                 await _forget(sessions, doc.id)
                 found.forgotten += 1
             elif doc.status in FAILED and present:
-                await asyncio.to_thread(_unlink, path)
-                found.removed += 1
-        for path in sorted(files):
-            if str(path) in named:
+                async with sessions() as session, session.begin():
+                    await cleanup.schedule(session, doc.source)
+                garbage = True
+        if garbage:
+            found.removed += len(await self.remove_garbage(sessions))
+        for key in sorted(keys):
+            location = self.blobs.location(key)
+            if location in named:
                 continue
-            sha, size = await asyncio.to_thread(_facts, path)
-            if await _record(sessions, self.folder, path, sha, size, None) is not None:
-                self.queue(service, store.document_id(str(path)), path)
+            async with self.blobs.fetched(key) as copy:
+                sha, size = await asyncio.to_thread(_facts, copy)
+            adopted = await _record(sessions, self.blobs.root, location, key, sha, size, None)
+            if adopted is not None:
+                self.queue(service, store.document_id(location), location)
                 found.adopted += 1
         return found
+
+    async def _remember_locations(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+        """Give uploads recorded before there was a blob store their location: the path
+        they were stored at is it (only the web app knows which folder held uploads)."""
+        async with sessions() as session, session.begin():
+            await session.execute(
+                update(Document)
+                .where(self._uploaded(), Document.blob_uri.is_(None))
+                .values(blob_uri=Document.source)
+            )
 
 
 async def _record(
     sessions: async_sessionmaker[AsyncSession],
-    folder: Path,
-    target: Path,
+    root: str,
+    location: str,
+    name: str,
     sha256: str,
     size: int,
     owner: int | None,
 ) -> Document | None:
-    """A pending document for ``target``; None when a record already has that source."""
+    """A pending document for the bytes at ``location``; None when a record already has it."""
     doc = Document(
-        id=store.document_id(str(target)),
-        source=str(target),
-        root=str(folder),
-        path=target.name,
-        title=target.name,
+        id=store.document_id(location),
+        source=location,
+        root=root,
+        path=name,
+        title=name,
         media_type="",
         sha256=sha256,
         size=size,
@@ -227,6 +294,7 @@ async def _record(
         # No fingerprint: the ingest runner never takes a pending record for "unchanged".
         chunker="",
         owner_key_id=owner,
+        blob_uri=location,
     )
     try:
         async with sessions() as session, session.begin():
@@ -242,19 +310,14 @@ async def _forget(sessions: async_sessionmaker[AsyncSession], doc_id: str) -> No
         await session.execute(delete(Document).where(Document.id == doc_id))
 
 
-def _entries(folder: Path) -> tuple[list[Path], set[Path]]:
-    """The temporary files of interrupted uploads, and the stored files, of ``folder``."""
+def _parts(folder: Path) -> list[Path]:
+    """The temporary files of interrupted uploads in ``folder``."""
     parts: list[Path] = []
-    files: set[Path] = set()
     with contextlib.suppress(FileNotFoundError):
         for entry in folder.iterdir():
-            if not entry.is_file() or entry.is_symlink():
-                continue
-            if uploads.is_part(entry):
+            if entry.is_file() and not entry.is_symlink() and uploads.is_part(entry):
                 parts.append(entry)
-            elif not entry.name.startswith("."):
-                files.add(entry)
-    return parts, files
+    return parts
 
 
 def _facts(path: Path) -> tuple[str, int]:
