@@ -162,6 +162,11 @@ async def test_an_object_delete_that_fails_is_recorded_and_retried(
             assert "could not delete an upload's bytes" in caplog.text
             assert blobs.location("gone.md") in caplog.text
             assert CREDENTIALS["AWS_SECRET_ACCESS_KEY"] not in caplog.text
+            # An upload the bucket cannot take is refused, and leaves no record behind.
+            refused = await client.post("/v1/documents", files={"file": ("new.md", GUIDE + b"!")})
+            assert refused.status_code == 503, refused.text
+            assert refused.json()["error"]["code"] == "blob_store"
+            assert (await client.get("/v1/documents")).json()["total"] == 1
         finally:
             s3_server.restart()
         with sqlite3.connect(tmp_path / "data" / "rag.db") as db:
@@ -200,19 +205,22 @@ async def test_a_restart_settles_what_a_crash_left_in_a_bucket(
         (source / name).write_bytes(body)
         assert await blobs.put(name, source / name)
     with sqlite3.connect(tmp_path / "data" / "rag.db") as db:
-        for name in ("lost.md", "waiting.md"):  # lost.md: recorded, never stored
+        # lost.md: recorded an hour ago, never stored (killed between the two); young.md:
+        # recorded just now, perhaps by another replica still putting its bytes.
+        ages = {"lost.md": "-1 hour", "waiting.md": "-1 hour", "young.md": "+0 hours"}
+        for name, age in ages.items():
             location = blobs.location(name)
             db.execute(
                 "INSERT INTO documents (id, source, root, path, title, media_type, sha256, size,"
-                " mtime_ns, status, chunker, blob_uri) VALUES"
-                " (?, ?, ?, ?, ?, '', 'x', 1, 0, 'pending', '', ?)",
-                (_doc_id(location), location, blobs.root, name, name, location),
+                " mtime_ns, status, chunker, blob_uri, created_at) VALUES"
+                " (?, ?, ?, ?, ?, '', 'x', 1, 0, 'pending', '', ?, datetime('now', ?))",
+                (_doc_id(location), location, blobs.root, name, name, location, age),
             )
     db.close()
 
     async with app_on(settings) as client:
         docs = {d["path"]: d for d in (await client.get("/v1/documents")).json()["items"]}
-        assert "lost.md" not in docs
+        assert "lost.md" not in docs and docs["young.md"]["status"] == "pending"
         for name in ("waiting.md", "orphan.md"):
             doc = await _settled(client, docs[name])
             assert doc["status"] == "ok" and doc["upload"] is True, doc

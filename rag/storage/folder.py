@@ -63,6 +63,7 @@ def _link(file: Path, target: Path) -> bool:
     A hard link fails when the name exists, so a file put there by anyone else survives;
     and the bytes appear under their name whole, or not at all.
     """
+    target.parent.mkdir(parents=True, exist_ok=True)
     try:
         os.link(file, target)
     except FileExistsError:

@@ -10,7 +10,9 @@ settles when the web app starts again:
    ``.part`` and no record: the client never got an answer, so the file is removed.
 2. A ``pending`` document is recorded under the file's final name, in one step with the
    same-bytes lookup and the quota check. A crash leaves a pending record whose bytes
-   are missing from the store (and a stray ``.part``): both go, for the same reason.
+   are missing from the store (and a stray ``.part``): both go, for the same reason,
+   once the record is older than ``STRAY_AFTER`` (until then it may be another
+   replica's upload, between its record and its put).
 3. The bytes are put in the store under that name (never replacing anything), and the
    client gets its 202. A crash leaves a pending record with its bytes: queued again.
 4. The job ingests a local copy of the bytes (the file itself in a folder store):
@@ -36,6 +38,7 @@ import asyncio
 import contextlib
 import logging
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from sqlalchemy import ColumnElement, delete, func, select, update
@@ -57,6 +60,13 @@ log = logging.getLogger(__name__)
 MB = 1024 * 1024
 FAILED = ("failed", "skipped")
 """Outcomes whose file is removed: the record and its reason are what is kept."""
+
+
+STRAY_AFTER = timedelta(minutes=10)
+"""Age after which a pending record whose bytes never reached the store is forgotten at
+start. A put takes seconds ([uploads] max_mb, [storage] timeout_s); a younger record may be
+an upload in flight on another replica sharing the store, and must not be pulled from
+under it."""
 
 
 class QuotaExceeded(RagError):
@@ -236,7 +246,7 @@ class UploadStore:
             if doc.status == "pending" and present:
                 self.queue(service, doc.id, doc.source)
                 found.queued += 1
-            elif doc.status == "pending":
+            elif doc.status == "pending" and _older(doc.created_at, STRAY_AFTER):
                 await _forget(sessions, doc.id)
                 found.forgotten += 1
             elif doc.status in FAILED and present:
@@ -318,6 +328,11 @@ def _parts(folder: Path) -> list[Path]:
             if entry.is_file() and not entry.is_symlink() and uploads.is_part(entry):
                 parts.append(entry)
     return parts
+
+
+def _older(moment: datetime, age: timedelta) -> bool:
+    # The database keeps naive UTC (CURRENT_TIMESTAMP).
+    return moment < datetime.now(UTC).replace(tzinfo=None) - age
 
 
 def _facts(path: Path) -> tuple[str, int]:
