@@ -10,5 +10,6 @@ keeps its path on the machine that ingested it as its source: that folder belong
 the operator, not to the service.
 
 Deleting bytes may fail (a bucket out of reach); ``cleanup`` records each deletion in
-the transaction that makes the bytes garbage and retries what is left.
+the transaction that makes the bytes garbage and retries what is left
+(docs/design.md#uploaded-files).
 """
