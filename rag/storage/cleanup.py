@@ -37,14 +37,23 @@ async def pending(sessions: async_sessionmaker[AsyncSession]) -> set[str]:
         return set(await session.scalars(select(BlobDeletion.location)))
 
 
-async def drain(sessions: async_sessionmaker[AsyncSession], blobs: BlobStore) -> set[str]:
-    """Delete the bytes recorded as garbage; the locations that are gone now."""
+async def drain(
+    sessions: async_sessionmaker[AsyncSession], blobs: BlobStore, first: str | None = None
+) -> set[str]:
+    """Delete the bytes recorded as garbage, ``first`` first; the locations gone now.
+
+    Stops at the first refusal: a store out of reach would refuse the rest too, each
+    after ``[storage] timeout_s``, and the request waiting on this must not pay for all.
+    """
     async with sessions() as session:
         rows = list(
             await session.scalars(
                 select(BlobDeletion.location).order_by(BlobDeletion.created_at).limit(BATCH)
             )
         )
+    if first in rows:
+        rows.remove(first)
+        rows.insert(0, first)
     gone: set[str] = set()
     for location in rows:
         key = blobs.key_of(location)
@@ -64,7 +73,7 @@ async def drain(sessions: async_sessionmaker[AsyncSession], blobs: BlobStore) ->
                     "could not delete an upload's bytes at %s (will retry): %s", location, why
                 )
                 await _failed(sessions, location, why)
-                continue
+                break
             gone.add(location)
         async with sessions() as session, session.begin():
             await session.execute(delete(BlobDeletion).where(BlobDeletion.location == location))

@@ -265,7 +265,7 @@ async def delete_document(request: Request[Any, Any, Any], doc_id: FromPath[str]
         raise NotFound(f"no document with id {doc_id}")
     source, lost = deleted
     # An upload's source is where its bytes are: the delete recorded them as garbage.
-    removed = source in await desk.remove_garbage(_db(service))
+    removed = source in await desk.remove_garbage(_db(service), source)
     return Deleted(id=doc_id, chunks_deleted=len(lost), file_removed=removed)
 
 
