@@ -60,6 +60,14 @@ def with_store(tmp_path: Path, storage: dict[str, object], **uploads: object) ->
     return make_settings(tmp_path, storage=storage, uploads=received)
 
 
+def deletions_owed(tmp_path: Path) -> list[tuple[str, int, str | None]]:
+    """The rows of ``blob_deletions``: bytes the store has not deleted yet."""
+    with sqlite3.connect(tmp_path / "data" / "rag.db") as db:
+        rows = db.execute("SELECT location, attempts, last_error FROM blob_deletions").fetchall()
+    db.close()
+    return rows
+
+
 def files_in(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
 
@@ -114,9 +122,7 @@ async def test_upload_ingest_ask_and_delete_through_the_web_app(
         assert deleted.json() == {"id": doc["id"], "chunks_deleted": 1, "file_removed": True}
         assert await blobs.keys() == []
         assert (await client.get(f"/v1/documents/{doc['id']}")).status_code == 404
-    with sqlite3.connect(tmp_path / "data" / "rag.db") as db:
-        assert db.execute("SELECT count(*) FROM blob_deletions").fetchone() == (0,)
-    db.close()
+    assert deletions_owed(tmp_path) == []
 
 
 async def test_a_failed_upload_keeps_its_reason_but_not_its_bytes(
@@ -169,19 +175,15 @@ async def test_an_object_delete_that_fails_is_recorded_and_retried(
             assert (await client.get("/v1/documents")).json()["total"] == 1
         finally:
             s3_server.restart()
-        with sqlite3.connect(tmp_path / "data" / "rag.db") as db:
-            row = db.execute("SELECT location, attempts, last_error FROM blob_deletions").fetchone()
-        db.close()
-        assert row[0] == blobs.location("gone.md") and row[1] == 1 and row[2]
+        [(location, attempts, last_error)] = deletions_owed(tmp_path)
+        assert location == blobs.location("gone.md") and attempts == 1 and last_error
         assert await blobs.keys() == ["gone.md", "kept.md"]  # still there, still recorded
 
         # The next delete retries the one the store refused.
         deleted = await client.delete(f"/v1/documents/{kept['id']}")
         assert deleted.json()["file_removed"] is True
         assert await blobs.keys() == []
-    with sqlite3.connect(tmp_path / "data" / "rag.db") as db:
-        assert db.execute("SELECT count(*) FROM blob_deletions").fetchone() == (0,)
-    db.close()
+    assert deletions_owed(tmp_path) == []
 
 
 async def test_a_restart_settles_what_a_crash_left_in_a_bucket(
