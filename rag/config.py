@@ -482,6 +482,8 @@ def _bad_storage(storage: StorageSettings) -> list[str]:
         )
     elif scheme == "s3" and not urlsplit(url).netloc:
         bad.append(f"storage.url: {url!r} names no bucket (s3://bucket/prefix)")
+    elif scheme == "file" and (urlsplit(url).netloc not in ("", "localhost") or url == "file://"):
+        bad.append(f"storage.url: {url!r} is not an absolute folder (file:///srv/rag/uploads)")
     if storage.endpoint_url and not storage.endpoint_url.startswith(("https://", "http://")):
         bad.append("storage.endpoint_url must be an http(s) URL")
     if storage.timeout_s <= 0:

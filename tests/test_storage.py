@@ -274,6 +274,7 @@ def test_rag_config_masks_the_bucket_credentials(tmp_path: Path) -> None:
     [
         ("gs://bucket/x", "neither a folder"),
         ("s3:///prefix", "names no bucket"),
+        ("file://relative/folder", "not an absolute folder"),
     ],
 )
 def test_a_storage_url_that_names_nothing_usable_stops_the_start(
