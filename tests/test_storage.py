@@ -22,7 +22,7 @@ from litestar.testing import AsyncTestClient
 from s3_server import CREDENTIALS, S3Server
 
 from rag.config import Settings, effective, load_settings
-from rag.errors import ConfigError, ModelUnavailable, NotFound
+from rag.errors import ConfigError, InputError, ModelUnavailable, NotFound
 from rag.ingest import store
 from rag.ports import EmbedKind, Vectors
 from rag.registry import Overrides, blob_store
@@ -81,6 +81,9 @@ async def test_a_store_never_replaces_bytes_and_cleans_up_its_copies(
     second.write_bytes(b"other bytes")
     assert await blobs.put("a.md", first) is True
     assert await blobs.put("a.md", second) is False  # taken: never replaced
+    for bad in ("../a.md", "sub/a.md", ".."):
+        with pytest.raises(InputError):
+            await blobs.put(bad, second)
     assert await blobs.exists("a.md") and not await blobs.exists("b.md")
     assert await blobs.keys() == ["a.md"]
     async with blobs.fetched("a.md") as copy:

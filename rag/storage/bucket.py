@@ -27,7 +27,7 @@ from obstore.exceptions import AlreadyExistsError, BaseError
 from obstore.store import S3Store
 
 from rag.config import StorageSettings
-from rag.errors import BlobStoreError, ConfigError, NotFound
+from rag.errors import BlobStoreError, ConfigError, InputError, NotFound
 from rag.ports import BlobStore
 
 RETRIES = 2
@@ -72,7 +72,7 @@ class BucketStore(BlobStore):
         )
 
     def location(self, key: str) -> str:
-        return f"{self.root}/{key}"
+        return f"{self.root}/{_checked(key)}"
 
     def key_of(self, location: str) -> str | None:
         head, sep, key = location.rpartition("/")
@@ -80,7 +80,7 @@ class BucketStore(BlobStore):
 
     async def exists(self, key: str) -> bool:
         try:
-            await obstore.head_async(self._store, key)
+            await obstore.head_async(self._store, _checked(key))
         except FileNotFoundError:
             return False
         except (BaseError, OSError) as exc:  # OSError: a refused or dropped connection
@@ -91,7 +91,7 @@ class BucketStore(BlobStore):
         try:
             # "create" sends If-None-Match: *, so an object nobody recorded is never
             # replaced; it is one request (no multipart), within [uploads] max_mb.
-            await obstore.put_async(self._store, key, file, mode="create")
+            await obstore.put_async(self._store, _checked(key), file, mode="create")
         except AlreadyExistsError:
             return False
         except (BaseError, OSError) as exc:
@@ -110,7 +110,7 @@ class BucketStore(BlobStore):
 
     async def _download(self, key: str, target: Path) -> None:
         try:
-            result = await obstore.get_async(self._store, key)
+            result = await obstore.get_async(self._store, _checked(key))
             with await asyncio.to_thread(target.open, "xb") as out:
                 async for block in result.stream():
                     await asyncio.to_thread(out.write, block)
@@ -121,7 +121,7 @@ class BucketStore(BlobStore):
 
     async def delete(self, key: str) -> None:
         try:
-            await obstore.delete_async(self._store, key)
+            await obstore.delete_async(self._store, _checked(key))
         except FileNotFoundError:
             return
         except (BaseError, OSError) as exc:
@@ -136,6 +136,13 @@ class BucketStore(BlobStore):
         except (BaseError, OSError) as exc:
             raise _failed("list", "", exc) from exc
         return sorted(names)
+
+
+def _checked(key: str) -> str:
+    # Belt and braces, as in a folder: a key is one name directly under the prefix.
+    if "/" in key or "\\" in key or key in ("", ".", ".."):
+        raise InputError("refusing a file name that leaves the bucket's prefix")
+    return key
 
 
 def _failed(what: str, key: str, exc: Exception) -> BlobStoreError:
