@@ -108,7 +108,7 @@ class UploadStore:
         # the same bytes sent twice at once are one upload; never for receiving the bytes
         # from the client or for the ingestion. The put is a hard link in a folder
         # (milliseconds); to a bucket it is the transfer, so a replica stores one upload
-        # at a time (about 1 s for 20 MB to a loopback server, benchmarks/blob_store_bench.py).
+        # at a time (0.3 to 1 s for 20 MB to a loopback server, benchmarks/blob_store_bench.py).
         self._lock = asyncio.Lock()
 
     async def admit(
