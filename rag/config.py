@@ -18,6 +18,7 @@ import tomllib
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import unquote, urlsplit
 
 import msgspec
 
@@ -309,6 +310,25 @@ class JobSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_on
     wakes it at once)."""
 
 
+class StorageSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """Where uploaded files are kept, so that every replica and worker can read them."""
+
+    url: str = ""
+    """Empty keeps them in ``[uploads] folder`` (one machine's disk, as before); a folder
+    (``file:///srv/rag/uploads`` or a plain path) names another; ``s3://bucket/prefix``
+    names an S3-compatible bucket, with credentials from AWS_ACCESS_KEY_ID and
+    AWS_SECRET_ACCESS_KEY (AWS_SESSION_TOKEN too, when the key is temporary)."""
+    endpoint_url: str = ""
+    """The S3 API's address: empty is Amazon S3 itself; Cloudflare R2 is
+    ``https://<account_id>.r2.cloudflarestorage.com``, MinIO its own ``http(s)://host:port``."""
+    region: str = ""
+    """The bucket's region; empty means ``us-east-1`` on Amazon S3 and ``auto`` elsewhere
+    (what R2 expects; MinIO takes any)."""
+    timeout_s: float = 30.0
+    """One request to the bucket, retries included, gives up after this long: a delete or
+    an upload fails with a named error instead of holding its request for minutes."""
+
+
 class WebSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     cors_origins: tuple[str, ...] = ()
     """Origins allowed to call the API from a browser; empty keeps CORS closed."""
@@ -343,6 +363,7 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     auth: AuthSettings = msgspec.field(default_factory=AuthSettings)
     uploads: UploadSettings = msgspec.field(default_factory=UploadSettings)
     jobs: JobSettings = msgspec.field(default_factory=JobSettings)
+    storage: StorageSettings = msgspec.field(default_factory=StorageSettings)
     web: WebSettings = msgspec.field(default_factory=WebSettings)
 
     @property
@@ -356,6 +377,18 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
         return Path(self.uploads.folder or Path(self.data_dir) / "uploads")
 
     @property
+    def storage_folder(self) -> Path | None:
+        """The folder uploads are kept in, or None when ``[storage] url`` names a bucket."""
+        url = self.storage.url
+        if not url:
+            return self.upload_folder
+        if url.startswith("file://"):
+            return Path(unquote(urlsplit(url).path))
+        if "://" in url:
+            return None
+        return Path(url)
+
+    @property
     def ingest_folder(self) -> Path:
         return Path(self.web.ingest_folder or self.ingest.corpus)
 
@@ -365,6 +398,9 @@ SECRET_ENV = (
     "CLOUDFLARE_AIG_TOKEN",
     "OPENAI_API_KEY",
     "OPENROUTER_API_KEY",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
 )
 """Secrets live only in these environment variables; ``rag config`` shows them masked."""
 _SECTIONS: dict[str, tuple[str, ...]] = {
@@ -510,6 +546,7 @@ def _check_ranges(s: Settings) -> None:
     if s.cloudflare.first_token_deadline_s <= 0:
         problems.append("cloudflare.first_token_deadline_s must be > 0")
     problems.extend(_overlapping_folders(s))
+    problems.extend(_bad_storage(s.storage))
     problems.extend(_bad_gateway(s.cloudflare))
     if s.cloudflare.requests_per_5min < 0:
         problems.append("cloudflare.requests_per_5min must be >= 0 (0 = no limit)")
@@ -521,14 +558,40 @@ def _overlapping_folders(s: Settings) -> list[str]:
     # A folder job deletes the documents whose files left its folder and ingests every file
     # in it: over the upload folder it would forget failed uploads (their files are gone by
     # design) and race the upload jobs for the same files.
-    uploads = s.upload_folder.expanduser().resolve()
     folder = s.ingest_folder.expanduser().resolve()
-    if uploads == folder or folder in uploads.parents or uploads in folder.parents:
-        return [
-            f"web.ingest_folder ({folder}) and uploads.folder ({uploads}) overlap: "
+    problems = []
+    for name, kept in (("uploads.folder", s.upload_folder), ("storage.url", s.storage_folder)):
+        uploads = kept.expanduser().resolve() if kept is not None else None
+        if uploads is None or not (
+            uploads == folder or folder in uploads.parents or uploads in folder.parents
+        ):
+            continue
+        problems.append(
+            f"web.ingest_folder ({folder}) and {name} ({uploads}) overlap: "
             "keep uploads out of the folder that POST /v1/ingest indexes"
-        ]
-    return []
+        )
+        break  # the same folder by default: one message is enough
+    return problems
+
+
+def _bad_storage(storage: StorageSettings) -> list[str]:
+    # Checked at start, not at the first upload: a typo must not wait for a user to find it.
+    url, bad = storage.url, []
+    scheme = url.partition("://")[0] if "://" in url else ""
+    if scheme not in ("", "file", "s3"):
+        bad.append(
+            f"storage.url: {url!r} is neither a folder (a path or file:///path) "
+            "nor a bucket (s3://bucket/prefix)"
+        )
+    elif scheme == "s3" and not urlsplit(url).netloc:
+        bad.append(f"storage.url: {url!r} names no bucket (s3://bucket/prefix)")
+    elif scheme == "file" and (urlsplit(url).netloc not in ("", "localhost") or url == "file://"):
+        bad.append(f"storage.url: {url!r} is not an absolute folder (file:///srv/rag/uploads)")
+    if storage.endpoint_url and not storage.endpoint_url.startswith(("https://", "http://")):
+        bad.append("storage.endpoint_url must be an http(s) URL")
+    if storage.timeout_s <= 0:
+        bad.append("storage.timeout_s must be > 0")
+    return bad
 
 
 _GATEWAY_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Final, Protocol
 
 import msgspec
@@ -190,6 +191,21 @@ def event_payload(event: AnswerEvent) -> bytes:
     assert isinstance(data, dict)
     data.pop("type", None)
     return msgspec.json.encode(data)
+
+
+@dataclass(frozen=True, slots=True)
+class Staged:
+    """A local copy of a file kept elsewhere, ingested under the file's own identity: an
+    upload fetched from the blob store (``rag.storage``) to a temporary file.
+
+    The document is recorded with ``source``, ``root`` and ``name`` as given (its id is
+    derived from ``source``, as for any file); ``copy`` is only read.
+    """
+
+    copy: Path
+    source: str
+    root: str
+    name: str
 
 
 @dataclass

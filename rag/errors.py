@@ -32,7 +32,8 @@ machine-readable ``code``; the message is written for the person who reads it.
     └── StorageError           the database or the data folder failed (503); names the cause
         ├── DatabaseBusy          another writer held the lock too long: retryable (503)
         ├── DiskFull              no room left on the disk (507)
-        └── ReadOnlyStorage       the database or its folder cannot be written (503)
+        ├── ReadOnlyStorage       the database or its folder cannot be written (503)
+        └── BlobStoreError        the bucket uploads are kept in failed (503): retryable
 """
 
 from __future__ import annotations
@@ -228,3 +229,11 @@ class DiskFull(StorageError):
 
 class ReadOnlyStorage(StorageError):
     code = "read_only"
+
+
+class BlobStoreError(StorageError):
+    """The blob store (``rag.storage``: an S3-compatible bucket) refused a request or could
+    not be reached; the message names the operation, never a credential."""
+
+    retryable = True
+    code = "blob_store"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
@@ -16,6 +17,7 @@ from rag.domain import (
     IngestReport,
     LoadedDocument,
     SearchResult,
+    Staged,
     Turn,
 )
 from rag.errors import NotFound
@@ -153,6 +155,42 @@ class Condenser(Protocol):
         ...
 
 
+class BlobStore(Protocol):
+    """Where uploaded files' bytes are kept (``rag.storage``): a folder or an S3 bucket.
+
+    A key is a file name the upload desk made safe (no folder part); a location is where
+    a key's bytes are, as ``documents.source`` and ``documents.blob_uri`` record it.
+    """
+
+    root: str
+    """What every location of this store starts with: ``documents.root`` of its uploads."""
+
+    def location(self, key: str) -> str: ...
+
+    def key_of(self, location: str) -> str | None:
+        """The key of one of this store's locations; None for anywhere else."""
+        ...
+
+    async def exists(self, key: str) -> bool: ...
+
+    async def put(self, key: str, file: Path) -> bool:
+        """Keep ``file``'s bytes under ``key``; False when the key is taken (never replaced)."""
+        ...
+
+    def fetched(self, key: str) -> AbstractAsyncContextManager[Path]:
+        """The bytes as a local file named like ``key`` while the context lasts (loaders
+        read paths); a copy is removed at its end. ``NotFound`` when there are none."""
+        ...
+
+    async def delete(self, key: str) -> None:
+        """Remove the bytes; a key with none is no error."""
+        ...
+
+    async def keys(self) -> list[str]:
+        """Every key stored (at start, files no record names are adopted)."""
+        ...
+
+
 class Progress:
     """What the ingestion job reports while it runs; the CLI draws it, tests may record it.
 
@@ -253,7 +291,10 @@ class QAService(Protocol):
         count): it waits at most ``[database] best_effort_wait_s`` for a lock."""
         return None
 
-    async def ingest(self, paths: Sequence[Path], progress: Progress | None = None) -> IngestReport:
+    async def ingest(
+        self, paths: Sequence[Path | Staged], progress: Progress | None = None
+    ) -> IngestReport:
+        """Index files and folders; a ``Staged`` copy is recorded as the file it copies."""
         raise NotFound("this service keeps no documents")
 
     async def delete_document(self, doc_id: str) -> tuple[str, list[str]] | None:

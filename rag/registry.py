@@ -19,10 +19,14 @@ Cloudflare choices, and why:
   calls that would fail again are not made. Ingestion refuses to start instead.
 * Vectorize serves the dense search; SQLite keeps every vector (the ingest runner writes
   them) and FTS5 still serves the keyword side.
+
+Uploaded files go to the blob store ``blob_store`` picks from ``[storage] url``: the
+upload folder by default, an S3-compatible bucket when several machines must read them.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -37,6 +41,7 @@ from rag.db.engine import session_factory
 from rag.errors import ConfigError
 from rag.ingest.loaders import load
 from rag.ports import (
+    BlobStore,
     ChatModel,
     Condenser,
     DocumentConverter,
@@ -199,6 +204,24 @@ async def build(
         closers=closers,
         refusals=refusals,
     )
+
+
+def blob_store(settings: Settings, environ: Mapping[str, str] | None = None) -> BlobStore:
+    """Where uploads' bytes are kept; a bucket without credentials fails here, at start."""
+    folder = settings.storage_folder
+    if folder is not None:
+        from rag.storage.folder import FolderStore
+
+        return FolderStore(folder)
+    # Imported only for a bucket: the embedded default runs without the [s3] extra.
+    try:
+        from rag.storage.bucket import BucketStore
+    except ImportError as exc:
+        raise ConfigError(
+            "[storage] url names a bucket, which needs the S3 client: "
+            "pip install 'rag[s3]' (obstore)"
+        ) from exc
+    return BucketStore(settings.storage, os.environ if environ is None else environ)
 
 
 def provider_names(settings: Settings) -> tuple[str, ...]:

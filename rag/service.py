@@ -45,6 +45,7 @@ from rag.domain import (
     Hit,
     IngestReport,
     SearchResult,
+    Staged,
     Turn,
     new_trace_id,
 )
@@ -62,6 +63,7 @@ from rag.ports import Cost, Progress, QAService, VectorIndex
 from rag.prompts import CONDENSE_MAX_TOKENS
 from rag.registry import Components, Overrides, build, cloudflare_client
 from rag.retrieval.retriever import Retriever
+from rag.storage import cleanup
 from rag.usage import BudgetExhausted, projected_chat_neurons
 
 log = logging.getLogger(__name__)
@@ -305,7 +307,9 @@ class RagService(QAService):
         """Per-day usage and today's budget: ``rag usage`` and ``GET /v1/usage``."""
         return await self.ledger.report(days)
 
-    async def ingest(self, paths: Sequence[Path], progress: Progress | None = None) -> IngestReport:
+    async def ingest(
+        self, paths: Sequence[Path | Staged], progress: Progress | None = None
+    ) -> IngestReport:
         """Index ``paths``; the report carries what the run spent (neurons, dollars)."""
         if self.settings.backend == "cloudflare" and self.settings.budget.daily_neurons > 0:
             await self.ledger.refresh()
@@ -384,7 +388,9 @@ class RagService(QAService):
         """Delete a document, its chunks and vectors; returns (its source, lost chunk ids).
 
         SQLite commits first; the serving index follows, through the outbox when it keeps
-        one (Vectorize), so a crash between the two loses nothing.
+        one (Vectorize), so a crash between the two loses nothing. An upload's bytes are
+        recorded as garbage in the same transaction (``rag.storage.cleanup``): whoever
+        holds the blob store deletes them, and retries until the store agrees.
         """
         durable = self.index.durable_outbox
         with storage_errors(self.db_path):
@@ -393,6 +399,8 @@ class RagService(QAService):
                 if doc is None:
                     return None
                 source = doc.source
+                if doc.blob_uri is not None:
+                    await cleanup.schedule(session, doc.blob_uri)
                 lost = await store.delete_document(
                     session, doc, outbox=self.embedder.model_id if durable else None
                 )

@@ -19,6 +19,7 @@ from rag.service import RagService, open_service
 if TYPE_CHECKING:
     from cf_fake import FakeCloudflare
     from litestar import Litestar
+    from s3_server import S3Server
 
     from rag.backends.cloudflare.client import CloudflareClient
 
@@ -32,7 +33,7 @@ that a server on loopback refuses, as it would a DNS-rebound name."""
 # The operator's shell may hold settings and secrets (RAG_DATABASE__URL, a real
 # CLOUDFLARE_API_TOKEN): none of them may reach a test, nor a `rag` it starts as a
 # subprocess. Tests that want a variable set it themselves.
-_OUTSIDE_ENV = ("RAG_", "CLOUDFLARE_", "OPENAI_", "OPENROUTER_")
+_OUTSIDE_ENV = ("RAG_", "CLOUDFLARE_", "OPENAI_", "OPENROUTER_", "AWS_")
 
 # The one way past that: `RAG_LIVE_CLOUDFLARE=1` opts in to the live tests
 # (test_live_cloudflare.py, marked `live`), and only then are the account's credentials
@@ -102,6 +103,25 @@ async def service(settings: Settings) -> AsyncIterator[RagService]:
 
     async with open_service(settings, Overrides(embedder=FakeEmbedder())) as svc:
         yield svc
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[S3Server]:
+    """A real S3-compatible server (moto's) on 127.0.0.1, for the whole run."""
+    from s3_server import running
+
+    with running() as server:
+        yield server
+
+
+@pytest.fixture
+def s3(s3_server: S3Server, monkeypatch: pytest.MonkeyPatch) -> dict[str, object]:
+    """A new bucket of ``s3_server``: the ``[storage]`` section naming it, credentials set."""
+    from s3_server import CREDENTIALS
+
+    for name, value in CREDENTIALS.items():
+        monkeypatch.setenv(name, value)
+    return s3_server.storage(s3_server.new_bucket())
 
 
 @pytest.fixture

@@ -172,7 +172,8 @@ async def test_a_restart_settles_every_state_a_crash_can_leave(tmp_path: Path) -
         for path in (lost, waiting):
             db.execute(
                 "INSERT INTO documents (id, source, root, path, title, media_type, sha256, size,"
-                " mtime_ns, status, chunker) VALUES (?, ?, ?, ?, ?, '', 'x', 1, 0, 'pending', '')",
+                " mtime_ns, status, chunker, created_at) VALUES"
+                " (?, ?, ?, ?, ?, '', 'x', 1, 0, 'pending', '', '2026-01-01 00:00:00')",
                 (store.document_id(str(path)), str(path), str(folder), path.name, path.name),
             )
     db.close()

@@ -36,6 +36,7 @@ def worker(ctx: click.Context, concurrency: int | None, until_idle: bool) -> Non
     """
     from rag.jobs.queue import JobQueue
     from rag.jobs.worker import Worker
+    from rag.registry import blob_store
     from rag.service import open_service
 
     settings = common.settings(ctx)
@@ -49,6 +50,7 @@ def worker(ctx: click.Context, concurrency: int | None, until_idle: bool) -> Non
                 JobQueue(service.sessions, settings.jobs),
                 service,
                 slots=concurrency or settings.uploads.max_concurrent_jobs,
+                blobs=blob_store(settings),
             )
             stopping = asyncio.Event()
             loop = asyncio.get_running_loop()

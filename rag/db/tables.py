@@ -60,6 +60,11 @@ class Document(Base):
     for folder ingests and for uploads made while keys are not required."""
     chunker: Mapped[str] = mapped_column(String(64), default="")
     """Fingerprint of the chunker settings that cut this document."""
+    blob_uri: Mapped[str | None] = mapped_column(Text, nullable=True)
+    """Where an upload's bytes are kept (``rag.storage``): a path in the upload folder or
+    ``s3://bucket/key``. None for a document ingested from a folder, whose ``source`` is
+    the path on the machine that ingested it. A failed upload keeps it, though its bytes
+    were removed on purpose (its status says so)."""
     created_at: Mapped[datetime] = mapped_column(DateTime, server_default=func.now())
     updated_at: Mapped[datetime] = mapped_column(
         DateTime, server_default=func.now(), onupdate=func.now()
@@ -283,6 +288,24 @@ class RateCount(Base):
     """Requests let through in the minute before ``slot``."""
     allowed: Mapped[bool] = mapped_column()
     """Whether the last request was let through (what the one statement returns)."""
+
+
+class BlobDeletion(Base):
+    """An upload's bytes that must go: recorded with the change that made them garbage.
+
+    Written in the transaction that deletes a document (or fails an upload), removed once
+    the blob store has deleted the object. A row left behind means the store refused or
+    was unreachable: the next delete and the next start try again (``rag.storage.cleanup``),
+    and nothing adopts the object as an unrecorded upload meanwhile.
+    """
+
+    __tablename__ = "blob_deletions"
+
+    location: Mapped[str] = mapped_column(Text, primary_key=True)
+    """The ``documents.blob_uri`` of the bytes."""
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime, server_default=func.now())
 
 
 class CachedAnswer(Base):

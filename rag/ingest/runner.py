@@ -34,7 +34,7 @@ from typing import Any
 
 from rag.config import IngestSettings, JobSettings
 from rag.db.tables import utcnow
-from rag.domain import IngestReport, LoadedDocument
+from rag.domain import IngestReport, LoadedDocument, Staged
 from rag.errors import DocumentError, IndexMismatch
 from rag.ingest import convert, store
 from rag.ingest.batching import Prepared, Ready, Window
@@ -89,7 +89,7 @@ class Ingestor:
         self._upserts = 0
         self._deletes = 0
 
-    async def run(self, paths: Sequence[Path]) -> IngestReport:
+    async def run(self, paths: Sequence[Path | Staged]) -> IngestReport:
         began = time.perf_counter()
         found = discover(paths, self.settings.extensions)
         report = IngestReport(files=len(found.files), ignored=found.ignored)
@@ -143,7 +143,7 @@ class Ingestor:
                 reading.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await reading
-        present = {str(item.path) for item in found.files}
+        present = {item.source for item in found.files}
         for root in found.roots:
             await self._delete_vanished(str(root), present, report)
         await self._flush()
@@ -322,8 +322,8 @@ def _facts(item: Found) -> store.DocumentFacts:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return store.DocumentFacts(
-        source=str(item.path),
-        root=str(item.root),
+        source=item.source,
+        root=item.recorded_root,
         path=item.relpath,
         sha256=digest.hexdigest(),
         size=stat.st_size,

@@ -47,9 +47,17 @@ def worker_name(role: str) -> str:
     return f"{role}@{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
 
 
-def target_of(paths: Sequence[Path]) -> str:
-    """The resolved paths, sorted, one a line: what no two active jobs may share."""
-    return "\n".join(sorted({str(p.expanduser().resolve()) for p in paths}))
+def located(path: Path | str) -> str:
+    """A path resolved on this machine; a blob store's location (``s3://bucket/key``, an
+    upload's bytes) as it is: it names an object, not a file here."""
+    if isinstance(path, str) and "://" in path:
+        return path
+    return str(Path(path).expanduser().resolve())
+
+
+def target_of(paths: Sequence[Path | str]) -> str:
+    """The located paths, sorted, one a line: what no two active jobs may share."""
+    return "\n".join(sorted({located(p) for p in paths}))
 
 
 class JobProgress(Progress):
@@ -161,14 +169,14 @@ class JobQueue:
     async def enqueue(
         self,
         kind: str,
-        paths: Sequence[Path],
+        paths: Sequence[Path | str],
         *,
         document_id: str | None = None,
         holder: str | None = None,
     ) -> Job:
         """A new queued job (running for ``holder`` at once when given), or ``JobConflict``
         naming the active job that holds the same target."""
-        resolved = [p.expanduser().resolve() for p in paths]
+        resolved = [located(p) for p in paths]
         target = target_of(resolved)
         for _ in range(3):
             now = self.clock()
@@ -176,7 +184,7 @@ class JobQueue:
                 id=uuid.uuid4().hex,
                 kind=kind,
                 target=target,
-                paths=[str(p) for p in resolved],
+                paths=resolved,
                 document_id=document_id,
                 state="queued" if holder is None else "running",
                 worker=holder,

@@ -29,7 +29,7 @@ from rag.domain import IngestReport
 from rag.errors import JobStopped, RagError
 from rag.jobs.queue import LOST, JobProgress, JobQueue, result_of, worker_name
 from rag.jobs.work import perform
-from rag.ports import Progress, QAService
+from rag.ports import BlobStore, Progress, QAService
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +56,7 @@ async def run_job(
     *,
     stop: Stop,
     display: Progress | None = None,
+    blobs: BlobStore | None = None,
 ) -> IngestReport:
     """Run a job ``worker`` has claimed to its end, recorded on its row. Raises what
     failed it (after recording it), ``JobStopped`` when its heartbeat learned that it was
@@ -66,7 +67,7 @@ async def run_job(
     assert task is not None
     beating = asyncio.create_task(_beat(queue, job.id, worker, progress, task, stop))
     try:
-        report = await perform(service, job, progress)
+        report = await perform(service, job, progress, blobs)
     except asyncio.CancelledError:
         if stop.reason is None and stop.on_shutdown == "release":
             await _recorded(queue.release(job.id, worker))
@@ -144,12 +145,15 @@ class Worker:
         slots: int,
         role: str = "worker",
         on_report: Callable[[IngestReport, str], None] | None = None,
+        blobs: BlobStore | None = None,
     ) -> None:
         self.queue = queue
         self.service = service
         self.slots = max(1, slots)
         self.name = worker_name(role)
         self.on_report = on_report
+        self.blobs = blobs
+        """Where uploads' bytes are read from; a worker without it fails upload jobs."""
         self._jobs: dict[str, tuple[asyncio.Task[None], Stop]] = {}
         self._wake = asyncio.Event()
         self._loop: asyncio.Task[None] | None = None
@@ -206,7 +210,9 @@ class Worker:
 
     async def _execute(self, job: Job, stop: Stop) -> None:
         try:
-            report = await run_job(self.queue, self.service, job, self.name, stop=stop)
+            report = await run_job(
+                self.queue, self.service, job, self.name, stop=stop, blobs=self.blobs
+            )
         except asyncio.CancelledError:
             raise
         except Exception as exc:

@@ -33,6 +33,7 @@ from rag.jobs.queue import JobQueue
 from rag.jobs.worker import Worker
 from rag.logs import printable
 from rag.ports import QAService
+from rag.registry import blob_store
 from rag.web.access_log import RequestObserver
 from rag.web.answer_slots import AnswerSlots
 from rag.web.api_docs import BEARER, openapi_config
@@ -61,7 +62,7 @@ def create_app(settings: Settings, service: QAService | None = None) -> Litestar
             # Both opened with the service's database, at startup (``_observed``).
             "jobs": None,
             "worker": None,
-            "uploads": UploadStore(settings),
+            "uploads": UploadStore(settings, blob_store(settings)),
         }
     )
     metrics.jobs_running.set_function(lambda: state.worker.running if state.worker else 0)
@@ -181,6 +182,7 @@ async def _observed(app: Litestar) -> AsyncIterator[None]:
                 slots=settings.uploads.max_concurrent_jobs,
                 role="serve",
                 on_report=metrics.observe_ingest,
+                blobs=app.state.uploads.blobs,
             )
             worker.start()
         await _recover_uploads(app.state.uploads, service, jobs)
@@ -196,15 +198,18 @@ async def _observed(app: Litestar) -> AsyncIterator[None]:
 
 
 async def _recover_uploads(desk: UploadStore, service: QAService, jobs: JobQueue) -> None:
-    # Secondary to serving: a folder it cannot read is logged, and the app starts anyway.
+    # Secondary to serving: a store it cannot read is logged, and the app starts anyway.
     try:
         found = await desk.recover(service, jobs)
+    except RagError as exc:
+        log.warning("settling the uploads in %s at start failed: %s", desk.blobs.root, exc)
+        return
     except Exception:
-        log.exception("settling the upload folder %s at start failed", desk.folder)
+        log.exception("settling the uploads in %s at start failed", desk.blobs.root)
         return
     if found.queued or found.forgotten or found.adopted or found.removed:
         log.info(
-            "upload folder settled at start: %d pending uploads queued again, %d files "
+            "uploads settled at start: %d pending uploads queued again, %d files "
             "recorded and queued, %d unfinished uploads forgotten, %d files removed",
             found.queued,
             found.adopted,

@@ -4,15 +4,15 @@ An upload is stored, recorded as ``pending`` and answered at once (202, with its
 ingestion job); the job turns it ``ok``, or ``failed``/``skipped`` with the reason
 (``rag.web.upload_store``). A delete removes the document's chunks and
 vectors from SQLite and from the serving index (the local numpy index, or Vectorize
-when that backend serves), and the file itself when it is an upload; a document
-ingested from a folder comes back on that folder's next ingest unless its file goes too.
+when that backend serves), and its bytes from the blob store when it is an upload
+(``rag.storage.cleanup``); a document ingested from a folder comes back on that
+folder's next ingest unless its file goes too.
 """
 
 from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Annotated, Any, BinaryIO, Literal, cast
 
 import msgspec
@@ -57,7 +57,8 @@ class DocumentOut(msgspec.Struct, frozen=True):
     created_at: datetime
     updated_at: datetime
     upload: bool
-    """True when the file lives in the upload folder (a delete removes it too)."""
+    """True for an upload: its bytes are in the blob store ([storage]), and a delete
+    removes them too."""
 
 
 class UploadOut(msgspec.Struct, frozen=True):
@@ -90,6 +91,8 @@ class Deleted(msgspec.Struct, frozen=True):
     id: str
     chunks_deleted: int
     file_removed: bool
+    """False for a document ingested from a folder, and for an upload whose bytes the blob
+    store refused to delete now: that deletion is recorded and retried (server log)."""
 
 
 def _service(request: Request[Any, Any, Any]) -> QAService:
@@ -122,7 +125,7 @@ def _utc(moment: datetime) -> datetime:
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
 
 
-def _out(doc: Document, chunks: int, upload_root: Path) -> DocumentOut:
+def _out(doc: Document, chunks: int) -> DocumentOut:
     return DocumentOut(
         id=doc.id,
         path=doc.path,
@@ -136,12 +139,8 @@ def _out(doc: Document, chunks: int, upload_root: Path) -> DocumentOut:
         sha256=doc.sha256,
         created_at=_utc(doc.created_at),
         updated_at=_utc(doc.updated_at),
-        upload=_is_upload(doc.source, upload_root),
+        upload=doc.blob_uri is not None,
     )
-
-
-def _is_upload(source: str, upload_root: Path) -> bool:
-    return Path(source).parent == upload_root.expanduser().resolve()
 
 
 def _with_counts() -> Any:
@@ -153,12 +152,12 @@ def _with_counts() -> Any:
     )
 
 
-async def _document(service: QAService, settings: Settings, doc_id: str) -> DocumentOut:
+async def _document(service: QAService, doc_id: str) -> DocumentOut:
     async with _db(service)() as session:
         row = (await session.execute(_with_counts().where(Document.id == doc_id))).first()
     if row is None:
         raise NotFound(f"no document with id {doc_id}")
-    return _out(row[0], row[1], settings.upload_folder)
+    return _out(row[0], row[1])
 
 
 async def upload_document(
@@ -193,8 +192,8 @@ async def upload_document(
     if doc.status == "pending":
         # New; or uploaded before and still queued or running (its live job); or left
         # pending by a job that failed as a whole (a model outage): tried again now.
-        job = await desk.queue(_jobs(request), doc.id, Path(doc.source))
-    out = UploadOut(await _document(service, settings, doc.id), job_dict(job) if job else None)
+        job = await desk.queue(_jobs(request), doc.id, doc.source)
+    out = UploadOut(await _document(service, doc.id), job_dict(job) if job else None)
     if job is None:
         return Response(out, status_code=200)
     return Response(out, status_code=202, headers={"Location": f"/v1/jobs/{job.id}"})
@@ -235,7 +234,7 @@ async def list_documents(
         Literal["pending", "ok", "skipped", "failed"] | None, QueryParameter()
     ] = None,
 ) -> DocumentPage:
-    service, settings = _service(request), _settings(request)
+    service = _service(request)
     query, total_query = _with_counts(), select(func.count()).select_from(Document)
     if status is not None:
         query = query.where(Document.status == status)
@@ -244,7 +243,7 @@ async def list_documents(
     async with _db(service)() as session:
         total = int(await session.scalar(total_query) or 0)
         rows = (await session.execute(query)).all()
-    items = [_out(doc, count, settings.upload_folder) for doc, count in rows]
+    items = [_out(doc, count) for doc, count in rows]
     following = offset + len(items)
     return DocumentPage(
         items=items,
@@ -257,7 +256,7 @@ async def list_documents(
 
 @get("/v1/documents/{doc_id:str}", summary="One document")
 async def get_document(request: Request[Any, Any, Any], doc_id: FromPath[str]) -> DocumentOut:
-    return await _document(_service(request), _settings(request), doc_id)
+    return await _document(_service(request), doc_id)
 
 
 @delete(
@@ -266,7 +265,8 @@ async def get_document(request: Request[Any, Any, Any], doc_id: FromPath[str]) -
     status_code=200,
 )
 async def delete_document(request: Request[Any, Any, Any], doc_id: FromPath[str]) -> Deleted:
-    service, settings = _service(request), _settings(request)
+    service = _service(request)
+    desk: UploadStore = request.app.state.uploads
     # Before the delete, wherever the job runs: one finishing afterwards would write the
     # document back.
     jobs = _jobs(request)
@@ -277,19 +277,9 @@ async def delete_document(request: Request[Any, Any, Any], doc_id: FromPath[str]
     if deleted is None:
         raise NotFound(f"no document with id {doc_id}")
     source, lost = deleted
-    removed = False
-    if _is_upload(source, settings.upload_folder):
-        path = Path(source)
-        removed = await asyncio.to_thread(_unlink, path)
+    # An upload's source is where its bytes are: the delete recorded them as garbage.
+    removed = source in await desk.remove_garbage(_db(service), source)
     return Deleted(id=doc_id, chunks_deleted=len(lost), file_removed=removed)
-
-
-def _unlink(path: Path) -> bool:
-    try:
-        path.unlink()
-    except FileNotFoundError:
-        return False
-    return True
 
 
 @get("/v1/chunks/{chunk_id:str}", summary="One chunk with its document, pages and headings")

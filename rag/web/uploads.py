@@ -7,15 +7,15 @@ and no ``..``. A name already taken gets ``-2``, ``-3``... instead of replacing 
 
 The type is decided by the extension *and* the content (``rag.web.sniff``). The bytes
 are first written to a hidden temporary file (``.upload-<random>.part``, which no folder
-ingest reads), and linked under their final name only once their document is recorded
-(``rag.web.upload_store``), so every crash leaves a state the next start can settle.
+ingest reads), and put in the blob store under their final name only once their
+document is recorded (``rag.web.upload_store``), so every crash leaves a state the next
+start can settle.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
-import os
 import re
 import unicodedata
 import uuid
@@ -130,30 +130,13 @@ def _copy(source: BinaryIO, target: Path, max_bytes: int, limit_text: str) -> tu
     return digest.hexdigest(), written
 
 
-def candidates(folder: Path, name: str) -> Iterator[Path]:
-    """``name`` in ``folder``, then ``stem-2.ext``... up to ``stem-999.ext``."""
+def candidates(name: str) -> Iterator[str]:
+    """``name``, then ``stem-2.ext``... up to ``stem-999.ext`` (the store refuses any name
+    that would leave its folder or prefix)."""
     stem, suffix = Path(name).stem, Path(name).suffix
     for attempt in range(1, 1000):
-        candidate = folder / (name if attempt == 1 else f"{stem}-{attempt}{suffix}")
-        # Belt and braces: whatever the name, the file lands directly in the folder.
-        if candidate.resolve().parent != folder.resolve():
-            raise InputError("refusing a file name that leaves the upload folder")
-        yield candidate
+        yield name if attempt == 1 else f"{stem}-{attempt}{suffix}"
     raise InputError(f"too many uploads named {name}: rename the file")
-
-
-def link(part: Path, target: Path) -> bool:
-    """Give ``part``'s bytes the name ``target``, never replacing a file; False when taken.
-
-    A hard link fails when the name exists, so a file put there by anyone else survives.
-    """
-    try:
-        os.link(part, target)
-    except FileExistsError:
-        return False
-    with contextlib.suppress(FileNotFoundError):
-        part.unlink()
-    return True
 
 
 def sha256_of(path: Path) -> str:
