@@ -50,6 +50,7 @@ from rag.usage import Ledger
 
 if TYPE_CHECKING:
     from rag.backends.cloudflare.client import CloudflareClient
+    from rag.backends.local.units import UnitIndex
 
 Closer = Callable[[], Awaitable[None]]
 
@@ -92,6 +93,9 @@ class Components:
     """The one ``CloudflareClient``, when a role runs on Workers AI or Vectorize."""
     condenser: Condenser | None = None
     """Who rewrites follow-ups (the chat model on Cloudflare); None: the local rule alone."""
+    units: UnitIndex | None = None
+    """The extractive answerer's units, stored at ingestion (local backend, answerer in the
+    chain); None: nothing to store, the answerer embeds at question time if it runs."""
     refusals: Refusals = field(default_factory=lambda: Refusals(0.0))
     """Whether Workers AI refuses every call now (degraded mode, ``rag.retrieval.refusals``)."""
     closers: list[Closer] = field(default_factory=list)
@@ -169,8 +173,15 @@ async def build(
             embedder = overrides.wrap_embedder(embedder)
         index = await NumpyIndex.load(engine, embedder.model_id, embedder.dimension)
     condensers: list[Condenser] = []
+    units = None
+    if settings.backend != "cloudflare" and "extractive" in provider_names(settings):
+        from rag.backends.local.units import UnitIndex
+
+        # Only here: on Cloudflare the extractive answerer is a rare fallback, not worth
+        # a local embedding of every unit at ingestion.
+        units = UnitIndex(answer_embedder or embedder, sessions)
     providers = _chat_providers(
-        settings, client, ledger, answer_embedder, overrides, closers, condensers
+        settings, client, ledger, answer_embedder, overrides, closers, condensers, units
     )
     return Components(
         embedder=embedder,
@@ -185,6 +196,7 @@ async def build(
         # On Cloudflare the chat model condenses follow-ups (when it is in the chain).
         condenser=condensers[0] if condensers and settings.backend == "cloudflare" else None,
         closers=closers,
+        units=units,
         refusals=refusals,
     )
 
@@ -207,6 +219,7 @@ def _chat_providers(
     overrides: Overrides,
     closers: list[Closer],
     condensers: list[Condenser],
+    units: UnitIndex | None,
 ) -> list[ChatModel]:
     providers: list[ChatModel] = []
     for name in provider_names(settings):
@@ -220,6 +233,7 @@ def _chat_providers(
                     answer_embedder,
                     max_sentences=settings.answer.max_sentences,
                     max_sources=settings.answer.max_sources,
+                    units=units,
                 )
             )
         elif name == "workers-ai":

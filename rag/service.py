@@ -120,6 +120,7 @@ class RagService(QAService):
         self.index: VectorIndex = components.index
         self.loader = components.loader
         self.refusals = components.refusals
+        self.units = components.units
         self.retriever = Retriever(
             self.sessions,
             components.embedder,
@@ -312,7 +313,13 @@ class RagService(QAService):
         if self.settings.backend == "cloudflare":
             await self._check_workers_ai()
         ingestor = Ingestor(
-            self.settings.ingest, self.sessions, self.embedder, self.index, progress, self.loader
+            self.settings.ingest,
+            self.sessions,
+            self.embedder,
+            self.index,
+            progress,
+            self.loader,
+            units=self.units,
         )
         with self.ledger.meter("ingest") as meter, storage_errors(self.db_path):
             try:

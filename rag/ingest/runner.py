@@ -34,14 +34,14 @@ from typing import Any
 import numpy as np
 
 from rag.config import IngestSettings
-from rag.domain import IngestReport
+from rag.domain import ChunkDraft, IngestReport
 from rag.errors import DocumentError, IndexMismatch
 from rag.ingest import store
 from rag.ingest.batching import Prepared, Ready, Window
 from rag.ingest.chunker import chunk_document, chunker_fingerprint
 from rag.ingest.discover import Found, discover
 from rag.ingest.loaders import load
-from rag.ports import Embedder, Loader, Progress, VectorIndex
+from rag.ports import Embedder, Loader, Progress, UnitStore, VectorIndex
 
 log = logging.getLogger(__name__)
 
@@ -62,8 +62,12 @@ class Ingestor:
         index: VectorIndex,
         progress: Progress | None = None,
         loader: Loader = load,
+        *,
+        units: UnitStore | None = None,
     ) -> None:
         self.settings = settings
+        self.units = units
+        """Computes the extractive answerer's units, stored with the chunks; None: none kept."""
         self.loader = loader
         self.sessions = sessions
         self.embedder = embedder
@@ -150,7 +154,13 @@ class Ingestor:
                 and doc.chunker == self.fingerprint
                 and (
                     doc.status != "ok"
-                    or await store.has_all_vectors(session, doc.id, self.embedder.model_id)
+                    or (
+                        await store.has_all_vectors(session, doc.id, self.embedder.model_id)
+                        and (
+                            self.units is None
+                            or await store.has_all_units(session, doc.id, self.units.version)
+                        )
+                    )
                 )
             ):
                 if doc.status != "ok":
@@ -191,6 +201,7 @@ class Ingestor:
         if self._upserts and self._upserts + len(vectors) > FLUSH_AT:
             # Flush before, not after, the batch would overflow: each request goes out full.
             await self._flush()
+        units = await self._units(ids, drafts)
         async with self.sessions() as session, session.begin():
             new_vectors = await store.without_vector(session, vectors, self.embedder.model_id)
             gone = await store.write_document(
@@ -206,6 +217,7 @@ class Ingestor:
                 model_id=self.embedder.model_id,
                 dimension=self.embedder.dimension,
                 outbox=self.outbox,
+                units=units,
             )
         if self.outbox is not None:
             await self._queued(len(new_vectors), len(gone))
@@ -223,6 +235,21 @@ class Ingestor:
         # a batch runs ahead of the documents it serves, so the two counts would disagree.
         self.progress.embedded(ready.embedded)
         return prepared.outcome, len(drafts)
+
+    async def _units(
+        self, ids: Sequence[str], drafts: Sequence[ChunkDraft]
+    ) -> store.UnitRows | None:
+        """Answer units for the chunks that lack them (all of a new document's), computed
+        before the document's transaction so it holds no lock while the model runs."""
+        if self.units is None:
+            return None
+        async with self.sessions() as session:
+            have = await store.with_units(session, ids, self.units.version)
+        todo = [(cid, d.text) for cid, d in zip(ids, drafts, strict=True) if cid not in have]
+        rows = await self.units.rows([text for _, text in todo]) if todo else []
+        return store.UnitRows(
+            self.units.version, {cid: row for (cid, _), row in zip(todo, rows, strict=True)}
+        )
 
     async def _problem(
         self,
