@@ -43,22 +43,28 @@ class UnitSource(Protocol):
 class Weights:
     """How much each feature adds to a unit's cosine to the question.
 
-    Measured on corpus/qa.jsonl (54 answerable questions with facts) with
-    ``benchmarks/answer_weights.py``, which retrieves each question once and replays the
-    answerer over the stored units for every setting; fact recall first, F1 second.
+    Measured on corpus/qa.jsonl (54 answerable questions with facts, 49 past the evidence
+    gate) with ``benchmarks/answer_weights.py``: each question retrieved once, the
+    answerer replayed over its units for 243 settings, fact recall first, F1 second.
+    Cosine alone (the old answerer's rule, on the new units) holds every fact in 0.759
+    of the answers; these weights in 0.852 (F1 0.276 -> 0.252: answers grew longer to
+    hold the fact, which token overlap charges for). The figures after each weight are
+    the fact recall / F1 with that weight alone set to 0. One labelled set decides them,
+    so a difference of one question (0.0185) is as likely noise as signal.
     """
 
     overlap: float = 0.3
-    """Times the share of the question's content words in the unit. Cosine alone
-    prefers a unit that restates the topic ("What is the default port and how do I
-    change the host?") over the one that holds the answer; word overlap breaks that."""
-    identifier: float = 0.25
+    """Times the share of the question's content words in the unit. 0.852 / 0.254 at 0:
+    no effect on this set's facts; kept for questions phrased in the documents' own words,
+    where the cosine of a short unit runs below that of a long one on the same topic."""
+    identifier: float = 0.5
     """Times the share of the question's identifiers (``3036``, ``pdf_timeout_s``) the
-    unit holds verbatim. Embeddings blur them (the 3042 row was as close as the 3036
-    row); the unit that names the identifier is the answer."""
-    fits: float = 0.2
+    unit holds verbatim; 0.833 / 0.244 at 0. Embeddings blur them (the 3042 row was as
+    close as the 3036 row); the unit that names the identifier is the answer."""
+    fits: float = 0.3
     """When the unit's shape fits the question's kind (a number for a value question, a
-    command or code for "how do I", "because"/"so" for "why", a no/not/only for yes/no)."""
+    command or code for "how do I", "because"/"so" for "why", a no/not/only for yes/no);
+    0.833 / 0.246 at 0."""
     kinds: tuple[tuple[UnitKind, float], ...] = (
         ("sentence", 0.0),
         ("item", 0.0),
@@ -66,18 +72,20 @@ class Weights:
         ("code", -0.1),
         ("lead", 0.05),
     )
-    """Added by the unit's kind: a table row is usually the exact fact asked for; code on
-    its own, without what it does, rarely is unless it was asked for (``fits``)."""
-    follows: float = 0.0
-    """Times the score of the unit just before, in the same source: an answer often
-    follows the sentence that names the question's subject ("`daily_neurons` caps what
-    the service may spend per UTC day." then "Once the cap is reached, generation moves
-    on to the next provider")."""
+    """Added by the unit's kind: a table row is usually the exact fact asked for, and code
+    on its own, without what it does, rarely is unless it was asked for (``fits``).
+    Small: 0.852 / 0.251 without them; they order near-ties."""
+    follows: float = 0.5
+    """Times the score of the unit just before, in the same source; 0.833 / 0.248 at 0.
+    An answer often follows the sentence that names the question's subject ("`[budget]
+    daily_neurons` caps what the service may spend per UTC day." then "Once the cap is
+    reached, generation moves on to the next provider")."""
     source_rank: float = 0.03
     """Taken off per rank of the unit's source below the first: retrieval's order is
-    evidence too, and breaks ties between near-equal units of two sources."""
-    min_relative: float = 0.7
-    """A unit must score at least this fraction of the best one to be quoted beside it."""
+    evidence too (F1 0.242 at 0, facts unchanged)."""
+    min_relative: float = 0.6
+    """A unit must score at least this fraction of the best one to be quoted beside it.
+    0.7 and 0.8 quote fewer units: F1 up to 0.277, fact recall down to 0.833."""
     duplicate_cosine: float = 0.92
     """Above this cosine to a chosen unit, a unit repeats it (chunks overlap)."""
 
@@ -185,14 +193,20 @@ class ExtractiveAnswerer:
         floor = best * w.min_relative if best > 0 else best
         chosen: list[_Candidate] = []
         seen: set[str] = set()
+        leads = [c for c in candidates if c.unit.kind == "lead"]
         for index in order:
             if len(chosen) == self.max_sentences or scores[index] < floor:
                 break
-            candidate = candidates[index]
+            # A command or an item is quoted with the lead-in that introduces it: the
+            # instruction and its command, never the command alone.
+            inner = candidates[index]
+            candidate = next((c for c in leads if _within(inner, c)), inner)
             key = " ".join(candidate.text.split()).lower()
             if key in seen or any(_overlaps(candidate, c) for c in chosen):
                 continue
-            if any(float(vectors[index] @ vectors[c.row]) >= w.duplicate_cosine for c in chosen):
+            if any(
+                float(vectors[candidate.row] @ vectors[c.row]) >= w.duplicate_cosine for c in chosen
+            ):
                 continue
             seen.add(key)
             chosen.append(candidate)
@@ -222,16 +236,17 @@ def _quotable(text: str, unit: AnswerUnit, position: int, headings: set[str], as
     """Whether a unit can carry an answer: not a heading, a fragment, a question or an echo.
 
     FAQ entries and example requests repeat questions verbatim; quoting them back scores
-    high and answers nothing. A short unit without closing punctuation is a title, and so
-    is one of fewer than three content words, unless it is code or a table row. A chunk
-    cut mid-sentence starts with a fragment, and a unit with an unclosed bracket or code
+    high and answers nothing, and so does a unit that quotes a question. A short unit
+    without closing punctuation is a title, and so is one of fewer than three content
+    words, unless it is code or a table row. A chunk cut mid-sentence starts with a
+    fragment, and a unit with an unclosed bracket or code
     span was cut too.
     """
     flat = " ".join(text.split()).lower()
     if flat in headings:
         return False
     bare = text.strip().rstrip("*_`")
-    if bare.endswith("?") and unit.kind not in ("code", "row"):
+    if unit.kind not in ("code", "row") and (bare.endswith("?") or _QUOTED_QUESTION.search(text)):
         return False
     # Only a whole question repeated is an echo; a keyword query ("3036") is in its answer.
     if len(asked.split()) >= 3 and asked in flat:
@@ -249,6 +264,20 @@ def _quotable(text: str, unit: AnswerUnit, position: int, headings: set[str], as
         return count >= 2
     # Fewer than three content words is a run-in heading ("Taking a backup."), not an answer.
     return len(_content(text)) >= 3 and not (count <= 8 and bare[-1:].isalnum())
+
+
+# A question in quotes is an example of asking ("What is the default port and how do I
+# change the host?" is two questions): about the question, not an answer to it.
+_QUOTED_QUESTION = re.compile(r"\?[\"”'’]")
+
+
+def _within(inner: _Candidate, outer: _Candidate) -> bool:
+    return (
+        inner.source == outer.source
+        and inner is not outer
+        and outer.unit.start <= inner.unit.start
+        and inner.unit.end <= outer.unit.end
+    )
 
 
 def _overlaps(a: _Candidate, b: _Candidate) -> bool:
