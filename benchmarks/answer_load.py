@@ -5,18 +5,23 @@ data folder, then keeps ``--clients`` connections asking the README's and the la
 set's questions over ``GET /v1/ask`` for ``--seconds``. The answer cache is off, so
 every answer is computed: its question embedded, retrieved and answered. The server's
 own limits that would turn clients away are lifted for the measurement (answers at once
-= clients, no per-client rate limit, since all clients share 127.0.0.1).
+= clients, no per-client rate limit, since all clients share 127.0.0.1). No question is
+asked twice: each is varied by function words ("please", "now", ...) that retrieval and
+the evidence gate leave out, so no memory of an earlier answer or vector can serve it.
 
     .venv/bin/python benchmarks/answer_load.py                 # 50 clients, 30 s
     .venv/bin/python benchmarks/answer_load.py --clients 1 --seconds 10
 
-Prints answers per second, the first-delta and total latency p50/p95, and errors.
+Prints answers per second, the first-delta and total latency p50/p95, errors, and the
+server's CPU seconds per answer (on a shared machine, the figure that does not depend on
+what else runs).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import os
 import socket
@@ -28,6 +33,7 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+import psutil
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -39,6 +45,17 @@ def _free_port() -> int:
         return port
 
 
+# Function words (rag.text.FUNCTION_WORDS): neither searched for nor counted by the gate.
+PADS = ("please", "now", "just", "so", "then", "again", "here", "very")
+
+
+def _variant(questions: list[str], n: int) -> str:
+    """The n-th question of an endless sequence without repeats (66 x 256 of them)."""
+    base, variant = questions[n % len(questions)], n // len(questions)
+    pads = [word for bit, word in enumerate(PADS) if variant >> bit & 1]
+    return " ".join([*pads, base])
+
+
 def _questions() -> list[str]:
     lines = (ROOT / "corpus" / "qa.jsonl").read_text(encoding="utf-8").splitlines()
     asked = [json.loads(line)["question"] for line in lines if line.strip()]
@@ -46,12 +63,14 @@ def _questions() -> list[str]:
 
 
 async def _client(
-    http: httpx.AsyncClient, questions: list[str], offset: int, until: float, out: dict[str, list]
+    http: httpx.AsyncClient,
+    questions: list[str],
+    counter: itertools.count[int],
+    until: float,
+    out: dict[str, list],
 ) -> None:
-    turn = offset
     while time.perf_counter() < until:
-        question = questions[turn % len(questions)]
-        turn += 1
+        question = _variant(questions, next(counter))
         began = time.perf_counter()
         first: float | None = None
         try:
@@ -82,7 +101,12 @@ def _percentiles(samples: list[float]) -> str:
     return f"p50 {p50:.0f} ms, p95 {p95:.0f} ms"
 
 
-async def _load(port: int, clients: int, seconds: float) -> None:
+def _cpu(process: psutil.Process) -> float:
+    times = process.cpu_times()
+    return float(times.user + times.system)
+
+
+async def _load(port: int, clients: int, seconds: float, server: psutil.Process) -> None:
     questions = _questions()
     out: dict[str, list] = {"first": [], "total": [], "errors": []}
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
@@ -92,25 +116,37 @@ async def _load(port: int, clients: int, seconds: float) -> None:
         # Warm-up: the first answer loads what is loaded lazily.
         async with http.stream("GET", "/v1/ask", params={"q": "warm up"}) as response:
             await response.aread()
-        began = time.perf_counter()
+        began, cpu = time.perf_counter(), _cpu(server)
         until = began + seconds
-        await asyncio.gather(*(_client(http, questions, i * 7, until, out) for i in range(clients)))
-        elapsed = time.perf_counter() - began
+        counter = itertools.count()
+        await asyncio.gather(
+            *(_client(http, questions, counter, until, out) for _ in range(clients))
+        )
+        elapsed, cpu = time.perf_counter() - began, _cpu(server) - cpu
     python = sys.version.split()[0]
     print(f"{clients} clients, {elapsed:.1f} s, {os.cpu_count()} CPUs, Python {python}")
     print(f"answers: {len(out['total'])} ({len(out['total']) / elapsed:.1f} per second)")
     print(f"first delta: {_percentiles(out['first'])}")
     print(f"total: {_percentiles(out['total'])}")
     print(f"errors: {len(out['errors'])} {sorted(set(out['errors']))}")
+    # The machine may be shared: CPU seconds per answer say what 2 free cores would do.
+    answers = max(1, len(out["total"]))
+    print(
+        f"server CPU: {cpu:.1f} s, {cpu / answers * 1000:.1f} ms per answer "
+        f"(at most {2 / (cpu / answers):.0f} answers per second on 2 free cores); "
+        f"load average {os.getloadavg()[0]:.1f}"
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clients", type=int, default=50)
     parser.add_argument("--seconds", type=float, default=30.0)
+    parser.add_argument("--data", type=Path, help="a data folder to keep (ingested once)")
     args = parser.parse_args()
     rag = str(Path(sys.executable).with_name("rag"))
-    with tempfile.TemporaryDirectory() as scratch:
+    with tempfile.TemporaryDirectory() as temporary:
+        scratch = str(args.data or temporary)
         env = {
             **os.environ,
             "RAG_DATA_DIR": scratch,
@@ -132,7 +168,7 @@ def main() -> None:
                         break
                 except httpx.HTTPError:
                     time.sleep(0.5)
-            asyncio.run(_load(port, args.clients, args.seconds))
+            asyncio.run(_load(port, args.clients, args.seconds, psutil.Process(server.pid)))
         finally:
             server.terminate()
             server.wait(timeout=30)

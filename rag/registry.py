@@ -158,10 +158,12 @@ async def build(
         )
     else:
         from rag.backends.local.embedder import OnnxEmbedder
+        from rag.backends.local.query_memo import QueryMemo
         from rag.backends.local.vector_index import NumpyIndex
         from rag.retrieval.fusion import HybridReranker
 
-        embedder = overrides.embedder or OnnxEmbedder.from_settings(settings.local)
+        # Retrieval and the extractive answerer embed the same question: once is enough.
+        embedder = QueryMemo(overrides.embedder or OnnxEmbedder.from_settings(settings.local))
         reranker = HybridReranker(
             keyword_weight=settings.retrieval.keyword_weight,
             identifier_weight=settings.retrieval.identifier_keyword_weight,

@@ -73,8 +73,8 @@ async def test_an_answer_embeds_only_its_question(tmp_path: Path, settings: Sett
     done = events[-1]
     assert isinstance(done, DoneEvent) and done.grounded
     assert "| `overlap_tokens` | `32` |" in done.answer
-    # Retrieval embeds the question once, the answerer once more; no unit at question time.
-    assert embedder.calls == [(1, "query"), (1, "query")]
+    # The question is embedded once (retrieval; the answerer reuses it), no unit at all.
+    assert embedder.calls == [(1, "query")]
     assert any(isinstance(e, DeltaEvent) for e in events)
 
 
