@@ -92,3 +92,15 @@ def test_headings_are_not_units() -> None:
         ("sentence", "Settings live in config.toml."),
         ("sentence", "The port is 8000."),
     ]
+
+
+def test_a_row_cut_by_the_chunk_boundary_is_not_a_unit() -> None:
+    text = (
+        "| Evidence gate for the local backend. |\n"
+        "| `min_term_coverage` | `0.5` | Evidence gate, both backends. |\n"
+        "| `top_k` | `5` | Sources handed to the answerer. |"
+    )
+    assert [kind_text[1][:22] for kind_text in units(text)] == [
+        "| `min_term_coverage` ",
+        "| `top_k` | `5` | Sour",
+    ]

@@ -24,7 +24,7 @@ from typing import Final, Literal, NamedTuple
 
 from rag.text import split_sentences
 
-SPLITTER: Final = "units-1"
+SPLITTER: Final = "units-2"
 
 UnitKind = Literal["sentence", "item", "row", "code", "lead"]
 
@@ -140,6 +140,10 @@ def _block(
             elif row_kind == "row":
                 units.append(AnswerUnit(*_trim(text, start, end), "row", header))
             j += 1
+        # A chunk that starts inside a table may start inside a row: fewer cells than the
+        # row after it, the rest of that row belongs to the chunk before.
+        if header is None and len(units) > 1 and _cells(text, units[0]) < _cells(text, units[1]):
+            units = units[1:]
         return units, j
     units = []
     j = i
@@ -159,6 +163,10 @@ def _block(
         body = marker.end() if marker else start
         units.append(AnswerUnit(*_trim(text, body, end), "item"))
     return units, j
+
+
+def _cells(text: str, unit: AnswerUnit) -> int:
+    return text.count("|", unit.start, unit.end)
 
 
 def _code_follows(lines: list[tuple[LineKind, int, int]], j: int) -> bool:

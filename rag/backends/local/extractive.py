@@ -15,6 +15,7 @@ streamed in reading order (source rank, then position), each as soon as it is ch
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
@@ -22,7 +23,7 @@ from typing import Literal, NamedTuple, Protocol
 
 import numpy as np
 
-from rag.backends.local.answer_units import AnswerUnit, UnitKind
+from rag.backends.local.answer_units import SPLITTER, AnswerUnit, UnitKind
 from rag.backends.local.units import Units, embed_units
 from rag.domain import Hit
 from rag.ports import Embedder
@@ -105,8 +106,6 @@ class ExtractiveAnswerer:
     """A ``ChatModel`` that streams the best answer units verbatim, each cited."""
 
     name = "extractive"
-    prompt_version = "extractive-3"
-    """No prompt: the selection rules are versioned instead. 3: answer units and features."""
 
     def __init__(
         self,
@@ -123,6 +122,14 @@ class ExtractiveAnswerer:
         self.max_sources = max_sources
         self.units = units
         self.weights = weights or Weights()
+
+    @property
+    def prompt_version(self) -> str:
+        """No prompt: the selection rules are versioned instead (3: answer units and
+        measured features), with a digest of the weights and the unit splitter, so a
+        cached answer chosen under other weights is never replayed."""
+        rules = repr((self.weights, SPLITTER)).encode()
+        return f"extractive-3-{hashlib.sha256(rules).hexdigest()[:8]}"
 
     async def stream(self, question: str, sources: Sequence[Hit]) -> AsyncGenerator[str, None]:
         """Units in (source rank, position) order, each followed by `` [n]``."""
