@@ -191,6 +191,18 @@ class BlobStore(Protocol):
         ...
 
 
+class UnitStore(Protocol):
+    """The answer units ingestion stores with the chunks, for the local extractive
+    answerer (``rag.backends.local.units.UnitIndex``)."""
+
+    version: str
+    """The splitter and model that made them: stored rows of another version are redone."""
+
+    async def rows(self, texts: Sequence[str]) -> Sequence[tuple[list[list[Any]], bytes]]:
+        """(spans, vector blob) for each text, in order."""
+        ...
+
+
 class Progress:
     """What the ingestion job reports while it runs; the CLI draws it, tests may record it.
 

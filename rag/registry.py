@@ -56,6 +56,7 @@ from rag.usage import Ledger
 
 if TYPE_CHECKING:
     from rag.backends.cloudflare.client import CloudflareClient
+    from rag.backends.local.units import UnitIndex
 
 Closer = Callable[[], Awaitable[None]]
 
@@ -100,6 +101,9 @@ class Components:
     """The one ``CloudflareClient``, when a role runs on Workers AI or Vectorize."""
     condenser: Condenser | None = None
     """Who rewrites follow-ups (the chat model on Cloudflare); None: the local rule alone."""
+    units: UnitIndex | None = None
+    """The extractive answerer's units, stored at ingestion (local backend, answerer in the
+    chain); None: nothing to store, the answerer embeds at question time if it runs."""
     refusals: Refusals = field(default_factory=lambda: Refusals(0.0))
     """Whether Workers AI refuses every call now (degraded mode, ``rag.retrieval.refusals``)."""
     closers: list[Closer] = field(default_factory=list)
@@ -162,10 +166,12 @@ async def build(
         )
     else:
         from rag.backends.local.embedder import OnnxEmbedder
+        from rag.backends.local.query_memo import QueryMemo
         from rag.backends.local.vector_index import NumpyIndex
         from rag.retrieval.fusion import HybridReranker
 
-        embedder = overrides.embedder or OnnxEmbedder.from_settings(settings.local)
+        # Retrieval and the extractive answerer embed the same question: once is enough.
+        embedder = QueryMemo(overrides.embedder or OnnxEmbedder.from_settings(settings.local))
         reranker = HybridReranker(
             keyword_weight=settings.retrieval.keyword_weight,
             identifier_weight=settings.retrieval.identifier_keyword_weight,
@@ -185,8 +191,15 @@ async def build(
             raise ConfigError('[ocr] engine = "workers-ai" needs backend = "cloudflare"')
         converter = WorkersAIConverter(client, PriceTable(settings.prices), ledger)
     condensers: list[Condenser] = []
+    units = None
+    if settings.backend != "cloudflare" and "extractive" in provider_names(settings):
+        from rag.backends.local.units import UnitIndex
+
+        # Only here: on Cloudflare the extractive answerer is a rare fallback, not worth
+        # a local embedding of every unit at ingestion.
+        units = UnitIndex(answer_embedder or embedder, sessions)
     providers = _chat_providers(
-        settings, client, ledger, answer_embedder, overrides, closers, condensers
+        settings, client, ledger, answer_embedder, overrides, closers, condensers, units
     )
     return Components(
         embedder=embedder,
@@ -202,6 +215,7 @@ async def build(
         # On Cloudflare the chat model condenses follow-ups (when it is in the chain).
         condenser=condensers[0] if condensers and settings.backend == "cloudflare" else None,
         closers=closers,
+        units=units,
         refusals=refusals,
     )
 
@@ -242,6 +256,7 @@ def _chat_providers(
     overrides: Overrides,
     closers: list[Closer],
     condensers: list[Condenser],
+    units: UnitIndex | None,
 ) -> list[ChatModel]:
     providers: list[ChatModel] = []
     for name in provider_names(settings):
@@ -255,6 +270,7 @@ def _chat_providers(
                     answer_embedder,
                     max_sentences=settings.answer.max_sentences,
                     max_sources=settings.answer.max_sources,
+                    units=units,
                 )
             )
         elif name == "workers-ai":

@@ -124,6 +124,7 @@ class RagService(QAService):
         self.loader = components.loader
         self.converter = components.converter
         self.refusals = components.refusals
+        self.units = components.units
         self.retriever = Retriever(
             self.sessions,
             components.embedder,
@@ -329,6 +330,7 @@ class RagService(QAService):
             self.loader,
             self.converter,
             self.settings.jobs,
+            units=self.units,
         )
         with self.ledger.meter("ingest") as meter, storage_errors(self.db_path):
             try:

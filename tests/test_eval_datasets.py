@@ -7,7 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from rag.config import Settings
 from rag.evaluate.datasets import DatasetError, load_dataset, passage_file
+from rag.evaluate.metrics import normalised
+from rag.ingest.loaders import load
 
 
 def _jsonl(folder: Path, rows: list[object], *, raw: str = "") -> Path:
@@ -60,6 +63,10 @@ def test_unknown_source_path_is_named(tmp_path: Path) -> None:
         (_row(answerable="yes"), "field 'answerable' has the wrong type"),
         (_row(expected_sources=["../a.md"]), "is not a relative path"),
         (_row(answer=3), "'answer' must be a string"),
+        (_row(facts="32"), "'facts' must be a list"),
+        (_row(facts=[["32", 32]]), "'facts' must be a list"),
+        (_row(facts=[[]]), "'facts' must be a list"),
+        (_row(facts=["  "]), "a fact must not be blank"),
         ([1, 2], "expected a JSON object"),
     ],
 )
@@ -67,6 +74,31 @@ def test_malformed_rows(tmp_path: Path, row: object, message: str) -> None:
     path = _jsonl(tmp_path, [row])
     with pytest.raises(DatasetError, match=rf"qa\.jsonl:1: .*{message}"):
         load_dataset(path, workdir=tmp_path / "w")
+
+
+def test_facts_are_read_as_alternatives(tmp_path: Path) -> None:
+    path = _jsonl(tmp_path, [_row(facts=["32", ["200", "two hundred"]])])
+    question = load_dataset(path, workdir=tmp_path / "w").questions[0]
+    assert question.facts == (("32",), ("200", "two hundred"))
+
+
+def test_every_fact_of_the_handbook_set_is_in_the_handbook() -> None:
+    # A fact no document holds could never be found: a typo, or a label gone stale.
+    corpus = Path(__file__).resolve().parents[1] / "corpus"
+    dataset = load_dataset(corpus / "qa.jsonl", workdir=corpus)
+    settings = Settings()
+    texts = [
+        normalised(section.text)
+        for path in sorted(corpus.iterdir())
+        if path.suffix != ".jsonl"
+        for section in load(path, settings.ingest).sections
+    ]
+    for question in dataset.questions:
+        assert not question.answerable or question.facts, f"{question.id} has no facts"
+        for fact in question.facts:
+            assert any(normalised(alt) in text for alt in fact for text in texts), (
+                f"{question.id}: no document holds {fact}"
+            )
 
 
 def test_duplicate_ids_and_empty_files_fail(tmp_path: Path) -> None:

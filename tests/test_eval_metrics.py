@@ -12,6 +12,7 @@ from rag.errors import InputError
 from rag.evaluate import calibrate, summary
 from rag.evaluate.metrics import (
     distinct,
+    holds_facts,
     ndcg_at,
     percentile,
     ranked_by_score,
@@ -21,7 +22,7 @@ from rag.evaluate.metrics import (
     token_f1,
     tokens,
 )
-from rag.evaluate.results import Candidate, QuestionResult, Ranked
+from rag.evaluate.results import Candidate, QuestionResult, Ranked, score_answer
 
 
 def test_recall_counts_distinct_relevant_sources_in_the_top_k() -> None:
@@ -103,7 +104,12 @@ def test_summary_shape_and_nulls() -> None:
     metrics = summary.summarise([answered, refused])
     assert set(metrics) == {"retrieval", "reranked", "abstention", "answers", "cost", "latency_ms"}
     assert metrics["abstention"] == {"correct_refusal": 1.0, "false_refusal": 0.0}
-    assert metrics["answers"] == {"citation_validity": 0.5, "f1": None, "rouge_l": None}
+    assert metrics["answers"] == {
+        "citation_validity": 0.5,
+        "f1": None,
+        "rouge_l": None,
+        "fact_recall": None,
+    }
     assert metrics["latency_ms"]["total_p50"] == 20.0
     assert metrics["latency_ms"]["retrieve_p50"] is None
     assert summary.counts([answered, refused])["answerable_without_labels"] == 0
@@ -160,6 +166,28 @@ def test_calibration_sweep_picks_the_best_balanced_accuracy() -> None:
     assert best is not None and best.threshold == 0.3  # 3/3 kept, 2/3 refused: 0.833 ties 0.6
     covered = [_result(qid="a", best_relevance=0.9, coverage=0.1)]
     assert calibrate.row_at(covered, 0.5, min_coverage=0.5).kept == 0
+
+
+def test_holds_facts_ignores_case_and_spacing_and_takes_any_alternative() -> None:
+    answer = "The defaults are `chunk_tokens = 200` with\n`overlap_tokens  = 32`. [1]"
+    assert holds_facts(answer, [["200"], ["OVERLAP_TOKENS = 32"]])
+    assert holds_facts(answer, [["thirty-two", "= 32"]])
+    assert not holds_facts(answer, [["200"], ["48"]])
+    assert holds_facts(answer, [])  # no facts: nothing missing
+
+
+def test_fact_recall_counts_answerable_questions_with_facts_and_refusals_hold_none() -> None:
+    right = _result(qid="a", grounded=True, answer="Port 8000 [1]", facts=[["8000"]])
+    wrong = _result(qid="b", grounded=True, answer="Port 9000 [1]", facts=[["8000"]])
+    refused = _result(qid="c", grounded=False, answer="8000 is not covered", facts=[["8000"]])
+    unlabelled = _result(qid="d", grounded=True, answer="anything")
+    unanswerable = _result(qid="e", answerable=False, relevant={}, facts=[["x"]])
+    results = [right, wrong, refused, unlabelled, unanswerable]
+    for result in results:
+        score_answer(result)
+    assert [r.facts_held for r in results] == [True, False, False, None, None]
+    assert summary.summarise(results)["answers"]["fact_recall"] == pytest.approx(1 / 3, abs=1e-4)
+    assert summary.counts(results)["with_facts"] == 3
 
 
 def _result(

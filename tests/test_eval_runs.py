@@ -58,7 +58,7 @@ METRIC_KEYS = {
     "retrieval": {"recall@1", "recall@5", "recall@10", "mrr@10", "ndcg@10"},
     "reranked": {"recall@1", "recall@5", "recall@10", "mrr@10", "ndcg@10"},
     "abstention": {"correct_refusal", "false_refusal"},
-    "answers": {"citation_validity", "f1", "rouge_l"},
+    "answers": {"citation_validity", "f1", "rouge_l", "fact_recall"},
     "cost": {"neurons_per_question", "usd_per_question"},
     "latency_ms": {"retrieve_p50", "retrieve_p95", "total_p50", "total_p95"},
 }
@@ -105,7 +105,9 @@ def test_json_has_exactly_the_documented_shape(settings: Settings, dataset: Path
     assert data["metrics"]["cost"] == {"neurons_per_question": 0.0, "usd_per_question": 0.0}
     assert data["metrics"]["answers"]["f1"] is not None
     config = data["config"]
-    assert config["embedder"] == "fake-bow-256" and config["prompt_version"] == "extractive-2"
+    assert config["embedder"] == "fake-bow-256" and config["prompt_version"].startswith(
+        "extractive-3-"
+    )
     assert config["gate"] == {"retrieval.min_relevance": settings.retrieval.min_relevance}
     assert len(config["dataset_sha256"]) == 64 and "git_commit" in config
 

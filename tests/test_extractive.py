@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 
 import pytest
 from fakes import FakeEmbedder, hit
 
-from rag.backends.local.extractive import ExtractiveAnswerer
+from rag.backends.local.extractive import ExtractiveAnswerer, Weights, question_kind
+from rag.backends.local.units import Units, embed_units
 from rag.domain import Hit
 from rag.text import split_sentences
 
@@ -149,9 +151,9 @@ def test_splitter_structure_units() -> None:
     assert split_sentences("") == [] and split_sentences(" \n--- \n") == []
 
 
-async def test_overlap_bonus_keeps_answers_verbatim() -> None:
+async def test_a_heavy_overlap_weight_keeps_answers_verbatim() -> None:
     sources = hits(SOURCES)
-    answerer = ExtractiveAnswerer(FakeEmbedder(), max_sentences=2, overlap_bonus=1.0)
+    answerer = ExtractiveAnswerer(FakeEmbedder(), max_sentences=2, weights=Weights(overlap=1.0))
     for sentence, n in quoted(await answer(answerer, "top_k config.toml default", sources)):
         assert sentence in sources[n - 1].text
 
@@ -175,3 +177,106 @@ async def test_titles_questions_and_echoes_of_the_question_are_not_quoted() -> N
     answerer = ExtractiveAnswerer(FakeEmbedder(), max_sentences=4)
     text = await answer(answerer, "how do I change the port", [source])
     assert text == "Set server.port in config.toml, or pass --port to rag serve. [1]"
+
+
+SETTINGS_PAGE = """Ingestion settings
+
+The defaults suit most handbooks; what is the default and how to change it is below.
+
+| Key | Default | Meaning |
+|---|---|---|
+| `chunk_tokens` | `200` | Target chunk length in tokens. |
+| `overlap_tokens` | `32` | Tokens repeated between neighbouring chunks. |
+| `max_file_mb` | `50.0` | Files larger than this are skipped. |
+
+Chunks overlap by `overlap_tokens` so that a sentence cut at a boundary (between two
+chunks) is still found. Changing `overlap_tokens` (or the model) means running `rag ingest`
+again."""
+
+ERRORS_PAGE = """Error codes
+
+| Code | HTTP | Meaning |
+|---|---|---|
+| 3006 | 400 | the request is malformed |
+| 3036 | 429 | the daily free neuron allocation is used up |
+| 3042 | 400 | the model does not exist |
+
+Errors are retried only when they may succeed later."""
+
+BACKUP_PAGE = """Backups
+
+Taking a backup. Never copy rag.db with cp while the service runs. Use SQLite's online
+backup instead, which is safe while questions are answered:
+sqlite3 data/rag.db ".backup '/backups/rag.db'"
+Restoring. Stop the service, then copy the backup to data/rag.db."""
+
+
+async def test_a_default_value_question_answers_with_the_row_that_holds_it() -> None:
+    answerer = ExtractiveAnswerer(FakeEmbedder(), max_sentences=2)
+    text = await answer(
+        answerer, "What is the default value of overlap_tokens?", hits([SETTINGS_PAGE])
+    )
+    assert "| Key | Default | Meaning | [1]\n| `overlap_tokens` | `32` |" in text
+    for quote, n in quoted(text):
+        assert quote in SETTINGS_PAGE and n == 1
+        assert quote.count("(") == quote.count(")")  # never cut mid-parenthesis
+
+
+async def test_a_question_naming_an_identifier_answers_with_what_contains_it() -> None:
+    answerer = ExtractiveAnswerer(FakeEmbedder(), max_sentences=1)
+    text = await answer(answerer, "What does error 3036 mean?", hits([ERRORS_PAGE]))
+    assert "| 3036 | 429 | the daily free neuron allocation is used up | [1]" in text
+    assert "3042" not in text and "3006" not in text
+
+
+async def test_how_do_i_answers_with_the_instruction_and_its_command() -> None:
+    answerer = ExtractiveAnswerer(FakeEmbedder(), max_sentences=1)
+    text = await answer(answerer, "How do I take a backup of the database?", hits([BACKUP_PAGE]))
+    assert text == (
+        "Use SQLite's online\nbackup instead, which is safe while questions are answered:\n"
+        "sqlite3 data/rag.db \".backup '/backups/rag.db'\" [1]"
+    )
+
+
+async def test_never_a_heading_nor_a_fragment_of_a_chunk_cut_mid_sentence() -> None:
+    cut = "at boundary (the overlap.\n\nOverlap keeps 32 tokens of context between chunks."
+    answerer = ExtractiveAnswerer(FakeEmbedder(), max_sentences=4)
+    text = await answer(answerer, "overlap", hits([f"# Overlap\n\n{cut}"]))
+    assert text == "Overlap keeps 32 tokens of context between chunks. [1]"
+
+
+class StoredUnits:
+    """A ``UnitSource`` over units computed up front, as ingestion stores them."""
+
+    def __init__(self, units: dict[str, Units]) -> None:
+        self.units = units
+        self.asked: list[list[str]] = []
+
+    async def load(self, chunk_ids: Sequence[str]) -> dict[str, Units]:
+        self.asked.append(list(chunk_ids))
+        return {cid: self.units[cid] for cid in chunk_ids if cid in self.units}
+
+
+async def test_stored_units_leave_only_the_question_to_embed() -> None:
+    sources = hits([SETTINGS_PAGE, ERRORS_PAGE])
+    embedder = FakeEmbedder()
+    computed = await embed_units(embedder, [h.text for h in sources])
+    store = StoredUnits({h.chunk_id: u for h, u in zip(sources, computed, strict=True)})
+    embedder.calls.clear()
+    with_store = ExtractiveAnswerer(embedder, max_sentences=2, units=store)
+    text = await answer(with_store, "What does error 3036 mean?", sources)
+    assert embedder.calls == [(1, "query")]
+    assert store.asked == [[h.chunk_id for h in sources]]
+    # The same answer as with units computed at question time.
+    assert text == await answer(
+        ExtractiveAnswerer(FakeEmbedder(), max_sentences=2), "What does error 3036 mean?", sources
+    )
+
+
+def test_question_kinds() -> None:
+    assert question_kind("What is the default value of overlap_tokens?") == "value"
+    assert question_kind("how do I change the port") == "howto"
+    assert question_kind("Why isn't BM25 fused at equal weight?") == "why"
+    assert question_kind("Can I ingest scanned PDFs?") == "yesno"
+    assert question_kind("what is MRR@10") == "definition"
+    assert question_kind("3036") == "other"

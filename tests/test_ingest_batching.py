@@ -63,6 +63,11 @@ def paragraphs(folder: Path, count: int, *, parts: int = 1) -> None:
         (folder / f"n{i:03}.md").write_text(text + "\n", encoding="utf-8")
 
 
+# The extractive answerer's units are embedded at ingestion too; on an embedder of their
+# own here, so the calls counted are the chunks' alone.
+UNITS = FakeEmbedder()
+
+
 class Snapshot(TypedDict):
     docs: list[tuple[object, ...]]
     chunks: list[tuple[object, ...]]
@@ -91,7 +96,9 @@ async def test_forty_one_paragraph_files_make_few_embedding_calls(
     embedder = FakeEmbedder()
     settings = make_settings(tmp_path, ingest={"batch_size": batch_size})
     progress = Recorder()
-    async with open_service(settings, Overrides(embedder=embedder)) as service:
+    async with open_service(
+        settings, Overrides(embedder=embedder, answer_embedder=UNITS)
+    ) as service:
         embedder.calls.clear()
         report = await service.ingest([folder], progress)
         assert service.index.loaded() == 40
@@ -113,7 +120,9 @@ async def test_a_text_two_files_share_is_embedded_once(tmp_path: Path) -> None:
     (folder / "b.md").write_text(shared, encoding="utf-8")
     (folder / "c.md").write_text("Something else entirely: the cafeteria menu.", encoding="utf-8")
     embedder = FakeEmbedder()
-    async with open_service(make_settings(tmp_path), Overrides(embedder=embedder)) as service:
+    async with open_service(
+        make_settings(tmp_path), Overrides(embedder=embedder, answer_embedder=UNITS)
+    ) as service:
         embedder.calls.clear()
         report = await service.ingest([folder])
         assert service.index.loaded() == 3
@@ -128,7 +137,9 @@ async def test_counts_stay_exact_across_runs_and_outcomes(tmp_path: Path) -> Non
     paragraphs(folder, 6, parts=3)
     embedder = FakeEmbedder()
     settings = make_settings(tmp_path, ingest={"batch_size": 4})
-    async with open_service(settings, Overrides(embedder=embedder)) as service:
+    async with open_service(
+        settings, Overrides(embedder=embedder, answer_embedder=UNITS)
+    ) as service:
         first = await service.ingest([folder])
         assert first.embedded == first.chunks == sum(size for size, _ in embedder.calls)
 
@@ -183,7 +194,9 @@ async def test_an_embedding_failure_keeps_what_was_written_and_the_rerun_complet
 
     # Call 1 embeds n000's 3 texts and one of n001's; call 2 fails: n000 alone is written,
     # n001's vector computed but not written is simply redone by the next run.
-    async with open_service(settings, Overrides(embedder=FailingEmbedder(fail_on=2))) as service:
+    async with open_service(
+        settings, Overrides(embedder=FailingEmbedder(fail_on=2), answer_embedder=UNITS)
+    ) as service:
         with pytest.raises(RuntimeError, match="service down"):
             await service.ingest([folder])
     partial = snapshot(failed_dir / "data" / "rag.db")
@@ -191,7 +204,9 @@ async def test_an_embedding_failure_keeps_what_was_written_and_the_rerun_complet
     assert len(partial["chunks"]) == len(partial["vectors"]) == partial["fts"] == 3
 
     embedder = FakeEmbedder()
-    async with open_service(settings, Overrides(embedder=embedder)) as service:
+    async with open_service(
+        settings, Overrides(embedder=embedder, answer_embedder=UNITS)
+    ) as service:
         resumed = await service.ingest([folder])
         assert service.index.loaded() == 18
     assert (resumed.unchanged, resumed.new, resumed.embedded) == (1, 5, 15)

@@ -68,7 +68,8 @@ def print_run(run: RunRecord) -> None:
         f" unanswerable; false refusal {fmt(ab['false_refusal'])} of {n['answerable']} answerable",
         f"answers     citation validity {fmt(an['citation_validity'])}"
         f" ({n['citations']} citations); F1 {fmt(an['f1'])}, ROUGE-L {fmt(an['rouge_l'])}"
-        f" ({n['with_reference_answer']} with a reference answer)",
+        f" ({n['with_reference_answer']} with a reference answer);"
+        f" fact recall {fmt(an.get('fact_recall'))} ({n['with_facts']} with facts)",
         f"cost        {fmt(cost['neurons_per_question'])} neurons, "
         f"${fmt(cost['usd_per_question'])} per question",
         f"latency ms  retrieve p50 {fmt(lat['retrieve_p50'])} p95 {fmt(lat['retrieve_p95'])};"

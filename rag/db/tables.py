@@ -105,6 +105,27 @@ class Vector(Base):
     __table_args__ = (Index("ix_vectors_model", "model_id"),)
 
 
+class ChunkUnits(Base):
+    """The answer units of a chunk and their vectors, for the local extractive answerer.
+
+    Computed at ingestion (``rag.backends.local.units``) so an answer embeds only its
+    question. A chunk's id stands for its text, so the row stays right for as long as
+    the chunk exists, and goes with it (the cascade). ``version`` names the splitter and
+    the embedding model: a row of another version is computed again.
+    """
+
+    __tablename__ = "chunk_units"
+
+    chunk_id: Mapped[str] = mapped_column(
+        ForeignKey("chunks.id", ondelete="CASCADE"), primary_key=True
+    )
+    version: Mapped[str] = mapped_column(String(200))
+    spans: Mapped[list[list[object]]] = mapped_column(JSON)
+    """[start, end, kind, header start or null, header end or null] per unit, in order."""
+    vectors: Mapped[bytes] = mapped_column(LargeBinary)
+    """float32, little-endian, L2-normalised: one row per unit, in the order of ``spans``."""
+
+
 class IngestRun(Base):
     __tablename__ = "ingest_runs"
 

@@ -93,4 +93,8 @@ def _changes(old: QuestionResult, new: QuestionResult) -> list[tuple[bool, str]]
         verb = "answered" if new.grounded else "refused"
         kind = "answerable" if new.answerable else "unanswerable"
         changes.append((right_new, f"now {verb} ({kind})"))
+    held_old, held_new = old.facts_held, new.facts_held
+    if held_old is not None and held_new is not None and held_old != held_new:
+        held = "holds every fact" if held_new else "misses a fact"
+        changes.append((held_new, f"answer now {held}"))
     return changes

@@ -33,6 +33,8 @@ class Question:
     """Source path -> graded gain (> 0). Empty: no relevance labels for this question."""
     references: tuple[str, ...] = ()
     """Reference answers; token F1 and ROUGE-L take the best over them."""
+    facts: tuple[tuple[str, ...], ...] = ()
+    """What a correct answer must contain: every fact, each as one of its alternatives."""
 
 
 @dataclass(frozen=True)
@@ -68,7 +70,11 @@ def load_dataset(path: Path, *, corpus: Path | None = None, workdir: Path) -> Da
 
 
 def load_jsonl(path: Path, corpus: Path | None = None) -> Dataset:
-    """``{"id", "question", "expected_sources", "answerable", "answer"?}`` per line."""
+    """``{"id", "question", "expected_sources", "answerable", "answer"?, "facts"?}`` per line.
+
+    ``facts`` lists what a correct answer must contain: each a string, or a list of
+    acceptable alternatives (``["32", "thirty-two"]``).
+    """
     root = corpus if corpus is not None else path.parent
     if not root.is_dir():
         raise DatasetError(f"{root}: the corpus folder does not exist")
@@ -93,7 +99,8 @@ def load_jsonl(path: Path, corpus: Path | None = None) -> Dataset:
                 raise DatasetError(f"{where}: expected source {source!r} is not a file in {root}")
             relevant[PurePosixPath(source).as_posix()] = 1.0
         references = (answer,) if answer and answer.strip() else ()
-        questions.append(Question(qid, text.strip(), answerable, relevant, references))
+        facts = _facts(row.get("facts"), where)
+        questions.append(Question(qid, text.strip(), answerable, relevant, references, facts))
     if not questions:
         raise DatasetError(f"{path}: no questions")
     return Dataset(str(path), "jsonl", root, questions, _sha256([path]))
@@ -212,6 +219,24 @@ def _rows(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
             if not isinstance(row, dict):
                 raise DatasetError(f"{where}: expected a JSON object")
             yield where, row
+
+
+def _facts(value: object, where: str) -> tuple[tuple[str, ...], ...]:
+    """``facts`` as alternatives per fact; a blank fact would match every answer."""
+    if value is None:
+        return ()
+    wrong = f"{where}: 'facts' must be a list of strings or of lists of strings"
+    if not isinstance(value, list):
+        raise DatasetError(wrong)
+    facts = []
+    for fact in value:
+        alternatives = fact if isinstance(fact, list) else [fact]
+        if not alternatives or not all(isinstance(a, str) for a in alternatives):
+            raise DatasetError(wrong)
+        if not all(a.strip() for a in alternatives):
+            raise DatasetError(f"{where}: a fact must not be blank")
+        facts.append(tuple(alternatives))
+    return tuple(facts)
 
 
 def _field(row: dict[str, Any], name: str, kind: Any, where: str) -> Any:

@@ -82,6 +82,22 @@ def rouge_l(prediction: str, reference: str) -> float:
     return _f_measure(_lcs(predicted, expected), len(predicted), len(expected))
 
 
+def normalised(text: str) -> str:
+    """Lower-cased, every run of white space one space: how a fact is looked for."""
+    return " ".join(text.lower().split())
+
+
+def holds_facts(answer: str, facts: Sequence[Sequence[str]]) -> bool:
+    """Whether ``answer`` contains every fact, each as any one of its alternatives.
+
+    Case and spacing are ignored, nothing else: a fact is a short verbatim string ("32",
+    "--port"), so a number or a flag is either in the answer or not, which token overlap
+    (F1, ROUGE-L) cannot tell from a long answer that merely shares words.
+    """
+    said = normalised(answer)
+    return all(any(normalised(alt) in said for alt in fact) for fact in facts)
+
+
 def _f_measure(matched: int, predicted: int, expected: int) -> float:
     """F1 of ``matched`` tokens out of ``predicted`` (precision) and ``expected`` (recall)."""
     if matched == 0:

@@ -12,9 +12,8 @@ from collections.abc import Sequence
 
 from rag.domain import DoneEvent, ErrorEvent, Hit, Source, SourcesEvent
 from rag.errors import RagError
-from rag.evaluate import metrics
 from rag.evaluate.datasets import Question
-from rag.evaluate.results import Candidate, QuestionResult, Ranked
+from rag.evaluate.results import Candidate, QuestionResult, Ranked, score_answer
 from rag.retrieval.retriever import Retrieval
 from rag.service import RagService
 
@@ -48,6 +47,7 @@ async def evaluate_question(
         answerable=question.answerable,
         relevant=dict(question.relevant),
         references=list(question.references),
+        facts=[list(f) for f in question.facts],
     )
     recorder.reset()
     sources: Sequence[Source] = ()
@@ -113,11 +113,7 @@ def _record_answer(
         and c.quote
         and c.quote in texts.get(c.chunk_id, "")
     )
-    if question.answerable and question.references:
-        # A refusal answers nothing: scored as an empty answer, not as its boilerplate.
-        said = done.answer if done.grounded else ""
-        result.f1 = metrics.best_over(metrics.token_f1, said, question.references)
-        result.rouge_l = metrics.best_over(metrics.rouge_l, said, question.references)
+    score_answer(result)
     result.neurons = done.usage.neurons
     result.usd = done.usage.usd
     result.retrieve_ms = done.latency_ms.retrieve

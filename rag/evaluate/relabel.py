@@ -9,9 +9,8 @@ import msgspec
 
 from rag.config import Settings
 from rag.errors import InputError
-from rag.evaluate import metrics
 from rag.evaluate.datasets import beir_workdir, load_dataset
-from rag.evaluate.results import RunRecord
+from rag.evaluate.results import RunRecord, score_answer
 from rag.evaluate.store import open_store
 from rag.evaluate.summary import summarise
 
@@ -47,13 +46,9 @@ def relabel(run: RunRecord, dataset_path: Path, corpus: Path | None, data_dir: P
             answerable=question.answerable,
             relevant=dict(question.relevant),
             references=list(question.references),
-            f1=None,
-            rouge_l=None,
+            facts=[list(f) for f in question.facts],
         )
-        if question.answerable and question.references and old.error is None:
-            said = old.answer if old.grounded else ""
-            new.f1 = metrics.best_over(metrics.token_f1, said, question.references)
-            new.rouge_l = metrics.best_over(metrics.rouge_l, said, question.references)
+        score_answer(new)
         results.append(new)
     return msgspec.structs.replace(
         run, dataset=dataset.name, dataset_sha256=dataset.sha256, results=results

@@ -45,6 +45,8 @@ def render(run: RunRecord, *, gate: tuple[str, float] | None = None) -> str:
         _worst_retrievals(results),
         "<h2>Answerable questions refused</h2>",
         _question_list([r for r in results if r.answerable and not r.grounded]),
+        "<h2>Answers missing a fact</h2>",
+        _question_list([r for r in results if r.grounded and r.facts_held is False]),
         "<h2>Unanswerable questions answered</h2>",
         _question_list([r for r in results if not r.answerable and r.grounded]),
         "<h2>Configuration</h2>",

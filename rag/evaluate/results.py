@@ -11,6 +11,7 @@ from typing import Any
 
 import msgspec
 
+from rag.evaluate import metrics
 from rag.evaluate.metrics import distinct
 
 
@@ -40,6 +41,8 @@ class QuestionResult(msgspec.Struct, kw_only=True):
     relevant: dict[str, float]
     """Source -> graded gain; empty when the question has no relevance labels."""
     references: list[str] = msgspec.field(default_factory=list)
+    facts: list[list[str]] = msgspec.field(default_factory=list)
+    """What a correct answer must contain (each fact as its alternatives)."""
     candidates: list[Candidate] = msgspec.field(default_factory=list)
     reranked: list[Ranked] = msgspec.field(default_factory=list)
     best_relevance: float | None = None
@@ -53,6 +56,9 @@ class QuestionResult(msgspec.Struct, kw_only=True):
     valid_citations: int = 0
     f1: float | None = None
     rouge_l: float | None = None
+    facts_held: bool | None = None
+    """Whether the answer holds every fact; None without facts or for an unanswerable
+    question. A refusal holds none."""
     neurons: float = 0.0
     usd: float = 0.0
     retrieve_ms: float | None = None
@@ -73,6 +79,23 @@ class QuestionResult(msgspec.Struct, kw_only=True):
         """Sources in the reranker's order."""
         sources = {c.chunk_id: c.source for c in self.candidates}
         return distinct(sources[r.chunk_id] for r in self.reranked if r.chunk_id in sources)
+
+
+def score_answer(result: QuestionResult) -> None:
+    """Set the answer figures (F1, ROUGE-L, facts held) from ``result``'s own labels.
+
+    One place for a fresh run and a replay against new labels. A refusal answers
+    nothing: it is scored as an empty answer, not as its boilerplate.
+    """
+    result.f1 = result.rouge_l = result.facts_held = None
+    if not result.answerable or result.error is not None:
+        return
+    said = result.answer if result.grounded else ""
+    if result.references:
+        result.f1 = metrics.best_over(metrics.token_f1, said, result.references)
+        result.rouge_l = metrics.best_over(metrics.rouge_l, said, result.references)
+    if result.facts:
+        result.facts_held = metrics.holds_facts(said, result.facts)
 
 
 class RunRecord(msgspec.Struct, kw_only=True):

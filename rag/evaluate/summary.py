@@ -76,6 +76,9 @@ def summarise(results: Sequence[QuestionResult]) -> Metrics:
             else None,
             "f1": _round(m.mean(r.f1 for r in results)),
             "rouge_l": _round(m.mean(r.rouge_l for r in results)),
+            "fact_recall": _share(
+                [r for r in results if r.facts_held is not None], lambda r: bool(r.facts_held)
+            ),
         },
         "cost": {
             "neurons_per_question": _round(m.mean(r.neurons for r in results)),
@@ -100,6 +103,7 @@ def counts(results: Sequence[QuestionResult]) -> dict[str, int]:
         "labelled": sum(1 for r in results if r.labelled),
         "answerable_without_labels": sum(1 for r in answerable if not r.labelled),
         "with_reference_answer": sum(1 for r in results if r.f1 is not None),
+        "with_facts": sum(1 for r in results if r.facts_held is not None),
         "refused": sum(1 for r in results if not r.grounded),
         "citations": sum(r.citations for r in results),
         "errors": sum(1 for r in results if r.error),
@@ -181,6 +185,7 @@ _RESTS_ON = {
     "answers.citation_validity": "citations",
     "answers.f1": "with_reference_answer",
     "answers.rouge_l": "with_reference_answer",
+    "answers.fact_recall": "with_facts",
 }
 """Which count (``counts``) each figure is a mean over."""
 

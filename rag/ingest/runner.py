@@ -34,14 +34,14 @@ from typing import Any
 
 from rag.config import IngestSettings, JobSettings
 from rag.db.tables import utcnow
-from rag.domain import IngestReport, LoadedDocument, Staged
+from rag.domain import ChunkDraft, IngestReport, LoadedDocument, Staged
 from rag.errors import DocumentError, IndexMismatch
 from rag.ingest import convert, store
 from rag.ingest.batching import Prepared, Ready, Window
 from rag.ingest.chunker import chunk_document, chunker_fingerprint
 from rag.ingest.discover import Discovery, Found, discover
 from rag.ingest.loaders import load
-from rag.ports import DocumentConverter, Embedder, Loader, Progress, VectorIndex
+from rag.ports import DocumentConverter, Embedder, Loader, Progress, UnitStore, VectorIndex
 
 log = logging.getLogger(__name__)
 
@@ -64,9 +64,13 @@ class Ingestor:
         loader: Loader = load,
         converter: DocumentConverter | None = None,
         jobs: JobSettings | None = None,
+        *,
+        units: UnitStore | None = None,
     ) -> None:
         self.settings = settings
         self.jobs = jobs or JobSettings()
+        self.units = units
+        """Computes the extractive answerer's units, stored with the chunks; None: none kept."""
         self.loader = loader
         self.converter = converter
         """Reads scans, images and Office files first (``rag.ingest.convert``), when set."""
@@ -179,7 +183,13 @@ class Ingestor:
                 and doc.chunker == self.fingerprint
                 and (
                     doc.status != "ok"
-                    or await store.has_all_vectors(session, doc.id, self.embedder.model_id)
+                    or (
+                        await store.has_all_vectors(session, doc.id, self.embedder.model_id)
+                        and (
+                            self.units is None
+                            or await store.has_all_units(session, doc.id, self.units.version)
+                        )
+                    )
                 )
             ):
                 if doc.status != "ok":
@@ -231,6 +241,7 @@ class Ingestor:
         if self._upserts and self._upserts + len(vectors) > FLUSH_AT:
             # Flush before, not after, the batch would overflow: each request goes out full.
             await self._flush()
+        units = await self._units(ids, drafts)
         async with self.sessions() as session, session.begin():
             new_vectors = await store.without_vector(session, vectors, self.embedder.model_id)
             gone = await store.write_document(
@@ -246,6 +257,7 @@ class Ingestor:
                 model_id=self.embedder.model_id,
                 dimension=self.embedder.dimension,
                 outbox=self.outbox,
+                units=units,
             )
         if self.outbox is not None:
             await self._queued(len(new_vectors), len(gone))
@@ -258,6 +270,21 @@ class Ingestor:
         # a batch runs ahead of the documents it serves, so the two counts would disagree.
         self.progress.embedded(ready.embedded)
         return prepared.outcome, len(drafts)
+
+    async def _units(
+        self, ids: Sequence[str], drafts: Sequence[ChunkDraft]
+    ) -> store.UnitRows | None:
+        """Answer units for the chunks that lack them (all of a new document's), computed
+        before the document's transaction so it holds no lock while the model runs."""
+        if self.units is None:
+            return None
+        async with self.sessions() as session:
+            have = await store.with_units(session, ids, self.units.version)
+        todo = [(cid, d.text) for cid, d in zip(ids, drafts, strict=True) if cid not in have]
+        rows = await self.units.rows([text for _, text in todo]) if todo else []
+        return store.UnitRows(
+            self.units.version, {cid: row for (cid, _), row in zip(todo, rows, strict=True)}
+        )
 
     async def _problem(
         self,

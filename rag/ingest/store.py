@@ -19,13 +19,23 @@ import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 import numpy as np
 from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from rag.db import index_log
-from rag.db.tables import Chunk, Document, IndexOutbox, IngestRun, Meta, Vector, utcnow
+from rag.db.tables import (
+    Chunk,
+    ChunkUnits,
+    Document,
+    IndexOutbox,
+    IngestRun,
+    Meta,
+    Vector,
+    utcnow,
+)
 from rag.domain import ChunkDraft
 from rag.ports import Vectors
 
@@ -51,6 +61,14 @@ def chunk_ids(doc_id: str, drafts: Sequence[ChunkDraft]) -> list[str]:
         key = f"{doc_id}\x00{draft.sha256}\x00{occurrence}".encode()
         ids.append(hashlib.sha256(key).hexdigest()[:32])
     return ids
+
+
+@dataclass(frozen=True, slots=True)
+class UnitRows:
+    """Answer units to store with a document's chunks: (spans, vector blob) per chunk id."""
+
+    version: str
+    rows: dict[str, tuple[list[list[Any]], bytes]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +101,31 @@ async def has_all_vectors(session: AsyncSession, doc_id: str, model_id: str) -> 
         .where(Chunk.document_id == doc_id, Vector.model_id == model_id)
     )
     return chunks == vectors
+
+
+async def has_all_units(session: AsyncSession, doc_id: str, version: str) -> bool:
+    """Whether every chunk of the document has its answer units of ``version``."""
+    missing = await session.scalar(
+        select(func.count())
+        .select_from(Chunk)
+        .outerjoin(ChunkUnits, (ChunkUnits.chunk_id == Chunk.id) & (ChunkUnits.version == version))
+        .where(Chunk.document_id == doc_id, ChunkUnits.chunk_id.is_(None))
+    )
+    return not missing
+
+
+async def with_units(session: AsyncSession, ids: Sequence[str], version: str) -> set[str]:
+    """The chunk ids among ``ids`` that already have answer units of ``version``."""
+    have: set[str] = set()
+    wanted = list(ids)
+    for start in range(0, len(wanted), 500):
+        rows = await session.scalars(
+            select(ChunkUnits.chunk_id).where(
+                ChunkUnits.version == version, ChunkUnits.chunk_id.in_(wanted[start : start + 500])
+            )
+        )
+        have.update(rows)
+    return have
 
 
 async def known_vectors(
@@ -165,11 +208,13 @@ async def write_document(
     model_id: str,
     dimension: int,
     outbox: str | None = None,
+    units: UnitRows | None = None,
 ) -> list[str]:
     """Replace a document's chunks with ``drafts``; returns the chunk ids that went away.
 
     ``outbox``: the model id to queue the index writes under (see the module doc): a
     delete for each id that went away, an upsert for each of ``new_vectors``.
+    ``units``: answer units to store (or replace) per chunk id, under their version.
     """
     doc_id = document_id(facts.source)
     await _upsert_document(
@@ -209,6 +254,16 @@ async def write_document(
     await session.flush()
     for chunk_id, blob in new_vectors.items():
         session.add(Vector(chunk_id=chunk_id, model_id=model_id, dimension=dimension, vector=blob))
+    if units is not None and units.rows:
+        replaced = list(units.rows)
+        for start in range(0, len(replaced), 500):
+            await session.execute(
+                delete(ChunkUnits).where(ChunkUnits.chunk_id.in_(replaced[start : start + 500]))
+            )
+        for chunk_id, (spans, blob) in units.rows.items():
+            session.add(
+                ChunkUnits(chunk_id=chunk_id, version=units.version, spans=spans, vectors=blob)
+            )
     if outbox is not None:
         await enqueue(session, outbox, "delete", gone)
         await enqueue(session, outbox, "upsert", list(new_vectors))

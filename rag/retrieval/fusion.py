@@ -35,6 +35,14 @@ def has_identifier(query: str) -> bool:
     return _IDENTIFIER.search(query) is not None
 
 
+def identifiers(query: str) -> list[str]:
+    """The identifiers ``query`` names, each of at least 3 characters; a number only with
+    4 digits or more (``3036``), since "10" of "10,000" or "top 5" names nothing exact."""
+    return [
+        m for m in _IDENTIFIER.findall(query) if len(m) >= 3 and not (m.isdigit() and len(m) < 4)
+    ]
+
+
 def rrf_score(
     dense_rank: int | None, keyword_rank: int | None, keyword_weight: float, k: int = RRF_K
 ) -> float:

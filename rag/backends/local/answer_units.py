@@ -1,0 +1,213 @@
+"""Answer units: the pieces of a chunk the extractive answerer may quote whole.
+
+A unit is what answers a question on its own, never less: a sentence; a list item with
+its continuation lines; a table row, quoted after its header row; a code block; and a
+lead-in sentence ending in ":" together with the list, table or code it introduces (the
+lead-in alone promises an answer and gives none). Headings are not units. Every unit is
+a span of the chunk text, so a quote stays verbatim.
+
+Lines are read as Markdown-like shapes, whatever the loader: ``- ``, ``* ``, ``1. ``
+items, ``|`` rows, fenced or indented code. A line of today's loaders that lost its
+indentation is still read as code when it looks like a command or a setting (a shell
+command word, ``key = value``, a ``[section]``), and an unindented line right after an
+item continues it (Markdown's lazy continuation), which is how a wrapped item reaches
+the chunk: "must be under half of `chunk_tokens` (with the default" / "200, at most 99)."
+is one item, not an item and a fragment.
+
+``SPLITTER`` names these rules: stored units of another version are computed again.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Final, Literal, NamedTuple
+
+from rag.text import split_sentences
+
+SPLITTER: Final = "units-2"
+
+UnitKind = Literal["sentence", "item", "row", "code", "lead"]
+
+
+class AnswerUnit(NamedTuple):
+    start: int
+    end: int
+    kind: UnitKind
+    header: tuple[int, int] | None = None
+    """A table row's header row (its span), quoted before it."""
+
+
+LEAD_BLOCK_CHARS: Final = 700
+"""Most characters of a lead-in and the block it introduces quoted as one unit; a longer
+block is cut after the last whole element that fits (at least one)."""
+
+_FENCE = re.compile(r"[ \t]*(?:```|~~~)")
+_ITEM = re.compile(r"[ \t]*(?:[-*+•▪‣◦–]|\(?\d{1,3}[.)])[ \t]+(?=\S)")
+_HEADING = re.compile(r"[ \t]{0,3}#{1,6}[ \t]+(?=\S)")
+_SEPARATOR = re.compile(r"[ \t]*\|?[ \t]*:?-{2,}:?[ \t]*(?:\|[ \t]*:?-{2,}:?[ \t]*)*\|?[ \t]*")
+_RULE = re.compile(r"[ \t]*(?:[-=*_~]{3,})[ \t]*")
+# Lines that are code even when a loader took their indentation: a command, an
+# assignment or a TOML section. Prose rarely starts with a command word and a space.
+_COMMAND = re.compile(
+    r"[ \t]*(?:\$ |(?:sqlite3|curl|pip|python3?|git|export|sudo|systemctl|docker|"
+    r"\.venv/bin/\w+|flock|crontab)[ \t]+\S|(?:\.venv/bin/)?rag[ \t]+(?:serve|ingest|ask|"
+    r"chat|search|config|db|eval|keys|usage|doctor|audit|vectorize)\b|"
+    r"[\w.\-]+[ \t]*=[ \t]*\S|\[[\w.\- ]+\][ \t]*$|(?:const|let|var|def|class)[ \t]+\w|"
+    r"(?:from[ \t]+[\w.]+[ \t]+)?import[ \t]+\w|[\w.]+\(.*\);?[ \t]*$|[{}\])][,;]?[ \t]*$)"
+)
+
+_ENDED = re.compile(r"[.!?:;…][\"'”’)\]*_`]*[ \t]*$")
+
+LineKind = Literal["blank", "fence", "code", "row", "separator", "item", "heading", "text"]
+
+
+def answer_units(text: str) -> list[AnswerUnit]:
+    """The units of ``text`` in order of their start."""
+    lines = _classified(text)
+    units: list[AnswerUnit] = []
+    i = 0
+    while i < len(lines):
+        kind, start, _ = lines[i]
+        if kind in ("code", "row", "item"):
+            block, i = _block(lines, i, text)
+            units.extend(block)
+        elif kind == "text":
+            j = i
+            while j + 1 < len(lines) and lines[j + 1][0] == "text":
+                j += 1
+            units.extend(_sentences(text, start, lines[j][2]))
+            i = j + 1
+        else:
+            i += 1
+    return _with_leads(text, units)
+
+
+def _classified(text: str) -> list[tuple[LineKind, int, int]]:
+    lines: list[tuple[LineKind, int, int]] = []
+    in_fence = False
+    position = 0
+    for raw in text.splitlines(keepends=True):
+        start, end = position, position + len(raw.rstrip("\r\n"))
+        position += len(raw)
+        line = text[start:end]
+        kind: LineKind
+        if _FENCE.match(line):
+            in_fence, kind = not in_fence, "fence"
+        elif in_fence:
+            kind = "code" if line.strip() else "blank"
+        elif not line.strip():
+            kind = "blank"
+        elif line.lstrip().startswith("|"):
+            kind = "separator" if _SEPARATOR.fullmatch(line) else "row"
+        elif _HEADING.match(line) or _RULE.fullmatch(line):
+            kind = "heading"
+        elif _ITEM.match(line):
+            kind = "item"
+        elif _COMMAND.match(line) or (
+            # Indented after a blank line or more code: an indented code block.
+            line.startswith(("    ", "\t")) and lines and lines[-1][0] in ("blank", "code")
+        ):
+            kind = "code"
+        else:
+            kind = "text"
+        lines.append((kind, start, end))
+    return lines
+
+
+def _block(
+    lines: list[tuple[LineKind, int, int]], i: int, text: str
+) -> tuple[list[AnswerUnit], int]:
+    """The units of the code block, table or list starting at line ``i``, and the next line."""
+    kind = lines[i][0]
+    if kind == "code":
+        j = i
+        # A blank line inside a code block keeps it going when code follows.
+        while j + 1 < len(lines) and (
+            lines[j + 1][0] == "code"
+            or (lines[j + 1][0] in ("blank", "fence") and _code_follows(lines, j + 1))
+        ):
+            j += 1
+        return [AnswerUnit(*_trim(text, lines[i][1], lines[j][2]), "code")], j + 1
+    if kind == "row":
+        header: tuple[int, int] | None = None
+        units: list[AnswerUnit] = []
+        j = i
+        while j < len(lines) and lines[j][0] in ("row", "separator"):
+            row_kind, start, end = lines[j]
+            if row_kind == "separator" and units and header is None:
+                header = (units[0].start, units[0].end)
+                units = []  # the header row is quoted with each row, not on its own
+            elif row_kind == "row":
+                units.append(AnswerUnit(*_trim(text, start, end), "row", header))
+            j += 1
+        # A chunk that starts inside a table may start inside a row: fewer cells than the
+        # row after it, the rest of that row belongs to the chunk before.
+        if header is None and len(units) > 1 and _cells(text, units[0]) < _cells(text, units[1]):
+            units = units[1:]
+        return units, j
+    units = []
+    j = i
+    while j < len(lines) and lines[j][0] == "item":
+        start, end = lines[j][1], lines[j][2]
+        j += 1
+        # Indented lines continue the item; an unindented text line does only while the
+        # item is cut mid-sentence (Markdown's lazy continuation). PDFs have no blank
+        # lines, so the text after an item's last sentence is a paragraph of its own.
+        while j < len(lines) and (
+            (lines[j][0] in ("text", "code") and text[lines[j][1]] in " \t")
+            or (lines[j][0] == "text" and not _ENDED.search(text, start, end))
+        ):
+            end = lines[j][2]
+            j += 1
+        marker = _ITEM.match(text, start)
+        body = marker.end() if marker else start
+        units.append(AnswerUnit(*_trim(text, body, end), "item"))
+    return units, j
+
+
+def _cells(text: str, unit: AnswerUnit) -> int:
+    return text.count("|", unit.start, unit.end)
+
+
+def _code_follows(lines: list[tuple[LineKind, int, int]], j: int) -> bool:
+    while j < len(lines) and lines[j][0] in ("blank", "fence"):
+        if lines[j][0] == "fence":
+            return False  # a closing fence ends the block
+        j += 1
+    return j < len(lines) and lines[j][0] == "code"
+
+
+def _sentences(text: str, start: int, end: int) -> list[AnswerUnit]:
+    return [
+        AnswerUnit(start + u.start, start + u.end, "sentence")
+        for u in split_sentences(text[start:end])
+        if u.kind != "heading"
+    ]
+
+
+def _with_leads(text: str, units: list[AnswerUnit]) -> list[AnswerUnit]:
+    """Each sentence ending in ":" joined to the block after it; the lead-in alone goes."""
+    out: list[AnswerUnit] = []
+    for index, unit in enumerate(units):
+        if unit.kind != "sentence" or not text[unit.start : unit.end].endswith(":"):
+            out.append(unit)
+            continue
+        following = units[index + 1 : index + 1 + 12]
+        block_kind = following[0].kind if following else None
+        if block_kind not in ("item", "row", "code"):
+            continue  # a lead-in that introduces nothing quotable: never quoted
+        end = following[0].end
+        for other in following[1:]:
+            if other.kind != block_kind or other.end - unit.start > LEAD_BLOCK_CHARS:
+                break
+            end = other.end
+        out.append(AnswerUnit(unit.start, end, "lead"))
+    return out
+
+
+def _trim(text: str, start: int, end: int) -> tuple[int, int]:
+    while start < end and text[start].isspace():
+        start += 1
+    while end > start and text[end - 1].isspace():
+        end -= 1
+    return start, end

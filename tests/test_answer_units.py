@@ -1,0 +1,106 @@
+"""Answer units: what the extractive answerer may quote whole, cut from chunk text."""
+
+from __future__ import annotations
+
+from rag.backends.local.answer_units import answer_units
+
+
+def units(text: str) -> list[tuple[str, str]]:
+    found = answer_units(text)
+    for unit in found:
+        piece = text[unit.start : unit.end]
+        assert piece == piece.strip() and piece, "a unit is a trimmed, non-empty span"
+    return [(u.kind, text[u.start : u.end]) for u in found]
+
+
+def test_a_wrapped_list_item_is_one_unit_with_its_continuation() -> None:
+    text = (
+        "Range rules\n\n"
+        "- `ingest.overlap_tokens` must be under half of `chunk_tokens` (with the default\n"
+        "200, at most 99).\n"
+        "- `server.port` must be between 1 and\n"
+        "  65535.\n"
+    )
+    assert units(text) == [
+        ("sentence", "Range rules"),
+        (
+            "item",
+            "`ingest.overlap_tokens` must be under half of `chunk_tokens` (with the default\n"
+            "200, at most 99).",
+        ),
+        ("item", "`server.port` must be between 1 and\n  65535."),
+    ]
+
+
+def test_an_item_ends_at_its_sentence_when_no_blank_line_follows() -> None:
+    # PDF text has no blank lines: the paragraph after an item is not part of it.
+    text = "- Stop the service.\nThe restore takes minutes. Plan for it."
+    assert units(text) == [
+        ("item", "Stop the service."),
+        ("sentence", "The restore takes minutes."),
+        ("sentence", "Plan for it."),
+    ]
+
+
+def test_table_rows_carry_their_header_and_the_header_is_no_unit() -> None:
+    text = (
+        "| Key | Default | Meaning |\n|---|---|---|\n"
+        "| `chunk_tokens` | `200` | Target chunk length. |\n"
+        "| `overlap_tokens` | `32` | Tokens repeated between chunks. |\n"
+    )
+    found = answer_units(text)
+    assert [(u.kind, text[u.start : u.end]) for u in found] == [
+        ("row", "| `chunk_tokens` | `200` | Target chunk length. |"),
+        ("row", "| `overlap_tokens` | `32` | Tokens repeated between chunks. |"),
+    ]
+    for unit in found:
+        assert unit.header is not None
+        assert text[unit.header[0] : unit.header[1]] == "| Key | Default | Meaning |"
+
+
+def test_a_lead_in_is_quoted_with_what_it_introduces_never_alone() -> None:
+    text = (
+        "Use SQLite's online backup instead, which is safe while the service runs:\n"
+        "sqlite3 data/rag.db \".backup '/backups/rag.db'\"\n"
+        "Check it afterwards."
+    )
+    assert units(text) == [
+        (
+            "lead",
+            "Use SQLite's online backup instead, which is safe while the service runs:\n"
+            "sqlite3 data/rag.db \".backup '/backups/rag.db'\"",
+        ),
+        ("code", "sqlite3 data/rag.db \".backup '/backups/rag.db'\""),
+        ("sentence", "Check it afterwards."),
+    ]
+    assert units("Only these permissions:\n\nNothing else.") == [("sentence", "Nothing else.")]
+
+
+def test_code_blocks_fenced_indented_or_stripped_of_indentation_stay_whole() -> None:
+    fenced = "Run this:\n\n```\nrag ingest docs/\n\nrag serve\n```\nDone."
+    assert ("code", "rag ingest docs/\n\nrag serve") in units(fenced)
+    indented = "An example.\n\n    def f():\n        return 1\n\nAfter."
+    assert ("code", "def f():\n        return 1") in units(indented)
+    # A loader that dropped the indentation: settings lines are still read as code.
+    toml = 'A complete example\n\nbackend = "local"\n\n[ingest]\nchunk_tokens = 180\n\nThe end.'
+    assert ("code", 'backend = "local"\n\n[ingest]\nchunk_tokens = 180') in units(toml)
+
+
+def test_headings_are_not_units() -> None:
+    text = "# Configuration\n\nSettings live in config.toml.\n\n## Ports\n\nThe port is 8000."
+    assert units(text) == [
+        ("sentence", "Settings live in config.toml."),
+        ("sentence", "The port is 8000."),
+    ]
+
+
+def test_a_row_cut_by_the_chunk_boundary_is_not_a_unit() -> None:
+    text = (
+        "| Evidence gate for the local backend. |\n"
+        "| `min_term_coverage` | `0.5` | Evidence gate, both backends. |\n"
+        "| `top_k` | `5` | Sources handed to the answerer. |"
+    )
+    assert [kind_text[1][:22] for kind_text in units(text)] == [
+        "| `min_term_coverage` ",
+        "| `top_k` | `5` | Sour",
+    ]
