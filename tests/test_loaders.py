@@ -156,7 +156,7 @@ def test_html(tmp_path: Path) -> None:
     got = [(s.heading_path, s.text) for s in doc.sections]
     assert got == [
         (("Main",), "Main\n\nFirst paragraph continues.\n\nBlock one\nBlock two\nafter break"),
-        (("Main", "Details"), "Details\n\nitem a\nitem b"),
+        (("Main", "Details"), "Details\n\n- item a\n- item b"),
     ]
     text = " ".join(s.text for s in doc.sections)
     for hidden in ("alert", "color", "Home", "Copyright", "comment"):
@@ -167,7 +167,6 @@ def test_html(tmp_path: Path) -> None:
     ("name", "data", "media_type", "text"),
     [
         ("a.txt", "Hello\r\nworld\x00"[:-1] + "\n\n\n\nnext  para\t x", "text/plain", None),
-        ("b.rst", "Title\n=====\n\nBody text.", "text/x-rst", "Title\n=====\n\nBody text."),
         ("c.txt", "\ufeffBOM text", "text/plain", "BOM text"),
         ("d.txt", "caf\xe9 latin-1".encode("latin-1"), "text/plain", "café latin-1"),
         ("e.txt", "utf16 text".encode("utf-16"), "text/plain", "utf16 text"),

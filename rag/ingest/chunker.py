@@ -13,7 +13,8 @@ The text convention the loaders write and this module keeps (Markdown-like, so t
 answerer can find its units in chunk text):
 
 * a line's indentation is kept; a line indented deeper than the line that starts its
-  unit continues that unit (a wrapped list item, a definition under its term);
+  unit continues that unit (a wrapped list item, a definition under its term), even
+  after a blank line (a further paragraph of the item or definition);
 * list items start with ``- `` (or ``*``, ``+``) or ``1.``/``1)``; table rows are lines
   starting with ``|`` (``| a | b |``), the header row first when the source has one;
 * code is fenced by lines starting with ```` ``` ```` (an opening fence may name the
@@ -62,7 +63,7 @@ _CLOSERS = frozenset("\"')]}”’»")
 # A line that starts a unit of its own: a list item, a table row or grid rule, a heading.
 _UNIT_START = re.compile(r"(?:[-*+•]|\d{1,3}[.)]|#{1,6})(?:[ \t]|$)|[|+]")
 _FENCE = re.compile(r"[ \t]*(?:```|~~~)")
-_ITEM = re.compile(r"(?:[-*+•]|\d{1,3}[.)])(?:[ \t]|$)|[|+]")
+_ITEM = re.compile(r"(?:[-*+•]|\d{1,3}[.)])(?:[ \t]|$)")
 
 
 def document_text(doc: LoadedDocument) -> str:
@@ -123,7 +124,7 @@ class _Run:
         closed = last in _CLOSERS and end >= 2 and text[end - 2] in _SENTENCE_END
         if last in _SENTENCE_END or closed:
             kind = self.line_kinds[bisect_right(self.line_starts, end - 1) - 1]
-            return {"prose": _UNIT, "item": _INNER}.get(kind, _WORD), True
+            return {"prose": _UNIT, "item": _INNER, "row": _INNER}.get(kind, _WORD), True
         return _WORD, True
 
     def start_char(self, k: int) -> int:
@@ -147,7 +148,7 @@ class _Run:
 
 
 def _lines(text: str) -> tuple[list[int], list[str], dict[int, int]]:
-    """Where each line starts, its kind (prose, item or code), and the level of the break
+    """Where each line starts, its kind (prose, item, row, code), and the level of the break
     before each non-blank line, keyed by where the previous non-blank line ends."""
     starts: list[int] = []
     kinds: list[str] = []
@@ -177,18 +178,22 @@ def _lines(text: str) -> tuple[list[int], list[str], dict[int, int]]:
             level, fence, unit_kind, unit_indent = _LINE, True, "code", indent
         elif _UNIT_START.match(body):
             level, unit_indent = _LINE, indent
-            unit_kind = "item" if _ITEM.match(body) else "prose"
+            unit_kind = "item" if _ITEM.match(body) else "row" if body[0] in "|+" else "prose"
+        elif blank and previous is not None and indent > unit_indent:
+            level = _INNER  # a further paragraph of an item or a definition
         elif blank or previous is None:
             level, unit_kind, unit_indent = _PARAGRAPH, "prose", indent
         elif indent > unit_indent:
             level = _WRAP  # a continuation line: a wrapped item, a definition under its term
+        elif unit_kind == "item" and previous.rstrip()[-1:] not in _SENTENCE_END:
+            level = _WRAP  # a lazy continuation (PDF text loses the indentation of items)
         elif unit_kind != "prose":
             level, unit_kind, unit_indent = _LINE, "prose", indent
         elif previous.rstrip()[-1:] in _SENTENCE_END:
             level = _UNIT
         else:
             level = _WRAP  # a wrapped line of a paragraph
-        if blank and not in_code:
+        if blank and not in_code and level != _INNER:
             level = max(level, _PARAGRAPH)
         if previous is not None:
             if previous.endswith(":") and level > _INNER and not previous_code:

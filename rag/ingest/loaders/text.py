@@ -16,6 +16,7 @@ _CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u00ad\ufeff]")
 _BREAKS = re.compile("\r\n?|[\x0b\x0c\x1c-\x1e\x85\u2028\u2029]")
 _SPACES = re.compile(r"[^\S\n]+")
 _INDENT = re.compile(r"[^\S\n]*")
+_FENCE = re.compile(r"[^\S\n]*(?:```|~~~)")
 _BLANK_LINES = re.compile(r"\n{3,}")
 # Control characters that appear in real text files; anything else counts as binary.
 _TEXT_CONTROLS = frozenset("\t\n\r\x0c\x1b")
@@ -28,15 +29,24 @@ def normalize_text(text: str) -> str:
 
     A line's indentation is kept (as spaces, a tab counting four): it is what ties a list
     item's or a definition's continuation lines to it and what gives code its meaning.
+    Inside a fenced code block (between lines starting with ```` ``` ````) runs of spaces
+    are kept too.
     """
     text = unicodedata.normalize("NFC", text)
     text = _BREAKS.sub("\n", text)
     text = _CONTROL.sub("", text)
-    lines = (_normalize_line(line) for line in text.split("\n"))
+    lines = []
+    fenced = False
+    for line in text.split("\n"):
+        fence = _FENCE.match(line) is not None
+        lines.append(_normalize_line(line, verbatim=fenced and not fence))
+        fenced = fenced != fence
     return _BLANK_LINES.sub("\n\n", "\n".join(lines)).strip("\n")
 
 
-def _normalize_line(line: str) -> str:
+def _normalize_line(line: str, verbatim: bool = False) -> str:
+    if verbatim:
+        return line.expandtabs(4).rstrip()
     body = _SPACES.sub(" ", line).strip()
     if not body:
         return ""

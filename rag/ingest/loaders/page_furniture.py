@@ -1,0 +1,71 @@
+"""Running headers, footers and page numbers: the lines a PDF repeats at its page edges.
+
+They say nothing about the page they are on, yet an index holding them quotes them
+("Page 1 of 4") and ranks every page a little closer to any question that names the
+document's title. Only a page's first and last few lines are looked at: a line found
+there is furniture when it is a page number ("7", "- 7 -", "Page 7", "Page 7 of 12",
+"7 / 12") or when, its digits aside, it stands at the edge of most pages of a document
+of three pages or more.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+
+EDGE_LINES = 3
+"""Lines at the top and at the bottom of a page that may be furniture."""
+
+MIN_PAGES = 3
+"""Fewer pages than this cannot tell a running header from a repeated first sentence."""
+
+_PAGE_NUMBER = re.compile(
+    r"(?:page|p\.|seite|pág\.?|página)?\s*[-–—(\[]?\s*\d{1,4}\s*[-–—)\]]?"
+    r"(?:\s*(?:of|/|von|de)\s*\d{1,4})?",
+    re.IGNORECASE,
+)
+_DIGITS = re.compile(r"\d+")
+
+
+def _key(line: str) -> str:
+    """A line as it repeats: page and chapter numbers vary, so digits count as one."""
+    return _DIGITS.sub("#", " ".join(line.split()).lower())
+
+
+def _edges(lines: list[str]) -> set[int]:
+    """Indexes of the first and last ``EDGE_LINES`` non-blank lines."""
+    filled = [i for i, line in enumerate(lines) if line.strip()]
+    return {*filled[:EDGE_LINES], *filled[-EDGE_LINES:]}
+
+
+def strip_furniture(pages: list[str]) -> list[str]:
+    """The pages' texts without running headers, footers and page numbers at their edges."""
+    split = [text.split("\n") for text in pages]
+    repeated: set[str] = set()
+    if len(pages) >= MIN_PAGES:
+        seen = Counter(key for lines in split for key in {_key(lines[i]) for i in _edges(lines)})
+        repeated = {key for key, count in seen.items() if count * 2 > len(pages)}
+    out = []
+    for lines in split:
+        edges = _edges(lines)
+        drop = {
+            i
+            for i in edges
+            if _PAGE_NUMBER.fullmatch(lines[i].strip()) or _key(lines[i]) in repeated
+        }
+        # Only lines at the very edge go; a match below kept text is the page's content.
+        gone = _outermost(lines, drop)
+        out.append("\n".join(line for i, line in enumerate(lines) if i not in gone).strip("\n"))
+    return out
+
+
+def _outermost(lines: list[str], drop: set[int]) -> set[int]:
+    """The lines of ``drop`` reached from the top or the bottom over blank or dropped lines."""
+    outer: set[int] = set()
+    for order in (range(len(lines)), range(len(lines) - 1, -1, -1)):
+        for i in order:
+            if i in drop:
+                outer.add(i)
+            elif lines[i].strip():
+                break
+    return outer
