@@ -164,7 +164,7 @@ def _lines(text: str) -> tuple[list[int], list[str], dict[int, int]]:
         starts.append(position)
         body = line.lstrip()
         indent = len(line) - len(body)
-        in_code = fence
+        in_code, nested = fence, False
         if fence:
             level = _WRAP  # every break inside a fence, blank lines too, belongs to the code
             fence = _FENCE.match(line) is None
@@ -174,6 +174,9 @@ def _lines(text: str) -> tuple[list[int], list[str], dict[int, int]]:
             kinds.append(unit_kind)
             position += len(line) + 1
             continue
+        elif nested := unit_kind == "item" and indent > unit_indent and _starts(line):
+            # A nested list or code block belongs to the item it is indented under.
+            level, fence = _INNER, _FENCE.match(line) is not None
         elif _FENCE.match(line):
             level, fence, unit_kind, unit_indent = _LINE, True, "code", indent
         elif _UNIT_START.match(body):
@@ -193,7 +196,7 @@ def _lines(text: str) -> tuple[list[int], list[str], dict[int, int]]:
             level = _UNIT
         else:
             level = _WRAP  # a wrapped line of a paragraph
-        if blank and not in_code and level != _INNER:
+        if blank and not in_code and not nested and level != _INNER:
             level = max(level, _PARAGRAPH)
         if previous is not None:
             if previous.endswith(":") and level > _INNER and not previous_code:
@@ -204,6 +207,11 @@ def _lines(text: str) -> tuple[list[int], list[str], dict[int, int]]:
         previous_code = in_code or fence
         position += len(line) + 1
     return starts, kinds, breaks
+
+
+def _starts(line: str) -> bool:
+    """True for a line that opens a unit of its own: an item, a row, a heading, a fence."""
+    return _FENCE.match(line) is not None or _UNIT_START.match(line.lstrip()) is not None
 
 
 def _cut(run: _Run, first: int, limit: int, max_chars: int) -> int:

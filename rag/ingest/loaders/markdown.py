@@ -1,4 +1,8 @@
-"""Markdown: one section per ATX heading, heading paths from the heading stack."""
+"""Markdown: one section per ATX heading, heading paths from the heading stack.
+
+The text keeps what the chunker's convention needs (``rag.ingest.chunker``): code
+fences, indentation, list markers and table rows stay as written.
+"""
 
 from __future__ import annotations
 
@@ -72,11 +76,12 @@ def load_markdown(path: Path, data: bytes) -> LoadedDocument:
         if fence is not None:
             if _closes(line, fence):
                 fence = None
-            else:
-                body.append(line)
+            body.append(line)
             continue
         fence = _opens(line)
         if fence is not None:
+            # Fences stay: they are how the chunker and the answerer know code.
+            body.append(line)
             continue
         heading = _HEADING.match(line)
         if heading is None:

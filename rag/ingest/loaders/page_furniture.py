@@ -4,8 +4,8 @@ They say nothing about the page they are on, yet an index holding them quotes th
 ("Page 1 of 4") and ranks every page a little closer to any question that names the
 document's title. Only a page's first and last few lines are looked at: a line found
 there is furniture when it is a page number ("7", "- 7 -", "Page 7", "Page 7 of 12",
-"7 / 12") or when, its digits aside, it stands at the edge of most pages of a document
-of three pages or more.
+"7 / 12") or when, its page's own number aside, it stands at the edge of most pages of a
+document of three pages or more.
 """
 
 from __future__ import annotations
@@ -24,12 +24,15 @@ _PAGE_NUMBER = re.compile(
     r"(?:\s*(?:of|/|von|de)\s*\d{1,4})?",
     re.IGNORECASE,
 )
-_DIGITS = re.compile(r"\d+")
 
 
-def _key(line: str) -> str:
-    """A line as it repeats: page and chapter numbers vary, so digits count as one."""
-    return _DIGITS.sub("#", " ".join(line.split()).lower())
+def _key(line: str, page: int) -> str:
+    """A line as it repeats: the same words, its page's own number ("Guide - 7") aside.
+
+    Only the page's number is blanked, not every digit: "Step 3 of the install" at the
+    top of several pages is content, a header that counts pages is not.
+    """
+    return re.sub(rf"(?<!\d){page}(?!\d)", "#", " ".join(line.split()).lower())
 
 
 def _edges(lines: list[str]) -> set[int]:
@@ -43,15 +46,18 @@ def strip_furniture(pages: list[str]) -> list[str]:
     split = [text.split("\n") for text in pages]
     repeated: set[str] = set()
     if len(pages) >= MIN_PAGES:
-        seen = Counter(key for lines in split for key in {_key(lines[i]) for i in _edges(lines)})
+        seen = Counter(
+            key
+            for page, lines in enumerate(split, 1)
+            for key in {_key(lines[i], page) for i in _edges(lines)}
+        )
         repeated = {key for key, count in seen.items() if count * 2 > len(pages)}
     out = []
-    for lines in split:
-        edges = _edges(lines)
+    for page, lines in enumerate(split, 1):
         drop = {
             i
-            for i in edges
-            if _PAGE_NUMBER.fullmatch(lines[i].strip()) or _key(lines[i]) in repeated
+            for i in _edges(lines)
+            if _PAGE_NUMBER.fullmatch(lines[i].strip()) or _key(lines[i], page) in repeated
         }
         # Only lines at the very edge go; a match below kept text is the page's content.
         gone = _outermost(lines, drop)
