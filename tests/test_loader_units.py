@@ -193,7 +193,9 @@ SPHINX_SOURCE = """.. _tut-flow:
 
 Use the :keyword:`with` statement, see :ref:`the tutorial <tut-intro>`,
 :func:`~os.path.join` and :class:`!Path`; ``x = 1`` is a literal and
-`PEP 8 <https://peps.python.org/pep-0008/>`_ a link [#]_.
+`PEP 8 <https://peps.python.org/pep-0008/>`_ a link [#]_. A role may wrap, as
+:ref:`this one
+<wrapped-target>` does.
 
 Using lists
 ===========
@@ -254,7 +256,7 @@ def test_rst_and_sphinx_sources_reduce_markup_to_text(tmp_path: Path, name: str)
         assert markup not in text, markup
     assert (
         "Use the with statement, see the tutorial,\njoin and Path; `x = 1` is a literal and\n"
-        "PEP 8 a link." in text
+        "PEP 8 a link. A role may wrap, as\nthis one does." in text
     )
     units = [
         "* The first item is long enough that it wraps\n  onto a second line, which belongs to it.",

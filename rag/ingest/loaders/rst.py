@@ -41,7 +41,7 @@ _LITERAL = re.compile(r"``(.+?)``")
 _REFERENCE = re.compile(r"`([^`<]+?)\s*<[^`>]*>`__?|`([^`]+)`__?")
 _INTERPRETED = re.compile(r"(?<![`\w])`([^`]+)`(?![`\w])")
 _FOOTNOTE_REF = re.compile(r"\s?\[(?:#\w*|\*|\d+)\]_")
-_TITLE_ROLE = re.compile(r"(.*?)\s*<[^<>]*>$")
+_TITLE_ROLE = re.compile(r"(.*?)\s*<[^<>]*>$", re.DOTALL)
 
 _ADMONITIONS = {
     "note": "Note",
@@ -203,8 +203,13 @@ class _Converter:
                 line = (
                     stem.rstrip() if stem.endswith((" ", "\t")) or not stem.strip() else stem + ":"
                 )
-            out.append(inline(line))
-            i += 1
+            # A role or reference may wrap onto the next lines: read them together.
+            end = i + 1
+            while line.count("`") % 2 and end < min(len(lines), i + 4) and lines[end].strip():
+                line += "\n" + lines[end]
+                end += 1
+            out.extend(inline(line).split("\n"))
+            i = end
         return out
 
     def _para_indent(self, lines: list[str], i: int) -> int:
