@@ -20,14 +20,15 @@ from typing import NamedTuple
 from bs4 import BeautifulSoup
 from bs4.element import NavigableString, PageElement, PreformattedString, Tag
 
-from rag.domain import LoadedDocument, Section
+from rag.domain import LoadedDocument
 from rag.errors import UnsupportedDocument
+from rag.ingest.loaders.outline import Outline
 from rag.ingest.loaders.text import looks_binary, normalize_text
 
 _DROP = frozenset(
     {
         "script", "style", "nav", "footer", "noscript", "template", "head", "svg", "iframe",
-        "form", "button", "input", "select", "textarea",
+        "button", "input", "select", "textarea",
     }
 )  # fmt: skip
 # Landmarks that hold a site's chrome, never a page's content.
@@ -65,8 +66,7 @@ class _Builder:
     """Collects text into sections as the walk meets headings."""
 
     def __init__(self) -> None:
-        self.sections: list[Section] = []
-        self.stack: list[tuple[int, str]] = []
+        self.outline = Outline()
         self.parts: list[str] = []
         self.pending = 0
         """Newlines owed before the next text: the strongest break asked for since."""
@@ -99,6 +99,8 @@ class _Builder:
             self.indent.pop()
 
     def code(self, code: str, language: str) -> None:
+        if not code.strip():
+            return
         self.brk(2)
         self.text("```" + language)
         self.brk(1)
@@ -116,21 +118,15 @@ class _Builder:
         self.brk(2)
 
     def flush(self) -> None:
-        text = normalize_text("".join(self.parts))
-        heading = self.stack[-1][1] if self.stack else None
-        # A heading with nothing under it lives on in the paths of what follows.
-        if text and text != heading:
-            path = tuple(title for _, title in self.stack)
-            self.sections.append(Section(text=text, heading_path=path))
+        self.outline.line("".join(self.parts))
         self.parts.clear()
         self.pending = 0
 
     def heading(self, level: int, title: str) -> None:
         self.flush()
-        while self.stack and self.stack[-1][0] >= level:
-            self.stack.pop()
+        self.outline.heading(level, title, written=False)
         if title:
-            self.stack.append((level, title))
+            # Written here, so that the break after it is the next block's own.
             self.parts.append(title)
             self.pending = 1
 
@@ -259,6 +255,7 @@ def load_html(path: Path, data: bytes) -> LoadedDocument:
     out = _Builder()
     _walk(_main(soup), out)
     out.flush()
+    out.outline.flush()
     return LoadedDocument(
-        title=title or path.stem, media_type="text/html", sections=tuple(out.sections)
+        title=title or path.stem, media_type="text/html", sections=tuple(out.outline.sections)
     )

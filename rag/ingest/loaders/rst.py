@@ -28,7 +28,8 @@ import re
 import textwrap
 from pathlib import Path
 
-from rag.domain import LoadedDocument, Section
+from rag.domain import LoadedDocument
+from rag.ingest.loaders.outline import Outline
 from rag.ingest.loaders.text import decode_text, normalize_text
 
 _ADORNMENT = re.compile(r"([!-/:-@\[-`{-~])\1{2,}\s*")
@@ -297,31 +298,17 @@ def load_rst(path: Path, data: bytes) -> LoadedDocument:
 
 def rst_document(path: Path, raw: str) -> LoadedDocument:
     """The document ``raw`` rST text makes."""
-    sections: list[Section] = []
-    stack: list[tuple[int, str]] = []
-    body: list[str] = []
+    outline = Outline()
     title: str | None = None
-
-    def flush() -> None:
-        text = normalize_text("\n".join(body))
-        if text and (not stack or text != stack[-1][1]):
-            sections.append(Section(text=text, heading_path=tuple(t for _, t in stack)))
-        body.clear()
-
     for item in _Converter().convert(raw.expandtabs(8).split("\n")):
         if isinstance(item, str):
-            body.append(item)
+            outline.line(item)
             continue
-        flush()
         level, heading = item
         heading = normalize_text(heading)
         title = title or heading
-        while stack and stack[-1][0] >= level:
-            stack.pop()
-        if heading:
-            stack.append((level, heading))
-            body.append(heading)
-    flush()
+        outline.heading(level, heading)
+    outline.flush()
     return LoadedDocument(
-        title=title or path.stem, media_type="text/x-rst", sections=tuple(sections)
+        title=title or path.stem, media_type="text/x-rst", sections=tuple(outline.sections)
     )
