@@ -227,12 +227,21 @@ def _cut(run: _Run, first: int, limit: int, max_chars: int) -> int:
     if run.levels[best] >= _UNIT:
         return best
     units = [k for k in range(first + 1, half) if run.levels[k] >= _UNIT]
-    if units:
+    if units and _fits(run, units[-1], limit, max_chars):
         return units[-1]  # end early rather than cut a unit that would fit in a chunk
     if run.levels[best] > _HARD:
         return best
     early = [k for k in range(first + 1, half) if run.levels[k] > _HARD]
     return early[-1] if early else last
+
+
+def _fits(run: _Run, first: int, limit: int, max_chars: int) -> bool:
+    """True when the unit that starts at token ``first`` ends within one chunk."""
+    fits = bisect_right(run.ends, run.start_char(first) + max_chars, lo=first + 1)
+    last = min(first + limit, fits, len(run.spans))
+    return last == len(run.spans) or any(
+        run.levels[k] >= _UNIT for k in range(first + 1, last + 1)
+    )
 
 
 def _next_start(run: _Run, first: int, end: int, overlap: int) -> int:
@@ -329,5 +338,9 @@ def chunk_document(
                 )
             if end == len(spans):
                 break
-            first = _next_start(run, first, end, overlap_tokens)
+            start = _next_start(run, first, end, overlap_tokens)
+            if start < end and _cut(run, start, chunk_tokens, max_chars) <= end:
+                # A chunk ended early before a unit: overlapping it would only repeat it.
+                start = end
+            first = start
     return drafts
