@@ -103,9 +103,12 @@ def test_overlap_and_word_boundaries(tok_name: str, limit: int, overlap: int) ->
         assert chunk.char_start == 0 or full[chunk.char_start - 1].isspace()
         assert chunk.char_end == len(full) or full[chunk.char_end].isspace()
         shared = prev.char_end - chunk.char_start
-        if overlap:
-            assert shared > 0, "consecutive chunks overlap"
+        if overlap and shared > 0:
             assert tok.count(full[chunk.char_start : prev.char_end]) <= overlap
+        elif overlap:
+            # No overlap only after a chunk that ended early, at a sentence end, before a
+            # sentence that fits whole in the next chunk: overlapping would repeat it.
+            assert prev.text[-1] in ".!?" and full[prev.char_end : chunk.char_start].isspace()
         else:
             assert shared < 0
     assert chunks[-1].char_end == len(full)

@@ -239,9 +239,7 @@ def _fits(run: _Run, first: int, limit: int, max_chars: int) -> bool:
     """True when the unit that starts at token ``first`` ends within one chunk."""
     fits = bisect_right(run.ends, run.start_char(first) + max_chars, lo=first + 1)
     last = min(first + limit, fits, len(run.spans))
-    return last == len(run.spans) or any(
-        run.levels[k] >= _UNIT for k in range(first + 1, last + 1)
-    )
+    return last == len(run.spans) or any(run.levels[k] >= _UNIT for k in range(first + 1, last + 1))
 
 
 def _next_start(run: _Run, first: int, end: int, overlap: int) -> int:
