@@ -35,10 +35,12 @@ gaps between tokens, so a chunk's token count is known without tokenising it aga
 Every gap gets a level (``_level``). Within the window of ``chunk_tokens`` tokens and
 ``max_chars`` characters a cut takes the highest level in the second half of the window,
 the latest of equals; when the second half holds no unit boundary but the first half
-does, the chunk ends early at the last one rather than cut a unit. Pieces cut between
-tokens of one word are counted again with ``tokenizer.count`` and shortened until they
-fit. The next chunk starts up to ``overlap_tokens`` tokens before the cut, at the first
-unit boundary there, else at the first word boundary.
+does, and the unit after it fits in a chunk, the chunk ends early there rather than cut
+that unit. Pieces cut between tokens of one word are counted again with
+``tokenizer.count`` and shortened until they fit. The next chunk starts up to
+``overlap_tokens`` tokens before the cut, at the first unit boundary there, else at the
+first word boundary; but right at the cut when, started earlier, it would end there again
+(a chunk that ended early before a unit: the overlap would only repeat it).
 """
 
 from __future__ import annotations
