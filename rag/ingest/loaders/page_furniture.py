@@ -54,13 +54,15 @@ def strip_furniture(pages: list[str]) -> list[str]:
         repeated = {key for key, count in seen.items() if count * 2 > len(pages)}
     out = []
     for page, lines in enumerate(split, 1):
-        drop = {
-            i
-            for i in _edges(lines)
-            if _PAGE_NUMBER.fullmatch(lines[i].strip()) or _key(lines[i], page) in repeated
-        }
+        edges = _edges(lines)
+        numbers = {i for i in edges if _PAGE_NUMBER.fullmatch(lines[i].strip())}
+        same = {i for i in edges if _key(lines[i], page) in repeated}
         # Only lines at the very edge go; a match below kept text is the page's content.
-        gone = _outermost(lines, drop)
+        gone = _outermost(lines, numbers | same)
+        if all(i in gone for i, line in enumerate(lines) if line.strip()):
+            # A page that is nothing but its "running header" (the same slide title or
+            # label on every page) says that on purpose: only its page number goes.
+            gone = _outermost(lines, numbers)
         out.append("\n".join(line for i, line in enumerate(lines) if i not in gone).strip("\n"))
     return out
 
