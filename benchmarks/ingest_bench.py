@@ -38,7 +38,11 @@ def chunk_texts(folder: Path, settings: Settings, embedder: OnnxEmbedder) -> lis
         except DocumentError:
             continue
         drafts = chunk_document(
-            doc, embedder.tokenizer, settings.ingest.chunk_tokens, settings.ingest.overlap_tokens
+            doc,
+            embedder.tokenizer,
+            settings.ingest.chunk_tokens,
+            settings.ingest.overlap_tokens,
+            max_chars=settings.ingest.max_chunk_chars,
         )
         texts.extend(d.text for d in drafts)
     return texts

@@ -53,6 +53,10 @@ class IngestSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw
     """The folder ``rag serve`` ingests when the index is empty."""
     chunk_tokens: int = 200
     overlap_tokens: int = 32
+    max_chunk_chars: int = 2000
+    """A chunk's limit in characters beside ``chunk_tokens``: a "word" the tokenizer makes
+    one token of (a 300,000-character blob is one [UNK]) would otherwise be one huge chunk.
+    200 tokens of prose take about 900 characters and of indented code about 1,200."""
     max_file_mb: float = 50.0
     extensions: tuple[str, ...] = (
         ".md", ".markdown", ".txt", ".rst", ".html", ".htm", ".pdf",
@@ -512,6 +516,8 @@ def _check_ranges(s: Settings) -> None:
         problems.append("ingest.chunk_tokens must be at least 16")
     if not 0 <= s.ingest.overlap_tokens < s.ingest.chunk_tokens // 2:
         problems.append("ingest.overlap_tokens must be >= 0 and under half of chunk_tokens")
+    if s.ingest.max_chunk_chars < 100:
+        problems.append("ingest.max_chunk_chars must be at least 100")
     if s.ingest.chunk_tokens > s.local.max_tokens - 2:
         problems.append(
             "ingest.chunk_tokens must leave room for 2 special tokens in local.max_tokens"

@@ -67,6 +67,7 @@ def test_trusted_proxies_take_addresses_and_networks(tmp_path: Path) -> None:
         ("", {"RAG_BACKEND": "cloud"}, "at `backend`"),
         ("colour = 'red'\n", {}, "unknown field `colour`"),
         ("[ingest]\nchunk_tokens = 400\n", {}, "ingest.chunk_tokens must leave room"),
+        ("[ingest]\nmax_chunk_chars = 50\n", {}, "ingest.max_chunk_chars must be at least 100"),
         ("[server]\nport = 0\n", {}, "server.port must be between"),
         ("[cloudflare]\nfirst_token_deadline_s = 0\n", {}, "first_token_deadline_s must be > 0"),
         ("[retrieval\n", {}, "not valid TOML"),

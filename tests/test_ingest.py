@@ -81,6 +81,20 @@ async def test_changed_file_reembeds_only_changed_chunks(
     assert hits[0].heading_path[-1] == "Upgrade"
 
 
+async def test_a_new_loader_or_chunker_version_rechunks_stored_documents(
+    service: RagService, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = tmp_path / "docs"
+    write_docs(folder, dict(DOCS))
+    await service.ingest([folder])
+    # Files unchanged, but loaders or chunker now cut them differently: every stored
+    # document is read and chunked again (text that kept its chunks keeps its vectors).
+    monkeypatch.setattr("rag.ingest.chunker.CHUNKER_VERSION", "chunker-next")
+    again = await service.ingest([folder])
+    assert (again.updated, again.unchanged, again.embedded) == (3, 0, 0)
+    assert (await service.ingest([folder])).unchanged == 3
+
+
 async def test_vanished_file_loses_document_chunks_and_vectors(
     service: RagService, tmp_path: Path
 ) -> None:

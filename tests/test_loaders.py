@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from fakes import make_pdf
 from pypdf import PdfReader, PdfWriter
 from pypdf.generic import DictionaryObject, NameObject, PdfObject
 
@@ -28,38 +29,6 @@ from rag.ingest.loaders.pdf_worker import (
 from rag.ingest.loaders.text import normalize_text
 
 SETTINGS = IngestSettings()
-
-
-def make_pdf(pages: list[list[str]], title: str | None = None) -> bytes:
-    """A minimal PDF by hand: one page per entry, one Helvetica line per string."""
-    font = b"<< /Font << /F1 << /Type /Font /Subtype /Type1 /BaseFont /Helvetica >> >> >>"
-    objects = [b"<< /Type /Catalog /Pages 2 0 R >>", b""]
-    kids = []
-    for lines in pages:
-        ops = b"".join(b"(%s) Tj 0 -14 Td " % line.encode("latin-1") for line in lines)
-        stream = b"BT /F1 12 Tf 72 720 Td " + ops + b"ET"
-        objects.append(b"<< /Length %d >>\nstream\n%s\nendstream" % (len(stream), stream))
-        objects.append(
-            b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents %d 0 R "
-            b"/Resources %s >>" % (len(objects), font)
-        )
-        kids.append(b"%d 0 R" % len(objects))
-    objects[1] = b"<< /Type /Pages /Kids [%s] /Count %d >>" % (b" ".join(kids), len(kids))
-    info = b""
-    if title:
-        objects.append(b"<< /Title (%s) >>" % title.encode("latin-1"))
-        info = b" /Info %d 0 R" % len(objects)
-    out = bytearray(b"%PDF-1.4\n")
-    offsets = []
-    for number, body in enumerate(objects, 1):
-        offsets.append(len(out))
-        out += b"%d 0 obj\n%s\nendobj\n" % (number, body)
-    xref = len(out)
-    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
-    out += b"".join(b"%010d 00000 n \n" % offset for offset in offsets)
-    out += b"trailer\n<< /Size %d /Root 1 0 R%s >>\n" % (len(objects) + 1, info)
-    out += b"startxref\n%d\n%%%%EOF\n" % xref
-    return bytes(out)
 
 
 def rewrite(
@@ -137,7 +106,7 @@ def test_markdown(tmp_path: Path) -> None:
     assert got == [
         ((), "Preamble paragraph."),
         (("Guide",), "Guide\n\nIntro text."),
-        (("Guide", "Install"), "Install\n\n# not a heading\npip install rag"),
+        (("Guide", "Install"), "Install\n\n```bash\n# not a heading\npip install rag\n```"),
         (("Guide", "Install", "Linux"), "Linux\n\nUse apt."),
         (("Guide", "Use"), "Use\n\nRun it."),
     ]
@@ -156,7 +125,7 @@ def test_html(tmp_path: Path) -> None:
     got = [(s.heading_path, s.text) for s in doc.sections]
     assert got == [
         (("Main",), "Main\n\nFirst paragraph continues.\n\nBlock one\nBlock two\nafter break"),
-        (("Main", "Details"), "Details\n\nitem a\nitem b"),
+        (("Main", "Details"), "Details\n\n- item a\n- item b"),
     ]
     text = " ".join(s.text for s in doc.sections)
     for hidden in ("alert", "color", "Home", "Copyright", "comment"):
@@ -167,7 +136,6 @@ def test_html(tmp_path: Path) -> None:
     ("name", "data", "media_type", "text"),
     [
         ("a.txt", "Hello\r\nworld\x00"[:-1] + "\n\n\n\nnext  para\t x", "text/plain", None),
-        ("b.rst", "Title\n=====\n\nBody text.", "text/x-rst", "Title\n=====\n\nBody text."),
         ("c.txt", "\ufeffBOM text", "text/plain", "BOM text"),
         ("d.txt", "caf\xe9 latin-1".encode("latin-1"), "text/plain", "café latin-1"),
         ("e.txt", "utf16 text".encode("utf-16"), "text/plain", "utf16 text"),

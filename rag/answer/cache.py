@@ -86,7 +86,9 @@ def key_parts(
     )
     return {
         "embed_model": embed_model,
-        "chunker": chunker_fingerprint(ingest.chunk_tokens, ingest.overlap_tokens, embed_model),
+        "chunker": chunker_fingerprint(
+            ingest.chunk_tokens, ingest.overlap_tokens, embed_model, ingest.max_chunk_chars
+        ),
         "chat": chat.name,
         "prompt_version": shape.decode(),
     }

@@ -79,7 +79,10 @@ class Ingestor:
         self.index = index
         self.progress = progress or Progress()
         self.fingerprint = chunker_fingerprint(
-            settings.chunk_tokens, settings.overlap_tokens, embedder.model_id
+            settings.chunk_tokens,
+            settings.overlap_tokens,
+            embedder.model_id,
+            settings.max_chunk_chars,
         ) + _limits_tag(settings, converter)
         self.outbox: str | None = None
         """The model id index writes are queued under, or None: the index is written directly."""
@@ -214,6 +217,7 @@ class Ingestor:
             self.embedder.tokenizer,
             self.settings.chunk_tokens,
             self.settings.overlap_tokens,
+            max_chars=self.settings.max_chunk_chars,
         )
         ids = store.chunk_ids(store.document_id(facts.source), drafts)
         async with self.sessions() as session:

@@ -17,13 +17,21 @@ from rag.ingest.loaders import office, pdf
 from rag.ingest.loaders.html import load_html
 from rag.ingest.loaders.markdown import load_markdown
 from rag.ingest.loaders.pdf import load_pdf
-from rag.ingest.loaders.text import load_text
+from rag.ingest.loaders.rst import load_rst, looks_like_rst, rst_document
+from rag.ingest.loaders.text import decode_text, load_text
 
 __all__ = ["check_file", "close", "load", "readable_extensions", "supported"]
 
+
+def _load_txt(path: Path, data: bytes) -> LoadedDocument:
+    """Plain text, or rST when Sphinx published it (``_sources``) or its markup says so."""
+    text = decode_text(data, path.suffix.lower())
+    return rst_document(path, text) if looks_like_rst(path, text) else load_text(path, data)
+
+
 _BY_SUFFIX: dict[str, Callable[[Path, bytes], LoadedDocument]] = {
-    ".txt": load_text,
-    ".rst": load_text,
+    ".txt": _load_txt,
+    ".rst": load_rst,
     ".md": load_markdown,
     ".markdown": load_markdown,
     ".html": load_html,

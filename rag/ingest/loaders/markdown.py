@@ -1,11 +1,16 @@
-"""Markdown: one section per ATX heading, heading paths from the heading stack."""
+"""Markdown: one section per ATX heading, heading paths from the heading stack.
+
+The text keeps what the chunker's convention needs (``rag.ingest.chunker``): code
+fences, indentation, list markers and table rows stay as written.
+"""
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
 
-from rag.domain import LoadedDocument, Section
+from rag.domain import LoadedDocument
+from rag.ingest.loaders.outline import Outline
 from rag.ingest.loaders.text import decode_text, normalize_text
 
 _HEADING = re.compile(r"^ {0,3}(#{1,6})(?:[ \t]+(.*?))?(?:[ \t]+#+)?[ \t]*$")
@@ -55,42 +60,29 @@ def load_markdown(path: Path, data: bytes) -> LoadedDocument:
     """Sections split at headings outside fenced code; the title is the front matter or first H1."""
     raw = decode_text(data, path.suffix.lower()).replace("\r\n", "\n").replace("\r", "\n")
     front_title, lines = split_front_matter(raw.split("\n"))
-    sections: list[Section] = []
-    stack: list[tuple[int, str]] = []
-    body: list[str] = []
+    outline = Outline()
     first_h1: str | None = None
     fence: str | None = None
-
-    def flush() -> None:
-        text = normalize_text("\n".join(body))
-        # A heading with nothing under it lives on in the paths of what follows.
-        if text and (not stack or text != normalize_text(stack[-1][1])):
-            sections.append(Section(text=text, heading_path=tuple(t for _, t in stack)))
-        body.clear()
 
     for line in lines:
         if fence is not None:
             if _closes(line, fence):
                 fence = None
-            else:
-                body.append(line)
+            outline.line(line)
             continue
         fence = _opens(line)
         if fence is not None:
+            # Fences stay: they are how the chunker and the answerer know code.
+            outline.line(line)
             continue
         heading = _HEADING.match(line)
         if heading is None:
-            body.append(line)
+            outline.line(line)
             continue
-        flush()
         level, title = len(heading.group(1)), normalize_text(heading.group(2) or "")
         if level == 1 and first_h1 is None and title:
             first_h1 = title
-        while stack and stack[-1][0] >= level:
-            stack.pop()
-        if title:
-            stack.append((level, title))
-            body.append(title)
-    flush()
+        outline.heading(level, title)
+    outline.flush()
     title = normalize_text(front_title or "") or first_h1 or path.stem
-    return LoadedDocument(title=title, media_type="text/markdown", sections=tuple(sections))
+    return LoadedDocument(title=title, media_type="text/markdown", sections=tuple(outline.sections))

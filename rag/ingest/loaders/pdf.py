@@ -1,4 +1,5 @@
-"""PDF: one section per page, extracted by pypdf in a bounded worker process.
+"""PDF: one section per page, extracted by pypdf in a bounded worker process, without
+running headers, footers and page numbers (``page_furniture``).
 
 Extraction runs in ``pdf_worker`` children so that a PDF that loops, explodes in memory
 or crashes the parser costs one file, not the batch. Encrypted files are tried with the
@@ -15,6 +16,7 @@ from typing import Any
 from rag.config import IngestSettings
 from rag.domain import LoadedDocument, Section
 from rag.errors import NoTextLayer, UnreadableDocument, UnsupportedDocument
+from rag.ingest.loaders.page_furniture import strip_furniture
 from rag.ingest.loaders.pdf_worker import (
     WorkerCrashed,
     WorkerError,
@@ -159,7 +161,9 @@ def load_pdf(path: Path, settings: IngestSettings) -> LoadedDocument:
             raise UnreadableDocument(f"PDF text could not be extracted: {result['page_errors'][0]}")
         raise NoTextLayer("PDF has no text layer (scanned or image-only; OCR is not supported)")
     sections = tuple(
-        Section(text=text, page=number) for number, text in enumerate(texts, 1) if text
+        Section(text=text, page=number)
+        for number, text in enumerate(strip_furniture(texts), 1)
+        if text
     )
     return LoadedDocument(
         title=result["title"] or path.stem,

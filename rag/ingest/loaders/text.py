@@ -15,6 +15,8 @@ from rag.errors import UnsupportedDocument
 _CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u00ad\ufeff]")
 _BREAKS = re.compile("\r\n?|[\x0b\x0c\x1c-\x1e\x85\u2028\u2029]")
 _SPACES = re.compile(r"[^\S\n]+")
+_INDENT = re.compile(r"[^\S\n]*")
+_FENCE = re.compile(r"[^\S\n]*(?:```|~~~)")
 _BLANK_LINES = re.compile(r"\n{3,}")
 # Control characters that appear in real text files; anything else counts as binary.
 _TEXT_CONTROLS = frozenset("\t\n\r\x0c\x1b")
@@ -22,12 +24,35 @@ _UTF16_BOMS = (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)
 
 
 def normalize_text(text: str) -> str:
-    """NFC, one space per run, no control characters, at most one blank line in a row."""
+    """NFC, no control characters, one space per run inside a line, at most one blank line
+    in a row, no trailing white space.
+
+    A line's indentation is kept (as spaces, a tab counting four): it is what ties a list
+    item's or a definition's continuation lines to it and what gives code its meaning.
+    Inside a fenced code block (between lines starting with ```` ``` ````) runs of spaces
+    are kept too.
+    """
     text = unicodedata.normalize("NFC", text)
     text = _BREAKS.sub("\n", text)
     text = _CONTROL.sub("", text)
-    lines = (_SPACES.sub(" ", line).strip() for line in text.split("\n"))
-    return _BLANK_LINES.sub("\n\n", "\n".join(lines)).strip()
+    lines = []
+    fenced = False
+    for line in text.split("\n"):
+        fence = _FENCE.match(line) is not None
+        lines.append(_normalize_line(line, verbatim=fenced and not fence))
+        fenced = fenced != fence
+    return _BLANK_LINES.sub("\n\n", "\n".join(lines)).strip("\n")
+
+
+def _normalize_line(line: str, verbatim: bool = False) -> str:
+    if verbatim:
+        return line.expandtabs(4).rstrip()
+    body = _SPACES.sub(" ", line).strip()
+    if not body:
+        return ""
+    indent = _INDENT.match(line)
+    width = len(indent.group().replace("\t", "    ")) if indent else 0
+    return " " * width + body
 
 
 def looks_binary(data: bytes) -> bool:
