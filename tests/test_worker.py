@@ -135,7 +135,7 @@ def test_a_stopped_worker_hands_its_job_back_and_another_finishes_it(tmp_path: P
     code, _, said = first.end()
     assert code == 0 and "stopped" in said, said
     (handed_back,) = jobs(tmp_path)
-    assert handed_back["state"] == "queued" and handed_back["attempts"] == 1
+    assert handed_back["state"] == "queued" and handed_back["attempts"] == 1, (handed_back, said)
 
     code, _, said = Rag(tmp_path, 0.0, "worker", "--until-idle").end()
     assert code == 0, said
