@@ -38,7 +38,10 @@ class IngestSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw
     chunk_tokens: int = 200
     overlap_tokens: int = 32
     max_file_mb: float = 50.0
-    extensions: tuple[str, ...] = (".md", ".markdown", ".txt", ".rst", ".html", ".htm", ".pdf")
+    extensions: tuple[str, ...] = (
+        *(".md", ".markdown", ".txt", ".rst", ".html", ".htm", ".pdf"),
+        *(".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp"),  # read by OCR ([ocr])
+    )
     batch_size: int = 100
     """Texts per embedding call, gathered across documents. 100 is one full Workers AI
     request (its limit per request); the local model runs a call 8 texts at a time and
@@ -48,6 +51,25 @@ class IngestSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw
     pdf_max_pages: int = 2000
     pdf_passwords: tuple[str, ...] = ()
     """Tried, after the empty password, on encrypted PDFs; never put in a failure reason."""
+
+
+class OcrSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """Text recognition for scanned PDF pages and image files (``rag.ingest.ocr``)."""
+
+    enabled: bool = True
+    """Off: scans and images are recorded skipped with that reason, as without the extra."""
+    engine: Literal["local"] = "local"
+    """"local": rapidocr (PP-OCRv6 small, bundled in its wheel) in the bounded worker process."""
+    dpi: int = 150
+    """PDF pages are rendered at this resolution: A4 at 150 dpi stays under the 2,000 px the
+    recogniser works at (larger images are shrunk anyway) and reads ordinary print well."""
+    page_timeout_s: float = 30.0
+    """A page recognised for longer is skipped (its worker killed) and the file goes on; a
+    clean A4 page takes 1.6-2 s on two idle cores."""
+    max_pages: int = 100
+    """A file with more pages to recognise than this is skipped, not cut short."""
+    min_confidence: float = 0.5
+    """Recognised lines scoring below this (0-1) are dropped; the recogniser's own cut."""
 
 
 class RetrievalSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -266,6 +288,7 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     data_dir: str = "data"
     database: DatabaseSettings = msgspec.field(default_factory=DatabaseSettings)
     ingest: IngestSettings = msgspec.field(default_factory=IngestSettings)
+    ocr: OcrSettings = msgspec.field(default_factory=OcrSettings)
     retrieval: RetrievalSettings = msgspec.field(default_factory=RetrievalSettings)
     local: LocalSettings = msgspec.field(default_factory=LocalSettings)
     answer: AnswerSettings = msgspec.field(default_factory=AnswerSettings)
@@ -383,6 +406,7 @@ def _check_ranges(s: Settings) -> None:
         problems.append(
             "ingest.chunk_tokens must leave room for 2 special tokens in local.max_tokens"
         )
+    problems.extend(_bad_ocr(s.ocr))
     if s.retrieval.top_k < 1 or s.retrieval.candidates < s.retrieval.top_k:
         problems.append("retrieval.top_k must be >= 1 and retrieval.candidates >= top_k")
     if s.retrieval.keyword_weight < 0:
@@ -412,6 +436,19 @@ def _check_ranges(s: Settings) -> None:
         problems.append("cloudflare.requests_per_5min must be >= 0 (0 = no limit)")
     if problems:
         raise ConfigError("invalid setting: " + "; ".join(problems))
+
+
+def _bad_ocr(ocr: OcrSettings) -> list[str]:
+    bad = []
+    # Under 50 dpi print is a few pixels high and unreadable; over 600 a page is tens of
+    # megapixels that the recogniser shrinks again anyway.
+    if not 50 <= ocr.dpi <= 600:
+        bad.append("ocr.dpi must be between 50 and 600")
+    if ocr.page_timeout_s <= 0 or ocr.max_pages < 1:
+        bad.append("ocr.page_timeout_s must be > 0 and ocr.max_pages >= 1")
+    if not 0 <= ocr.min_confidence <= 1:
+        bad.append("ocr.min_confidence must be between 0 and 1")
+    return bad
 
 
 def _overlapping_folders(s: Settings) -> list[str]:

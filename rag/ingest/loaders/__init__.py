@@ -1,7 +1,8 @@
 """Loaders: one file in, a ``LoadedDocument`` of normalised sections out.
 
 ``load`` checks what every format shares (extension, size, emptiness) and hands the
-bytes to the format's module; PDFs go to a bounded worker process instead.
+bytes to the format's module; PDFs and images go to bounded worker processes instead
+(images, and PDF pages without text, are read by OCR: ``rag.ingest.ocr``).
 """
 
 from __future__ import annotations
@@ -9,12 +10,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from rag.config import IngestSettings
+from rag.config import IngestSettings, OcrSettings
 from rag.domain import LoadedDocument
 from rag.errors import UnreadableDocument, UnsupportedDocument
+from rag.ingest.loaders import ocr_pages, pdf
 from rag.ingest.loaders.html import load_html
+from rag.ingest.loaders.image import MEDIA_TYPES, load_image
 from rag.ingest.loaders.markdown import load_markdown
-from rag.ingest.loaders.pdf import close, load_pdf
+from rag.ingest.loaders.pdf import load_pdf
 from rag.ingest.loaders.text import load_text
 
 __all__ = ["close", "load", "readable_extensions", "supported"]
@@ -31,7 +34,14 @@ _BY_SUFFIX: dict[str, Callable[[Path, bytes], LoadedDocument]] = {
 
 def readable_extensions(settings: IngestSettings) -> list[str]:
     """The configured extensions that a loader reads, lower-case and sorted."""
-    return sorted({ext.lower() for ext in settings.extensions} & {*_BY_SUFFIX, ".pdf"})
+    readable = {*_BY_SUFFIX, ".pdf", *MEDIA_TYPES}
+    return sorted({ext.lower() for ext in settings.extensions} & readable)
+
+
+def close() -> None:
+    """Stop the PDF and OCR worker processes (they also stop at interpreter exit)."""
+    pdf.close()
+    ocr_pages.close()
 
 
 def supported(path: Path, settings: IngestSettings) -> bool:
@@ -39,12 +49,14 @@ def supported(path: Path, settings: IngestSettings) -> bool:
     return path.suffix.lower() in readable_extensions(settings)
 
 
-def load(path: Path, settings: IngestSettings) -> LoadedDocument:
+def load(path: Path, settings: IngestSettings, ocr: OcrSettings | None = None) -> LoadedDocument:
     """Read one file; raises ``UnsupportedDocument`` (skipped) or ``UnreadableDocument`` (failed).
 
-    Synchronous and possibly slow (a PDF may take up to ``ingest.pdf_timeout_s``): async
-    callers run it in a thread. Safe to call from several threads at once.
+    Synchronous and possibly slow (a PDF may take up to ``ingest.pdf_timeout_s``, and OCR
+    ``ocr.page_timeout_s`` a page): async callers run it in a thread. Safe to call from
+    several threads at once. ``ocr`` defaults to the built-in ``[ocr]`` settings.
     """
+    ocr = ocr or OcrSettings()
     suffix = path.suffix.lower()
     if not supported(path, settings):
         raise UnsupportedDocument(f"unsupported file type {suffix or '(no extension)'!r}")
@@ -60,7 +72,9 @@ def load(path: Path, settings: IngestSettings) -> LoadedDocument:
             f"file is {size / 2**20:.1f} MB, over the {limit:g} MB limit (ingest.max_file_mb)"
         )
     if suffix == ".pdf":
-        doc = load_pdf(path, settings)
+        doc = load_pdf(path, settings, ocr)
+    elif suffix in MEDIA_TYPES:
+        doc = load_image(path, settings, ocr)
     else:
         try:
             data = path.read_bytes()
