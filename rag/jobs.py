@@ -69,6 +69,8 @@ class Job:
     files_done: int = 0
     chunks: int = 0
     embedded: int = 0
+    recognised: int = 0
+    """Pages read by OCR so far."""
     current: str | None = None
     report: IngestReport | None = None
     error: str | None = None
@@ -98,6 +100,7 @@ class Job:
                 "files_total": self.files_total,
                 "chunks": self.chunks,
                 "embedded": self.embedded,
+                "recognised": self.recognised,
                 "current": self.current,
             },
             "result": result,
@@ -119,6 +122,9 @@ class _JobProgress(Progress):
 
     def embedded(self, count: int) -> None:
         self.job.embedded += count
+
+    def recognised(self, pages: int) -> None:
+        self.job.recognised += pages
 
 
 Ingest = Callable[[list[Path], Progress], Any]

@@ -26,6 +26,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import partial
 from typing import TYPE_CHECKING
 
 import httpx
@@ -180,7 +181,8 @@ async def build(
         ledger=ledger,
         index=index,
         min_relevance=min_relevance,
-        loader=overrides.loader or load,
+        # The loader reads scans with the configured OCR; a test's loader stands alone.
+        loader=overrides.loader or partial(load, ocr=settings.ocr),
         client=client,
         # On Cloudflare the chat model condenses follow-ups (when it is in the chain).
         condenser=condensers[0] if condensers and settings.backend == "cloudflare" else None,

@@ -312,7 +312,13 @@ class RagService(QAService):
         if self.settings.backend == "cloudflare":
             await self._check_workers_ai()
         ingestor = Ingestor(
-            self.settings.ingest, self.sessions, self.embedder, self.index, progress, self.loader
+            self.settings.ingest,
+            self.sessions,
+            self.embedder,
+            self.index,
+            progress,
+            self.loader,
+            ocr=self.settings.ocr,
         )
         with self.ledger.meter("ingest") as meter, storage_errors(self.db_path):
             try:

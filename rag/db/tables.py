@@ -12,6 +12,7 @@ from datetime import datetime
 
 from sqlalchemy import (
     JSON,
+    Boolean,
     DateTime,
     Float,
     ForeignKey,
@@ -20,6 +21,7 @@ from sqlalchemy import (
     LargeBinary,
     String,
     Text,
+    false,
     func,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -77,6 +79,10 @@ class Chunk(Base):
     heading_path: Mapped[list[str]] = mapped_column(JSON, default=list)
     token_count: Mapped[int] = mapped_column(Integer)
     sha256: Mapped[str] = mapped_column(String(64), index=True)
+    recognised: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    """The text was recognised from a scan or image by OCR, not read from a text layer."""
+    confidence: Mapped[float | None] = mapped_column(Float, nullable=True)
+    """The recogniser's confidence (0-1) in a recognised chunk; null otherwise."""
 
 
 class Vector(Base):

@@ -33,9 +33,10 @@ from typing import Any
 
 import numpy as np
 
-from rag.config import IngestSettings
+from rag.config import IngestSettings, OcrSettings
 from rag.domain import IngestReport
 from rag.errors import DocumentError, IndexMismatch
+from rag.ingest import ocr as ocr_engine
 from rag.ingest import store
 from rag.ingest.batching import Prepared, Ready, Window
 from rag.ingest.chunker import chunk_document, chunker_fingerprint
@@ -62,6 +63,8 @@ class Ingestor:
         index: VectorIndex,
         progress: Progress | None = None,
         loader: Loader = load,
+        *,
+        ocr: OcrSettings | None = None,
     ) -> None:
         self.settings = settings
         self.loader = loader
@@ -71,7 +74,7 @@ class Ingestor:
         self.progress = progress or Progress()
         self.fingerprint = chunker_fingerprint(
             settings.chunk_tokens, settings.overlap_tokens, embedder.model_id
-        ) + _limits_tag(settings)
+        ) + _limits_tag(settings, ocr or OcrSettings())
         self.outbox: str | None = None
         """The model id index writes are queued under, or None: the index is written directly."""
         if index.durable_outbox:
@@ -170,6 +173,13 @@ class Ingestor:
             log.exception("unexpected error while reading %s", item.path)
             reason = f"unexpected error while reading the file ({type(exc).__name__}: {exc})"
             return await self._problem(item, facts, "failed", reason, report)
+        if loaded.recognised_pages:
+            report.recognised += loaded.recognised_pages
+            self.progress.recognised(loaded.recognised_pages)
+        if loaded.notes:
+            # Read, but not whole (a page over its OCR time limit): indexed, and said so.
+            reason = "; ".join(loaded.notes)
+            report.problems.append({"path": item.relpath, "status": "partial", "reason": reason})
         drafts = chunk_document(
             loaded,
             self.embedder.tokenizer,
@@ -296,12 +306,18 @@ def _facts(item: Found) -> store.DocumentFacts:
     )
 
 
-def _limits_tag(settings: IngestSettings) -> str:
+def _limits_tag(settings: IngestSettings, ocr: OcrSettings) -> str:
     # A file skipped for its size or a PDF that timed out deserves another try when the
-    # limits change; folding them into the fingerprint makes that happen.
-    # Passwords are counted, never hashed into a stored value.
+    # limits change; folding them into the fingerprint makes that happen. So does a scan
+    # skipped for want of OCR once OCR is installed or turned on, or read with other
+    # settings. Passwords are counted, never hashed into a stored value.
     limits = (
         f"{settings.max_file_mb}:{settings.pdf_timeout_s}:{settings.pdf_memory_mb}:"
         f"{settings.pdf_max_pages}:{len(settings.pdf_passwords)}"
     )
+    if ocr_engine.unavailable(ocr) is None:
+        limits += (
+            f":ocr:{ocr.engine}:{ocr.dpi}:{ocr.page_timeout_s}:{ocr.max_pages}:"
+            f"{ocr.min_confidence}"
+        )
     return ":" + hashlib.sha256(limits.encode()).hexdigest()[:8]

@@ -16,6 +16,11 @@ the first KiB":
   ZIP named ``.txt``). A script starting with ``#!`` is text: it is stored as text
   (never with an executable bit), which is exactly what it is.
 
+* Images (read by OCR) start with their format's signature: PNG's eight bytes, JPEG's
+  start-of-image marker, TIFF's byte-order mark and 42, WebP's RIFF header naming WEBP.
+  A JPEG named ``.png`` is still an image the decoder reads, so any image signature is
+  accepted under any image extension; what is checked is that it is an image at all.
+
 Office files (ZIP or OLE2 containers) are not accepted yet: their extensions have no
 loader, so ``check_type`` refuses them first. A loader that adds them adds a checker
 to ``_CHECKS`` (a ZIP holding ``[Content_Types].xml`` for ``.docx``), nothing else.
@@ -28,6 +33,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from rag.errors import RagError, UnsupportedDocument
+from rag.ingest.loaders.image import MEDIA_TYPES
 from rag.ingest.loaders.text import decode_text
 
 HEAD_BYTES = 4096
@@ -39,6 +45,12 @@ _MACHO = (
     b"\xcf\xfa\xed\xfe",
     b"\xca\xfe\xba\xbe",  # fat (universal) binary; Java classes share it, and are no text either
 )
+_IMAGES = {
+    b"\x89PNG\r\n\x1a\n": "a PNG image",
+    b"\xff\xd8\xff": "a JPEG image",
+    b"II*\x00": "a TIFF image",
+    b"MM\x00*": "a TIFF image",
+}
 _CONTAINERS = {b"PK\x03\x04": "a ZIP archive", b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1": "an OLE2 file"}
 
 
@@ -60,10 +72,19 @@ def executable(head: bytes) -> str | None:
     return None
 
 
+def image_format(head: bytes) -> str | None:
+    """The image format ``head`` starts, or None."""
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "a WebP image"
+    return next((name for magic, name in _IMAGES.items() if head.startswith(magic)), None)
+
+
 def other_format(head: bytes) -> str | None:
     """A binary document format ``head`` starts, or None."""
     if head.startswith(b"%PDF-"):
         return "a PDF"
+    if (image := image_format(head)) is not None:
+        return image
     return next((name for magic, name in _CONTAINERS.items() if head.startswith(magic)), None)
 
 
@@ -72,6 +93,14 @@ def _pdf(path: Path, head: bytes, suffix: str) -> None:
         raise UnsupportedMedia(
             "the file is not a PDF: a PDF starts with %PDF- at its first byte, and this one "
             "does not"
+        )
+
+
+def _image(path: Path, head: bytes, suffix: str) -> None:
+    if image_format(head) is None:
+        raise UnsupportedMedia(
+            f"the file is not an image: {suffix} files must start with a PNG, JPEG, TIFF or "
+            "WebP signature, and this one does not"
         )
 
 
@@ -84,7 +113,10 @@ def _text(path: Path, head: bytes, suffix: str) -> None:
         raise UnsupportedMedia(f"the content is not text: {exc.message}") from None
 
 
-_CHECKS: dict[str, Callable[[Path, bytes, str], None]] = {".pdf": _pdf}
+_CHECKS: dict[str, Callable[[Path, bytes, str], None]] = {
+    ".pdf": _pdf,
+    **dict.fromkeys(MEDIA_TYPES, _image),
+}
 """Checkers by extension; every other extension a loader reads is text."""
 
 
