@@ -148,7 +148,7 @@ async def test_content_must_match_the_type(
     assert (await api.client.get("/v1/documents")).json()["total"] == 0
 
 
-READABLE = ".htm, .html, .markdown, .md, .pdf, .rst, .txt"
+READABLE = ".htm, .html, .jpeg, .jpg, .markdown, .md, .pdf, .png, .rst, .tif, .tiff, .txt, .webp"
 
 
 @pytest.mark.parametrize(

@@ -41,8 +41,7 @@ def load_image(path: Path, settings: IngestSettings, ocr: OcrSettings) -> Loaded
 
     first = recognise([0], call, ocr, settings)
     if 0 not in first.replies:
-        reason = first.notes[0].removeprefix("page 1: ").removesuffix("; skipped")
-        raise UnreadableDocument(f"image could not be read: {reason}")
+        raise UnreadableDocument(f"image could not be read: {first.skipped[0]}")
     frames = int(first.replies[0]["frames"])
     if frames > ocr.max_pages:
         raise UnsupportedDocument(

@@ -44,10 +44,16 @@ class Recognised:
 
     sections: list[Section] = field(default_factory=list)
     """One per page that yielded text, in page order, ``confidence`` set."""
-    notes: list[str] = field(default_factory=list)
-    """Pages skipped, and why (time or memory limit, a page the renderer rejects)."""
+    skipped: dict[int, str] = field(default_factory=dict)
+    """Why each page left out was (time or memory limit, a page the decoder rejects), by
+    0-based index."""
     replies: dict[int, dict[str, Any]] = field(default_factory=dict)
     """The worker's reply for every page read, by 0-based index."""
+
+    @property
+    def notes(self) -> list[str]:
+        """One line per page left out, numbered from 1, for the run's report."""
+        return [f"page {index + 1}: {why}; skipped" for index, why in self.skipped.items()]
 
 
 def _clip(message: str, limit: int) -> str:
@@ -63,7 +69,7 @@ def _note(exc: WorkerError, ocr: OcrSettings, ingest: IngestSettings) -> str:
         return f"recognition exceeded {ingest.pdf_memory_mb} MB (ingest.pdf_memory_mb)"
     if isinstance(exc, WorkerCrashed):
         return f"recognition crashed ({exc})"
-    return f"page could not be read ({_clip(str(exc), 120)})"
+    return _clip(str(exc), 160)
 
 
 def recognise(
@@ -80,7 +86,7 @@ def recognise(
         except WorkerStartFailed as exc:
             raise UnreadableDocument(f"OCR could not start: {_clip(str(exc), 200)}") from exc
         except WorkerError as exc:
-            done.notes.append(f"page {index + 1}: {_note(exc, ocr, ingest)}; skipped")
+            done.skipped[index] = _note(exc, ocr, ingest)
             continue
         done.replies[index] = reply
         if reply["text"]:
