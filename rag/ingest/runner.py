@@ -317,7 +317,6 @@ def _limits_tag(settings: IngestSettings, ocr: OcrSettings) -> str:
     )
     if ocr_engine.unavailable(ocr) is None:
         limits += (
-            f":ocr:{ocr.engine}:{ocr.dpi}:{ocr.page_timeout_s}:{ocr.max_pages}:"
-            f"{ocr.min_confidence}"
+            f":ocr:{ocr.engine}:{ocr.dpi}:{ocr.page_timeout_s}:{ocr.max_pages}:{ocr.min_confidence}"
         )
     return ":" + hashlib.sha256(limits.encode()).hexdigest()[:8]
