@@ -67,8 +67,10 @@ def scans(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Path]]
         "exif.jpg": folder / "phone.jpg",
         "corrupt.png": folder / "corrupt.png",
         "mixed.pdf": folder / "mixed.pdf",
+        "two.pdf": folder / "two-scans.pdf",
     }
     runbook.save(files["scan.pdf"], resolution=150)
+    runbook.save(files["two.pdf"], resolution=150, save_all=True, append_images=[notes])
     notes.save(files["png"])
     notes.save(files["webp"], lossless=True)
     runbook.save(files["tiff"], save_all=True, append_images=[notes], compression="tiff_lzw")
@@ -224,6 +226,11 @@ def test_a_corrupt_image_fails_with_a_reason(scans: dict[str, Path]) -> None:
 def test_a_file_with_too_many_pages_is_skipped(scans: dict[str, Path]) -> None:
     with pytest.raises(UnsupportedDocument, match=r"image has 2 pages, over the 1 page limit"):
         load(scans["tiff"], INGEST, OcrSettings(max_pages=1, page_timeout_s=300))
+    with pytest.raises(UnsupportedDocument) as caught:
+        load(scans["two.pdf"], INGEST, OcrSettings(max_pages=1))
+    assert caught.value.message == (
+        "PDF has no text layer and 2 of its pages need OCR, over the 1 page limit (ocr.max_pages)"
+    )
 
 
 def test_a_page_over_its_time_limit_is_skipped_and_the_rest_kept(scans: dict[str, Path]) -> None:

@@ -239,16 +239,17 @@ def _recognise(
     (not installed, turned off, or more pages than ``ocr.max_pages``).
     """
     has_text = _chars(" ".join(section.text for section in sections)) >= MIN_TEXT_CHARS
-    cannot = ocr_engine.unavailable(ocr)
-    if cannot is None and len(scant) > ocr.max_pages:
-        cannot = (
-            f"{len(scant)} of its pages need OCR, over the {ocr.max_pages} page limit "
-            "(ocr.max_pages)"
-        )
-    if cannot is not None:
+    if (cannot := ocr_engine.unavailable(ocr)) is not None:
         if not has_text:
             raise UnsupportedDocument(f"PDF has no text layer (scanned or image-only) and {cannot}")
-        return sections, 0, [f"{len(scant)} pages without a text layer left out: {cannot}"]
+        # As before OCR existed: most such pages in a typed PDF are blank, and saying so
+        # for every one would bury the reports that matter.
+        return sections, 0, []
+    if len(scant) > ocr.max_pages:
+        over = f"{len(scant)} of its pages need OCR, over the {ocr.max_pages} page limit"
+        if not has_text:
+            raise UnsupportedDocument(f"PDF has no text layer and {over} (ocr.max_pages)")
+        return sections, 0, [f"pages without a text layer left out: {over} (ocr.max_pages)"]
     password = ("", *_configured(settings.pdf_passwords))[result["opened_with"]]
     done = recognise(
         scant,
