@@ -1,10 +1,10 @@
 """What is kept of one page image: the upright reading and its lines above the cut.
 
-Measured on the handbook's pages rendered to images (README, "OCR"): real text reads at a
-mean line score of 0.97-0.995, text upside down at 0.61-0.67, and both pass the engine's
-usual 0.5 line cut. So a page whose mean falls below ``UPRIGHT`` is read again turned a
-half, then a quarter each way, and the best reading wins. A blank page (no line at all)
-is never turned: four readings of nothing cost four times as much.
+Measured on the handbook's pages rendered to images (README, "Speed and memory"): real
+text reads at a mean line score of 0.97-0.995, text upside down at 0.61-0.67, and both
+pass the engine's usual 0.5 line cut. So a page whose mean falls below ``UPRIGHT`` is read
+again turned a half, then a quarter each way, and the best reading wins. A blank page (no
+line at all) is never turned: four readings of nothing cost four times as much.
 """
 
 from __future__ import annotations

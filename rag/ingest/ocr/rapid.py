@@ -2,7 +2,7 @@
 
 Its wheel carries the models; naming every model file explicitly keeps its download code
 from ever running (a missing file is then an error, never a fetch). The settings are the
-ones measured on the handbook's pages and the PDF torture set (README, "OCR"):
+ones measured for this project on the handbook's pages and the PDF torture set:
 
 * no line-orientation classifier: it turned correct long lines upside down (17% character
   errors with it, 0.015% without); whole-page orientation is ``rag.ingest.ocr.page``'s job;
