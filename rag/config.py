@@ -60,11 +60,13 @@ class IngestSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw
     max_file_mb: float = 50.0
     extensions: tuple[str, ...] = (
         ".md", ".markdown", ".txt", ".rst", ".html", ".htm", ".pdf",
+        ".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp",
         ".docx", ".docm", ".xlsx", ".xlsm", ".pptx", ".pptm",
         ".doc", ".xls", ".ppt",
     )  # fmt: skip
-    """What a folder walk picks up. The legacy ``.doc``, ``.xls`` and ``.ppt`` are listed
-    so that they are recorded as skipped, with the reason, rather than passed over."""
+    """What a folder walk picks up. Images are read by OCR (``[ocr]``). The legacy ``.doc``,
+    ``.xls`` and ``.ppt`` are listed so that they are recorded as skipped, with the reason,
+    rather than passed over."""
     batch_size: int = 100
     """Texts per embedding call, gathered across documents. 100 is one full Workers AI
     request (its limit per request); the local model runs a call 8 texts at a time and
@@ -83,6 +85,28 @@ class IngestSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw
     reads some 10,000 to 20,000 cells a second on one shared core
     (``benchmarks/office_bench.py``), so this keeps a workbook well inside
     ``pdf_timeout_s``, and its text to a few thousand chunks."""
+
+
+class OcrSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """Text recognition for scanned PDF pages and image files (``rag.ingest.ocr``)."""
+
+    enabled: bool = True
+    """Off: scans and images are recorded skipped with that reason, as without the extra."""
+    engine: Literal["local", "workers-ai"] = "local"
+    """"local": rapidocr (PP-OCRv6 small, bundled in its wheel) in the bounded worker process.
+    "workers-ai" (backend = "cloudflare" only) sends scans, images and Office files to
+    Workers AI's Markdown conversion, with the local loaders as the fallback when a
+    conversion fails (``rag.ingest.convert``)."""
+    dpi: int = 150
+    """PDF pages are rendered at this resolution: A4 at 150 dpi stays under the 2,000 px the
+    recogniser works at (larger images are shrunk anyway) and reads ordinary print well."""
+    page_timeout_s: float = 30.0
+    """A page recognised for longer is skipped (its worker killed) and the file goes on; a
+    clean A4 page takes 1.6-2 s on two idle cores."""
+    max_pages: int = 100
+    """A file with more pages to recognise than this is skipped, not cut short."""
+    min_confidence: float = 0.5
+    """Recognised lines scoring below this (0-1) are dropped; the recogniser's own cut."""
 
 
 class RetrievalSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -246,13 +270,6 @@ class BudgetSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw
     """Once spent (UTC day), generation moves to the next provider; 0 means no cap."""
 
 
-class OcrSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
-    engine: Literal["local", "workers-ai"] = "local"
-    """Who reads scans, images and Office files. "workers-ai" (backend = "cloudflare"
-    only) sends them to Workers AI's Markdown conversion, with the local loaders as the
-    fallback when a conversion fails (``rag.ingest.convert``)."""
-
-
 class CacheSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     enabled: bool = True
     max_entries: int = 10000
@@ -352,6 +369,7 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     database: DatabaseSettings = msgspec.field(default_factory=DatabaseSettings)
     index: IndexSettings = msgspec.field(default_factory=IndexSettings)
     ingest: IngestSettings = msgspec.field(default_factory=IngestSettings)
+    ocr: OcrSettings = msgspec.field(default_factory=OcrSettings)
     retrieval: RetrievalSettings = msgspec.field(default_factory=RetrievalSettings)
     local: LocalSettings = msgspec.field(default_factory=LocalSettings)
     answer: AnswerSettings = msgspec.field(default_factory=AnswerSettings)
@@ -362,7 +380,6 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     prices: PriceSettings = msgspec.field(default_factory=PriceSettings)
     budget: BudgetSettings = msgspec.field(default_factory=BudgetSettings)
     cache: CacheSettings = msgspec.field(default_factory=CacheSettings)
-    ocr: OcrSettings = msgspec.field(default_factory=OcrSettings)
     eval: EvalSettings = msgspec.field(default_factory=EvalSettings)
     auth: AuthSettings = msgspec.field(default_factory=AuthSettings)
     uploads: UploadSettings = msgspec.field(default_factory=UploadSettings)
@@ -522,6 +539,7 @@ def _check_ranges(s: Settings) -> None:
         problems.append(
             "ingest.chunk_tokens must leave room for 2 special tokens in local.max_tokens"
         )
+    problems.extend(_bad_ocr(s.ocr))
     if s.retrieval.top_k < 1 or s.retrieval.candidates < s.retrieval.top_k:
         problems.append("retrieval.top_k must be >= 1 and retrieval.candidates >= top_k")
     if s.retrieval.keyword_weight < 0:
@@ -558,6 +576,19 @@ def _check_ranges(s: Settings) -> None:
         problems.append("cloudflare.requests_per_5min must be >= 0 (0 = no limit)")
     if problems:
         raise ConfigError("invalid setting: " + "; ".join(problems))
+
+
+def _bad_ocr(ocr: OcrSettings) -> list[str]:
+    bad = []
+    # Under 50 dpi print is a few pixels high and unreadable; over 600 a page is tens of
+    # megapixels that the recogniser shrinks again anyway.
+    if not 50 <= ocr.dpi <= 600:
+        bad.append("ocr.dpi must be between 50 and 600")
+    if ocr.page_timeout_s <= 0 or ocr.max_pages < 1:
+        bad.append("ocr.page_timeout_s must be > 0 and ocr.max_pages >= 1")
+    if not 0 <= ocr.min_confidence <= 1:
+        bad.append("ocr.min_confidence must be between 0 and 1")
+    return bad
 
 
 def _overlapping_folders(s: Settings) -> list[str]:

@@ -29,6 +29,9 @@ class Section(msgspec.Struct, frozen=True):
     text: str
     page: int | None = None
     heading_path: tuple[str, ...] = ()
+    confidence: float | None = None
+    """The recogniser's mean line score (0-1) when the text was recognised from an image
+    (OCR); None for text the file itself holds."""
 
 
 class LoadedDocument(msgspec.Struct, frozen=True):
@@ -38,6 +41,11 @@ class LoadedDocument(msgspec.Struct, frozen=True):
     media_type: str
     sections: tuple[Section, ...]
     pages: int | None = None
+    recognised_pages: int = 0
+    """Pages whose text came from OCR."""
+    notes: tuple[str, ...] = ()
+    """What was left out of a document that was still read (a page over its OCR time
+    limit): reported with the run, the rest of the file is kept."""
 
 
 class Converted(msgspec.Struct, frozen=True):
@@ -60,6 +68,8 @@ class ChunkDraft(msgspec.Struct, frozen=True):
     page_start: int | None = None
     page_end: int | None = None
     heading_path: tuple[str, ...] = ()
+    confidence: float | None = None
+    """Recognised by OCR: the lowest confidence of the pages the chunk covers; else None."""
 
 
 class Turn(Protocol):
@@ -97,6 +107,10 @@ class Hit(msgspec.Struct, frozen=True):
     dense_rank: int | None = None
     keyword_score: float | None = None
     keyword_rank: int | None = None
+    recognised: bool = False
+    """The text was recognised from a scan or image (OCR), not read from a text layer."""
+    confidence: float | None = None
+    """The recogniser's confidence (0-1) in that text, when recognised."""
 
 
 class SearchResult(msgspec.Struct, frozen=True):
@@ -116,6 +130,9 @@ class Source(msgspec.Struct, frozen=True):
     page: int | None
     score: float
     snippet: str
+    recognised: bool = False
+    """The passage was recognised from a scan (OCR): its wording may hold misreadings."""
+    confidence: float | None = None
 
 
 class Citation(msgspec.Struct, frozen=True):
@@ -226,13 +243,15 @@ class IngestReport:
     reused: int = 0
     seconds: float = 0.0
     problems: list[dict[str, str]] = field(default_factory=list)
+    recognised: int = 0
+    """Pages read by OCR (scanned PDF pages, images)."""
     neurons: float = 0.0
     """Workers AI neurons the run spent (set by ``RagService.ingest`` from the ledger)."""
     usd: float = 0.0
 
     def counts(self) -> dict[str, int]:
         names = ("files", "new", "updated", "unchanged", "deleted", "skipped", "failed")
-        more = ("ignored", "chunks", "embedded", "reused")
+        more = ("ignored", "chunks", "embedded", "reused", "recognised")
         return {name: getattr(self, name) for name in names + more}
 
     def summary(self) -> str:
@@ -245,9 +264,11 @@ class IngestReport:
             f"{self.skipped} skipped",
             f"{self.failed} failed",
         ]
+        ocr = f"; {self.recognised} pages recognised by OCR" if self.recognised else ""
         spent = f"; {self.neurons:,.1f} neurons (${self.usd:.4f})" if self.neurons > 0 else ""
         return (
             ", ".join(parts)
             + f"; {self.embedded} chunks embedded, {self.reused} reused in {self.seconds:.1f} s"
+            + ocr
             + spent
         )

@@ -218,6 +218,25 @@ class Progress:
     def embedded(self, count: int) -> None:
         """Texts embedded for the document ``file_done`` reports next (0 for none)."""
 
+    def recognised(self, pages: int) -> None:
+        """Pages of the file just read whose text came from OCR (only called when > 0)."""
+
+
+Image = npt.NDArray[np.uint8]
+"""A page as pixels: height x width x 3, RGB."""
+
+
+class Recogniser(Protocol):
+    """Reads the lines of text in a page image (OCR), each with the engine's score.
+
+    ``rag.ingest.ocr.page`` decides what to keep (orientation, the confidence cut); an
+    engine only reads. Lines come in reading order, top to bottom.
+    """
+
+    def recognise(self, image: Image) -> list[tuple[str, float]]:
+        """(text, score in [0, 1]) of every line found; empty for a page without text."""
+        ...
+
 
 Loader = Callable[[Path, "IngestSettings"], LoadedDocument]
 """Reads one file into a document (``rag.ingest.loaders.load``); blocking, may be slow."""

@@ -30,6 +30,7 @@ import os
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import partial
 from typing import TYPE_CHECKING
 
 import httpx
@@ -209,7 +210,8 @@ async def build(
         ledger=ledger,
         index=index,
         min_relevance=min_relevance,
-        loader=overrides.loader or load,
+        # The loader reads scans with the configured OCR; a test's loader stands alone.
+        loader=overrides.loader or partial(load, ocr=settings.ocr),
         converter=converter,
         client=client,
         # On Cloudflare the chat model condenses follow-ups (when it is in the chain).

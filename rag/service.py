@@ -331,6 +331,7 @@ class RagService(QAService):
             self.converter,
             self.settings.jobs,
             units=self.units,
+            ocr=self.settings.ocr,
         )
         with self.ledger.meter("ingest") as meter, storage_errors(self.db_path):
             try:

@@ -71,6 +71,9 @@ def test_trusted_proxies_take_addresses_and_networks(tmp_path: Path) -> None:
         ("[server]\nport = 0\n", {}, "server.port must be between"),
         ("[cloudflare]\nfirst_token_deadline_s = 0\n", {}, "first_token_deadline_s must be > 0"),
         ("[retrieval\n", {}, "not valid TOML"),
+        ("[ocr]\ndpi = 1200\n", {}, "ocr.dpi must be between 50 and 600"),
+        ("", {"RAG_OCR__MIN_CONFIDENCE": "1.5"}, "ocr.min_confidence must be between 0 and 1"),
+        ("[ocr]\nengine = 'tesseract'\n", {}, "at `ocr.engine`"),
         (
             "[server]\ntrusted_proxies = ['10.0.0.1/8']\n",
             {},

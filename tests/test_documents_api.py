@@ -147,7 +147,8 @@ async def test_content_must_match_the_type(
 
 
 READABLE = (
-    ".docm, .docx, .htm, .html, .markdown, .md, .pdf, .pptm, .pptx, .rst, .txt, .xlsm, .xlsx"
+    ".docm, .docx, .htm, .html, .jpeg, .jpg, .markdown, .md, .pdf, .png, .pptm, .pptx,"
+    " .rst, .tif, .tiff, .txt, .webp, .xlsm, .xlsx"
 )
 
 

@@ -133,7 +133,18 @@ async def test_post_ask_streams_a_grounded_cited_answer(
     assert sources[0]["document"] == document
     assert {s["document"] for s in sources} <= set(DOCS)
     assert all(
-        set(s) == {"n", "chunk_id", "document", "title", "page", "score", "snippet"}
+        set(s)
+        == {
+            "n",
+            "chunk_id",
+            "document",
+            "title",
+            "page",
+            "score",
+            "snippet",
+            "recognised",
+            "confidence",
+        }
         for s in sources
     )
     scores = [s["score"] for s in sources]

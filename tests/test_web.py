@@ -93,6 +93,8 @@ async def test_post_ask_streams_sources_then_deltas_then_done() -> None:
             "page": None,
             "score": 0.9,
             "snippet": "Run rag ingest.",
+            "recognised": False,
+            "confidence": None,
         }
     ]
     assert [json.loads(d)["text"] for n, d in frames if n == "delta"] == ["Run rag ", "ingest [1]."]
@@ -292,6 +294,8 @@ async def test_search_returns_ranked_hits() -> None:
         "relevance": 0.5,
         "snippet": "Short text.",
         "heading_path": ["Part", "Section 1"],
+        "recognised": False,
+        "confidence": None,
     }
     assert hits[1]["rank"] == 2
     assert len(hits[1]["snippet"]) <= 300 and hits[1]["snippet"].endswith("word…")

@@ -51,6 +51,8 @@ def numbered_sources(hits: Sequence[Hit]) -> tuple[Source, ...]:
             page=hit.page_start,
             score=round(hit.relevance, 4),
             snippet=_snippet(hit.text),
+            recognised=hit.recognised,
+            confidence=hit.confidence,
         )
         for n, hit in enumerate(hits, start=1)
     )

@@ -25,7 +25,7 @@ from rag.domain import IngestReport
 def ingest(
     ctx: click.Context, paths: tuple[Path, ...], as_json: bool, wait: bool, wait_timeout: float
 ) -> None:
-    """Index files and folders (Markdown, text, reStructuredText, HTML, PDF).
+    """Index files and folders (Markdown, text, reStructuredText, HTML, PDF, images).
 
     Unchanged files are not embedded again; files gone from a folder lose their
     document; unreadable files are recorded with a reason and the batch goes on.

@@ -59,7 +59,8 @@ class _Bar(IngestProgress):
 
 
 class RichProgress(_Bar):
-    """Files settled out of the total; chunks written and texts embedded so far.
+    """Files settled out of the total; chunks written, texts embedded and pages read by
+    OCR so far.
 
     The runner reports a document's embedded texts just before the document itself,
     so both counts move together and ``embedded`` never runs ahead of ``chunks``.
@@ -69,14 +70,20 @@ class RichProgress(_Bar):
         super().__init__(console, enabled=enabled, files="files")
         self.chunks = 0
         self.embedded_texts = 0
+        self.recognised_pages = 0
 
     def file_done(self, path: str, outcome: str, chunks: int) -> None:
         self.chunks += chunks
-        detail = f"{self.chunks} chunks, {self.embedded_texts} embedded  {path}"
-        self.bar.update(self.files, advance=1, detail=detail)
+        detail = f"{self.chunks} chunks, {self.embedded_texts} embedded"
+        if self.recognised_pages:
+            detail += f", {self.recognised_pages} pages by OCR"
+        self.bar.update(self.files, advance=1, detail=f"{detail}  {path}")
 
     def embedded(self, count: int) -> None:
         self.embedded_texts += count
+
+    def recognised(self, pages: int) -> None:
+        self.recognised_pages += pages
 
 
 class EvalProgress(_Bar):

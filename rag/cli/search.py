@@ -80,5 +80,7 @@ def _row(rank: int, hit: Hit) -> dict[str, Any]:
         "keyword_score": hit.keyword_score,
         "keyword_rank": hit.keyword_rank,
         "heading_path": list(hit.heading_path),
+        "recognised": hit.recognised,
+        "confidence": hit.confidence,
         "snippet": hit.text[:300],
     }

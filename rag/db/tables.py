@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     DateTime,
     Float,
     ForeignKey,
@@ -21,6 +22,7 @@ from sqlalchemy import (
     LargeBinary,
     String,
     Text,
+    false,
     func,
     text,
 )
@@ -89,6 +91,10 @@ class Chunk(Base):
     heading_path: Mapped[list[str]] = mapped_column(JSON, default=list)
     token_count: Mapped[int] = mapped_column(Integer)
     sha256: Mapped[str] = mapped_column(String(64), index=True)
+    recognised: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    """The text was recognised from a scan or image by OCR, not read from a text layer."""
+    confidence: Mapped[float | None] = mapped_column(Float, nullable=True)
+    """The recogniser's confidence (0-1) in a recognised chunk; null otherwise."""
 
 
 class Vector(Base):

@@ -7,7 +7,9 @@ and ``text == document_text(doc)[char_start:char_end]``.
 Consecutive sections with the same heading path and page form a run; a chunk never
 crosses from one run into another, so a Markdown or HTML heading always starts a new
 chunk and a PDF chunk holds text of one page only (``page_start == page_end``), which is
-the page every quote from it is cited with.
+the page every quote from it is cited with. A chunk covering a page read by OCR records
+the lowest confidence among such pages, so a passage is never shown as more trustworthy
+than its weakest part.
 
 The text convention the loaders write and this module keeps (Markdown-like, so the
 answerer can find its units in chunk text):
@@ -281,6 +283,12 @@ def _runs(sections: tuple[Section, ...]) -> list[tuple[int, list[Section]]]:
     return runs
 
 
+def _weakest(confidences: list[float | None]) -> float | None:
+    """A chunk's OCR confidence: its least trusted recognised page (None: none recognised)."""
+    recognised = [c for c in confidences if c is not None]
+    return min(recognised) if recognised else None
+
+
 def chunk_document(
     doc: LoadedDocument,
     tokenizer: Tokenizer,
@@ -302,11 +310,12 @@ def chunk_document(
         if not spans:
             continue
         run = _Run(text, spans)
-        starts, pages = [], []
+        starts, pages, confidences = [], [], []
         offset = 0
         for section in sections:
             starts.append(offset)
             pages.append(section.page)
+            confidences.append(section.confidence)
             offset += len(section.text) + len(JOINER)
         first = 0
         while first < len(spans):
@@ -323,6 +332,8 @@ def chunk_document(
                     count = tokenizer.count(text[lo:hi])
             piece = text[lo:hi]
             if piece.strip():
+                first_section = bisect_right(starts, lo) - 1
+                last_section = bisect_right(starts, max(lo, hi - 1)) - 1
                 drafts.append(
                     ChunkDraft(
                         ordinal=len(drafts),
@@ -331,9 +342,10 @@ def chunk_document(
                         sha256=hashlib.sha256(piece.encode()).hexdigest(),
                         char_start=base + lo,
                         char_end=base + hi,
-                        page_start=pages[bisect_right(starts, lo) - 1],
-                        page_end=pages[bisect_right(starts, max(lo, hi - 1)) - 1],
+                        page_start=pages[first_section],
+                        page_end=pages[last_section],
                         heading_path=sections[0].heading_path,
+                        confidence=_weakest(confidences[first_section : last_section + 1]),
                     )
                 )
             if end == len(spans):

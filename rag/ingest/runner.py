@@ -32,11 +32,12 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from rag.config import IngestSettings, JobSettings
+from rag.config import IngestSettings, JobSettings, OcrSettings
 from rag.db.tables import utcnow
 from rag.domain import ChunkDraft, IngestReport, LoadedDocument, Staged
 from rag.errors import DocumentError, IndexMismatch
 from rag.ingest import convert, store
+from rag.ingest import ocr as ocr_engine
 from rag.ingest.batching import Prepared, Ready, Window
 from rag.ingest.chunker import chunk_document, chunker_fingerprint
 from rag.ingest.discover import Discovery, Found, discover
@@ -66,6 +67,7 @@ class Ingestor:
         jobs: JobSettings | None = None,
         *,
         units: UnitStore | None = None,
+        ocr: OcrSettings | None = None,
     ) -> None:
         self.settings = settings
         self.jobs = jobs or JobSettings()
@@ -83,7 +85,7 @@ class Ingestor:
             settings.overlap_tokens,
             embedder.model_id,
             settings.max_chunk_chars,
-        ) + _limits_tag(settings, converter)
+        ) + _limits_tag(settings, converter, ocr or OcrSettings())
         self.outbox: str | None = None
         """The model id index writes are queued under, or None: the index is written directly."""
         if index.durable_outbox:
@@ -212,6 +214,13 @@ class Ingestor:
             log.exception("unexpected error while reading %s", item.path)
             reason = f"unexpected error while reading the file ({type(exc).__name__}: {exc})"
             return await self._problem(item, facts, "failed", reason, report)
+        if loaded.recognised_pages:
+            report.recognised += loaded.recognised_pages
+            self.progress.recognised(loaded.recognised_pages)
+        if loaded.notes:
+            # Read, but not whole (a page over its OCR time limit): indexed, and said so.
+            reason = "; ".join(loaded.notes)
+            report.problems.append({"path": item.relpath, "status": "partial", "reason": reason})
         drafts = chunk_document(
             loaded,
             self.embedder.tokenizer,
@@ -362,15 +371,22 @@ def _facts(item: Found) -> store.DocumentFacts:
     )
 
 
-def _limits_tag(settings: IngestSettings, converter: DocumentConverter | None) -> str:
+def _limits_tag(
+    settings: IngestSettings, converter: DocumentConverter | None, ocr: OcrSettings
+) -> str:
     # A file skipped for its size or a PDF that timed out deserves another try when the
     # limits change, and every file the converter reads when it comes or goes; folding
-    # them into the fingerprint makes that happen.
-    # Passwords are counted, never hashed into a stored value.
+    # them into the fingerprint makes that happen. So does a scan skipped for want of OCR
+    # once OCR is installed or turned on, or read with other settings. Passwords are
+    # counted, never hashed into a stored value.
     limits = (
         f"{settings.max_file_mb}:{settings.pdf_timeout_s}:{settings.pdf_memory_mb}:"
         f"{settings.pdf_max_pages}:{len(settings.pdf_passwords)}:"
         f"{settings.office_max_unzipped_mb}:{settings.xlsx_max_cells}:"
         f"{converter.name if converter else 'local'}"
     )
+    if ocr_engine.unavailable(ocr) is None:
+        limits += (
+            f":ocr:{ocr.engine}:{ocr.dpi}:{ocr.page_timeout_s}:{ocr.max_pages}:{ocr.min_confidence}"
+        )
     return ":" + hashlib.sha256(limits.encode()).hexdigest()[:8]

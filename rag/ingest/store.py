@@ -241,9 +241,12 @@ async def write_document(
             "char_end": draft.char_end,
             "heading_path": list(draft.heading_path),
             "token_count": draft.token_count,
+            "recognised": draft.confidence is not None,
+            "confidence": draft.confidence,
         }
         if chunk_id in old:
-            # Same id means same text: only its place in the document can have moved.
+            # Same id means same text: only its place in the document (or, read again by
+            # OCR, the confidence in it) can have moved.
             await session.execute(update(Chunk).where(Chunk.id == chunk_id).values(**values))
         else:
             session.add(

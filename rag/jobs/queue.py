@@ -86,6 +86,10 @@ class JobProgress(Progress):
         self.embedded_count += count
         self.display.embedded(count)
 
+    def recognised(self, pages: int) -> None:
+        # Shown by the CLI's bar; the job row counts files and chunks, not pages.
+        self.display.recognised(pages)
+
     def columns(self) -> dict[str, Any]:
         return {
             "files_total": self.files_total,

@@ -130,6 +130,8 @@ class Retriever:
                     dense_rank=d[0] if d else None,
                     keyword_score=k[1] if k else None,
                     keyword_rank=k[0] if k else None,
+                    recognised=chunk.recognised,
+                    confidence=chunk.confidence,
                 )
             )
         return hits, degraded

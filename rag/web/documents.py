@@ -85,6 +85,9 @@ class ChunkOut(msgspec.Struct, frozen=True):
     page_end: int | None
     heading_path: list[str]
     text: str
+    recognised: bool = False
+    """Recognised from a scan or image by OCR; its wording may hold misreadings."""
+    confidence: float | None = None
 
 
 class Deleted(msgspec.Struct, frozen=True):
@@ -306,6 +309,8 @@ async def get_chunk(request: Request[Any, Any, Any], chunk_id: FromPath[str]) ->
         page_end=chunk.page_end,
         heading_path=list(chunk.heading_path),
         text=chunk.text,
+        recognised=chunk.recognised,
+        confidence=chunk.confidence,
     )
 
 

@@ -95,6 +95,14 @@ class SearchHit(msgspec.Struct, frozen=True):
     relevance: float
     snippet: Annotated[str, msgspec.Meta(max_length=SNIPPET_CHARS)]
     heading_path: list[str]
+    recognised: Annotated[
+        bool,
+        msgspec.Meta(description="The text was recognised from a scan or image (OCR)."),
+    ] = False
+    confidence: Annotated[
+        float | None,
+        msgspec.Meta(description="The recogniser's confidence (0-1) when recognised, else null."),
+    ] = None
 
     @classmethod
     def from_hit(cls, rank: int, hit: Hit) -> SearchHit:
@@ -108,6 +116,8 @@ class SearchHit(msgspec.Struct, frozen=True):
             relevance=hit.relevance,
             snippet=snippet(hit.text),
             heading_path=list(hit.heading_path),
+            recognised=hit.recognised,
+            confidence=hit.confidence,
         )
 
 

@@ -15,7 +15,6 @@ the first KiB":
   mostly control characters), and must not be another format in disguise (a PDF or a
   ZIP named ``.txt``). A script starting with ``#!`` is text: it is stored as text
   (never with an executable bit), which is exactly what it is.
-
 * Office files are ZIP packages (``PK\\x03\\x04`` at byte 0) whose directory holds
   ``[Content_Types].xml`` and the main parts of the kind the extension names (``word/``
   for ``.docx`` and ``.docm``, ``xl/``, ``ppt/``): a ``.docx`` that holds a workbook, or
@@ -24,6 +23,10 @@ the first KiB":
 * Legacy binary Office files (``.doc``, ``.xls``, ``.ppt``; OLE2, ``D0 CF 11 E0``) are
   refused with the format to save them as: a folder ingest records them as skipped,
   but an upload can say so at once, and nothing is stored.
+* Images (read by OCR) start with their format's signature: PNG's eight bytes, JPEG's
+  start-of-image marker, TIFF's byte-order mark and 42, WebP's RIFF header naming WEBP.
+  A JPEG named ``.png`` is still an image the decoder reads, so any image signature is
+  accepted under any image extension; what is checked is that it is an image at all.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from rag.errors import RagError, UnsupportedDocument
+from rag.ingest.loaders.image import MEDIA_TYPES as IMAGE_TYPES
 from rag.ingest.loaders.ooxml import (
     LEGACY,
     MAIN_FOLDER,
@@ -52,6 +56,12 @@ _MACHO = (
     b"\xcf\xfa\xed\xfe",
     b"\xca\xfe\xba\xbe",  # fat (universal) binary; Java classes share it, and are no text either
 )
+_IMAGES = {
+    b"\x89PNG\r\n\x1a\n": "a PNG image",
+    b"\xff\xd8\xff": "a JPEG image",
+    b"II*\x00": "a TIFF image",
+    b"MM\x00*": "a TIFF image",
+}
 _CONTAINERS = {ZIP_MAGIC: "a ZIP archive", OLE2_MAGIC: "an OLE2 file"}
 
 
@@ -73,10 +83,19 @@ def executable(head: bytes) -> str | None:
     return None
 
 
+def image_format(head: bytes) -> str | None:
+    """The image format ``head`` starts, or None."""
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "a WebP image"
+    return next((name for magic, name in _IMAGES.items() if head.startswith(magic)), None)
+
+
 def other_format(head: bytes) -> str | None:
     """A binary document format ``head`` starts, or None."""
     if head.startswith(b"%PDF-"):
         return "a PDF"
+    if (image := image_format(head)) is not None:
+        return image
     return next((name for magic, name in _CONTAINERS.items() if head.startswith(magic)), None)
 
 
@@ -85,6 +104,14 @@ def _pdf(path: Path, head: bytes, suffix: str) -> None:
         raise UnsupportedMedia(
             "the file is not a PDF: a PDF starts with %PDF- at its first byte, and this one "
             "does not"
+        )
+
+
+def _image(path: Path, head: bytes, suffix: str) -> None:
+    if image_format(head) is None:
+        raise UnsupportedMedia(
+            f"the file is not an image: {suffix} files must start with a PNG, JPEG, TIFF or "
+            "WebP signature, and this one does not"
         )
 
 
@@ -109,6 +136,7 @@ def _legacy(path: Path, head: bytes, suffix: str) -> None:
 
 _CHECKS: dict[str, Callable[[Path, bytes, str], None]] = {
     ".pdf": _pdf,
+    **dict.fromkeys(IMAGE_TYPES, _image),
     **dict.fromkeys(MAIN_FOLDER, _office),
     **dict.fromkeys(LEGACY, _legacy),
 }

@@ -1,8 +1,8 @@
 """Loaders: one file in, a ``LoadedDocument`` of normalised sections out.
 
 ``load`` checks what every format shares (extension, size, emptiness) and hands the
-bytes to the format's module; PDFs and Office files go to bounded worker processes
-instead.
+bytes to the format's module; PDFs, images and Office files go to bounded worker
+processes instead (images, and PDF pages without text, are read by OCR: ``rag.ingest.ocr``).
 """
 
 from __future__ import annotations
@@ -10,11 +10,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from rag.config import IngestSettings
+from rag.config import IngestSettings, OcrSettings
 from rag.domain import LoadedDocument
 from rag.errors import UnreadableDocument, UnsupportedDocument
-from rag.ingest.loaders import office, pdf
+from rag.ingest.loaders import ocr_pages, office, pdf
 from rag.ingest.loaders.html import load_html
+from rag.ingest.loaders.image import MEDIA_TYPES, load_image
 from rag.ingest.loaders.markdown import load_markdown
 from rag.ingest.loaders.pdf import load_pdf
 from rag.ingest.loaders.rst import load_rst, looks_like_rst, rst_document
@@ -39,16 +40,21 @@ _BY_SUFFIX: dict[str, Callable[[Path, bytes], LoadedDocument]] = {
 }
 
 
-_IN_WORKERS: dict[str, Callable[[Path, IngestSettings], LoadedDocument]] = {
+_IN_WORKERS: dict[str, Callable[[Path, IngestSettings, OcrSettings], LoadedDocument]] = {
     ".pdf": load_pdf,
-    **dict.fromkeys(office.EXTENSIONS, office.load_office),
+    **dict.fromkeys(MEDIA_TYPES, load_image),
+    **dict.fromkeys(
+        office.EXTENSIONS, lambda path, settings, _ocr: office.load_office(path, settings)
+    ),
 }
-"""Formats parsed in a bounded worker process: they read the file themselves."""
+"""Formats parsed in a bounded worker process: they read the file themselves (PDFs and
+images with OCR where a page has no text)."""
 
 
 def close() -> None:
-    """Stop the PDF and Office worker processes (they also stop at interpreter exit)."""
+    """Stop the PDF, OCR and Office worker processes (they also stop at interpreter exit)."""
     pdf.close()
+    ocr_pages.close()
     office.close()
 
 
@@ -82,17 +88,18 @@ def check_file(path: Path, settings: IngestSettings) -> None:
         )
 
 
-def load(path: Path, settings: IngestSettings) -> LoadedDocument:
+def load(path: Path, settings: IngestSettings, ocr: OcrSettings | None = None) -> LoadedDocument:
     """Read one file; raises ``UnsupportedDocument`` (skipped) or ``UnreadableDocument`` (failed).
 
     Synchronous and possibly slow (a PDF or an Office file may take up to
-    ``ingest.pdf_timeout_s``): async callers run it in a thread. Safe to call from several
-    threads at once.
+    ``ingest.pdf_timeout_s``, and OCR ``ocr.page_timeout_s`` a page): async callers run it
+    in a thread. Safe to call from several threads at once. ``ocr`` defaults to the
+    built-in ``[ocr]`` settings.
     """
     check_file(path, settings)
     suffix = path.suffix.lower()
     if suffix in _IN_WORKERS:
-        doc = _IN_WORKERS[suffix](path, settings)
+        doc = _IN_WORKERS[suffix](path, settings, ocr or OcrSettings())
     else:
         try:
             data = path.read_bytes()

@@ -58,6 +58,10 @@ class WorkerCrashed(WorkerError):
     pass
 
 
+class WorkerStartFailed(WorkerCrashed):
+    """The child could not import or prepare what it serves: every call would fail too."""
+
+
 def _serve(inbox: Connection, outbox: Connection, memory_mb: int, preload: Sequence[str]) -> None:
     """The child's loop: apply the limit, import, then answer calls until told to stop."""
     if resource is not None and hasattr(resource, "RLIMIT_AS"):
@@ -66,8 +70,17 @@ def _serve(inbox: Connection, outbox: Connection, memory_mb: int, preload: Seque
     # Parsers of damaged files warn on nearly every page; nobody reads a worker's stderr.
     warnings.simplefilter("ignore")
     logging.disable(logging.CRITICAL)
-    for module in preload:
-        importlib.import_module(module)
+    try:
+        for entry in preload:
+            # "module" is imported; "module:function" is then called, to load what every
+            # call needs (a model) once, before the first call's time limit starts.
+            module, _, function = entry.partition(":")
+            loaded = importlib.import_module(module)
+            if function:
+                getattr(loaded, function)()
+    except Exception as exc:
+        outbox.send(("failed", f"{type(exc).__name__}: {exc}"))
+        return
     outbox.send(("ready", None))
     while True:
         try:
@@ -130,10 +143,16 @@ class Worker:
         self._requests = Connection(request_w, readable=False)
         self._replies = Connection(reply_r, writable=False)
         try:
-            self._wait(START_TIMEOUT_S)
+            status, payload = self._wait(START_TIMEOUT_S)
+        except WorkerError as exc:
+            self.close()
+            raise WorkerStartFailed(f"the worker process did not start: {exc}") from None
         except BaseException:
             self.close()
             raise
+        if status != "ready":
+            self.close()
+            raise WorkerStartFailed(f"the worker process did not start: {payload}")
 
     def call(self, fn: Callable[..., Any], args: tuple[Any, ...], timeout_s: float) -> Any:
         """``fn(*args)`` in the child; ``WorkerError`` if it failed, timed out, ran out or died."""

@@ -1,5 +1,6 @@
 // The cited-passage panel: document title, page, heading path, and the passage with
-// the quoted text highlighted. The passage comes from `GET /v1/chunks/{id}`; when that
+// the quoted text highlighted. A passage read by OCR says so, with the recogniser's
+// confidence: its wording may hold misreadings the document itself does not. The passage comes from `GET /v1/chunks/{id}`; when that
 // cannot be had, the snippet the `sources` event carried stands in for it.
 
 import { getJson } from "./api.js";
@@ -46,6 +47,8 @@ export class PassagePanel {
         page_end: null,
         heading_path: [],
         text: source.snippet || "",
+        recognised: Boolean(source.recognised),
+        confidence: source.confidence ?? null,
       },
       source.n,
       quotes,
@@ -80,7 +83,11 @@ export class PassagePanel {
   show(chunk, n, quotes) {
     this.$("passage-n").textContent = `Source ${n}`;
     this.$("passage-title").textContent = chunk.title;
-    this.$("passage-meta").textContent = [chunk.document, pageLabel(chunk.page, chunk.page_end)]
+    this.$("passage-meta").textContent = [
+      chunk.document,
+      pageLabel(chunk.page, chunk.page_end),
+      scanLabel(chunk.recognised, chunk.confidence),
+    ]
       .filter(Boolean)
       .join(" · ");
     const path = this.$("passage-path");
@@ -116,7 +123,16 @@ function normalise(chunk) {
     page_end: chunk.page_end ?? null,
     heading_path: Array.isArray(chunk.heading_path) ? chunk.heading_path : [],
     text: chunk.text || "",
+    recognised: Boolean(chunk.recognised),
+    confidence: chunk.confidence ?? null,
   };
+}
+
+/** "recognised from a scan (96% confidence)" for OCR'd text; "" for a text layer's. */
+export function scanLabel(recognised, confidence) {
+  if (!recognised) return "";
+  const sure = typeof confidence === "number" ? ` (${Math.round(confidence * 100)}% confidence)` : "";
+  return `recognised from a scan${sure}`;
 }
 
 /** ``text`` as nodes, each quote found in it wrapped in <mark>. */
