@@ -142,7 +142,7 @@ def test_a_blank_page_is_not_turned_and_a_high_cut_keeps_nothing() -> None:
     assert (strict.text, strict.confidence) == ("", None)
 
 
-def test_a_chunk_keeps_the_weakest_confidence_of_its_recognised_pages() -> None:
+def test_a_chunk_keeps_the_confidence_of_its_recognised_page() -> None:
     doc = LoadedDocument(
         title="t",
         media_type="application/pdf",
@@ -152,10 +152,15 @@ def test_a_chunk_keeps_the_weakest_confidence_of_its_recognised_pages() -> None:
             Section("Scanned page three.", page=3, confidence=0.8),
         ),
     )
-    whole = chunk_document(doc, FakeTokenizer(), 50, 0)
-    assert [(c.page_start, c.page_end, c.confidence) for c in whole] == [(1, 3, 0.8)]
-    apart = chunk_document(doc, FakeTokenizer(), 5, 0)
-    assert [(c.page_start, c.confidence) for c in apart] == [(1, None), (2, 0.9), (3, 0.8)]
+    # A chunk never spans two pages (its quotes are cited with its page), so room for the
+    # three pages in one chunk still makes three, each with its own page's confidence.
+    for tokens in (50, 5):
+        chunks = chunk_document(doc, FakeTokenizer(), tokens, 0, max_chars=2000)
+        assert [(c.page_start, c.page_end, c.confidence) for c in chunks] == [
+            (1, 1, None),
+            (2, 2, 0.9),
+            (3, 3, 0.8),
+        ]
 
 
 def test_a_missing_install_or_a_switch_says_why(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -192,13 +192,14 @@ def load_pdf(path: Path, settings: IngestSettings, ocr: OcrSettings) -> LoadedDo
     if "problem" in result:
         status, reason = result["problem"]
         raise (UnsupportedDocument if status == "skipped" else UnreadableDocument)(reason)
-    # Running headers, footers and page numbers go first: a scanned page whose text layer
-    # is only its footer is a page without text, for OCR.
-    texts: list[str] = strip_furniture(result["texts"])
+    raw: list[str] = result["texts"]
+    # Running headers, footers and page numbers never reach a section; whether a page
+    # needs OCR is judged on its whole text layer, as the threshold was measured.
+    texts = strip_furniture(raw)
     sections = [Section(text=text, page=number) for number, text in enumerate(texts, 1) if text]
     scant = [
         index
-        for index, (text, area) in enumerate(zip(texts, result["areas"], strict=True))
+        for index, (text, area) in enumerate(zip(raw, result["areas"], strict=True))
         if _chars(text) < area * SCANT_PER_SQUARE_INCH
     ]
     notes: list[str] = []
@@ -244,6 +245,9 @@ def _recognise(
     """
     has_text = _chars(" ".join(section.text for section in sections)) >= MIN_TEXT_CHARS
     if (cannot := ocr_engine.unavailable(ocr)) is not None:
+        if not has_text and ocr.engine == "workers-ai":
+            # A scan for Workers AI's Markdown conversion (rag.ingest.convert).
+            raise NoTextLayer(f"PDF has no text layer (scanned or image-only) and {cannot}")
         if not has_text:
             raise UnsupportedDocument(f"PDF has no text layer (scanned or image-only) and {cannot}")
         # As before OCR existed: most such pages in a typed PDF are blank, and saying so
