@@ -162,6 +162,8 @@ class RagService(QAService):
         question = self.check_question(question)
         k = self._k(top_k)
         trace_id = trace_id or new_trace_id()
+        events: list[AnswerEvent] = []
+        key, generation = "", -1
         with self.ledger.meter("ask", trace_id) as meter:
             try:
                 if history:
@@ -196,20 +198,23 @@ class RagService(QAService):
                 retrieval = await self.retriever.retrieve(question, k)
                 if self._metered and self.settings.budget.daily_neurons > 0:
                     await self._refresh_spend()  # the gate reads it before generation
-                events: list[AnswerEvent] = []
                 async for event in answer_events(
                     question, retrieval, self.chat, began, trace_id=trace_id, usage=meter.usage
                 ):
                     events.append(event)
                     if isinstance(event, DoneEvent):
                         # Written before ``done`` goes out: a client that leaves right
-                        # after it must not lose the answer's cost or its cache entry.
+                        # after it must not lose the answer's cost.
                         await self._flush_ledger()
-                        if cacheable(events, self.chat.preferred):
-                            async with self.best_effort.attempt("cache"):
-                                await self.cache.put(key, question, generation, events)
                     yield event
             finally:
+                # The cache entry after ``done``, off the answer's path (and still written
+                # when the client closes the stream on ``done``): a slow or failing write,
+                # or another process storing the same answer first, never holds or fails
+                # an answer.
+                if cacheable(events, self.chat.preferred):
+                    async with self.best_effort.attempt("cache"):
+                        await self.cache.put(key, question, generation, events)
                 await self._flush_ledger()
 
     async def _flush_ledger(self) -> None:

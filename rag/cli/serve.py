@@ -13,7 +13,7 @@ from rag.cli.keys import with_key_store
 from rag.cli.progress import RichProgress
 
 if TYPE_CHECKING:
-    pass
+    from rag.service import RagService
 
 
 @click.command()
@@ -55,11 +55,8 @@ def serve(ctx: click.Context, host: str | None, port: int | None, no_ingest: boo
 
     async def go() -> None:
         async with open_service(settings) as service:
-            if ingest_corpus and await common.index_is_empty(service):
-                common.say(f"the index is empty: ingesting {corpus}/ first", console=common.err)
-                with RichProgress(common.err, enabled=True) as progress:
-                    report = await service.ingest([corpus], progress)
-                click.echo(report.summary(), err=True)
+            if ingest_corpus:
+                await ingest_bundled_corpus(service, corpus)
             app = create_app(settings, service=service)
             keys = await with_key_store(settings, lambda store: store.active_count())
             for warning in (access_warning(settings, keys), host_warning(settings)):
@@ -75,3 +72,21 @@ def serve(ctx: click.Context, host: str | None, port: int | None, no_ingest: boo
             await uvicorn.Server(config).serve()
 
     common.run(go)
+
+
+async def ingest_bundled_corpus(service: RagService, corpus: Path) -> None:
+    """Ingest ``corpus`` when the index is empty, in one process of all those starting.
+
+    Decided under a database-wide lock (``rag.db.lock``): replicas starting together on
+    an empty database wait for the first, find the index full and go on; a process
+    killed while it holds the lock frees it, and the next start ingests again.
+    """
+    from rag.db.lock import exclusive
+
+    async with exclusive(service.settings.database_url, "bundled corpus"):
+        if not await common.index_is_empty(service):
+            return
+        common.say(f"the index is empty: ingesting {corpus}/ first", console=common.err)
+        with RichProgress(common.err, enabled=True) as progress:
+            report = await service.ingest([corpus], progress)
+        click.echo(report.summary(), err=True)

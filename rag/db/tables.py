@@ -3,7 +3,9 @@
 The FTS5 table ``chunks_fts`` (external content over ``chunks``, keyed by ``seq``) and
 the triggers that keep it in step are created by the migration, not here: SQLAlchemy
 has no model for virtual tables, and triggers make the keyword index commit or roll
-back with the chunk rows.
+back with the chunk rows. On PostgreSQL the keyword index is the generated column
+``chunks.search_vector`` (a ``tsvector``, GIN-indexed), also made by the migration only: the
+models stay the same on both databases.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from datetime import datetime
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     DateTime,
     Float,
     ForeignKey,
@@ -29,6 +32,11 @@ class Base(DeclarativeBase):
     pass
 
 
+Int64 = BigInteger().with_variant(Integer(), "sqlite")
+"""Byte counts and nanosecond times, past 2**31 (an mtime_ns is about 1.8e18). SQLite's
+INTEGER is 64-bit already, and stays INTEGER there so its schema needs no change."""
+
+
 class Document(Base):
     __tablename__ = "documents"
 
@@ -42,8 +50,8 @@ class Document(Base):
     title: Mapped[str] = mapped_column(Text, default="")
     media_type: Mapped[str] = mapped_column(String(100), default="")
     sha256: Mapped[str] = mapped_column(String(64))
-    size: Mapped[int] = mapped_column(Integer)
-    mtime_ns: Mapped[int] = mapped_column(Integer, default=0)
+    size: Mapped[int] = mapped_column(Int64)
+    mtime_ns: Mapped[int] = mapped_column(Int64, default=0)
     pages: Mapped[int | None] = mapped_column(Integer, nullable=True)
     status: Mapped[str] = mapped_column(String(16))
     """ok, skipped or failed; pending while an upload waits for its ingestion job."""

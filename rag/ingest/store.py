@@ -17,9 +17,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import numpy as np
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import BigInteger, Text, cast, delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from rag.db import upsert
 from rag.db.tables import Chunk, Document, IndexOutbox, IngestRun, Meta, Vector
 from rag.domain import ChunkDraft
 from rag.ports import Vectors
@@ -181,6 +182,7 @@ async def write_document(
     gone = sorted(old - set(ids))
     for start in range(0, len(gone), 500):
         await session.execute(delete(Chunk).where(Chunk.id.in_(gone[start : start + 500])))
+    added = []
     for chunk_id, draft in zip(ids, drafts, strict=True):
         values = {
             "ordinal": draft.ordinal,
@@ -195,14 +197,20 @@ async def write_document(
             # Same id means same text: only its place in the document can have moved.
             await session.execute(update(Chunk).where(Chunk.id == chunk_id).values(**values))
         else:
-            session.add(
-                Chunk(
-                    id=chunk_id, document_id=doc_id, text=draft.text, sha256=draft.sha256, **values
-                )
+            added.append(
+                {"id": chunk_id, "document_id": doc_id, "text": draft.text, "sha256": draft.sha256}
+                | values
             )
-    await session.flush()
-    for chunk_id, blob in new_vectors.items():
-        session.add(Vector(chunk_id=chunk_id, model_id=model_id, dimension=dimension, vector=blob))
+    # ON CONFLICT DO NOTHING: another run over the same file may have written the same
+    # chunk (same id, same text) or vector since this one looked.
+    if added:
+        await session.execute(upsert.insert(session, Chunk).on_conflict_do_nothing(), added)
+    if new_vectors:
+        rows = [
+            {"chunk_id": cid, "model_id": model_id, "dimension": dimension, "vector": blob}
+            for cid, blob in new_vectors.items()
+        ]
+        await session.execute(upsert.insert(session, Vector).on_conflict_do_nothing(), rows)
     if outbox is not None:
         await enqueue(session, outbox, "delete", gone)
         await enqueue(session, outbox, "upsert", list(new_vectors))
@@ -222,22 +230,40 @@ async def _upsert_document(
     media_type: str | None = None,
     pages: int | None = None,
 ) -> None:
-    doc = await session.get(Document, doc_id)
-    if doc is None:
-        doc = Document(id=doc_id, source=facts.source)
-        session.add(doc)
-    doc.root = facts.root
-    doc.path = facts.path
-    doc.sha256 = facts.sha256
-    doc.size = facts.size
-    doc.mtime_ns = facts.mtime_ns
-    doc.status = status
-    doc.reason = reason
-    doc.chunker = fingerprint
-    doc.title = title if title is not None else (doc.title or facts.path)
-    doc.media_type = media_type or doc.media_type or ""
-    doc.pages = pages
-    doc.updated_at = datetime.now(UTC).replace(tzinfo=None)
+    # One statement, not a lookup and then an insert: two runs meeting on one file (two
+    # `rag ingest` over one folder) both write it, the second over the first.
+    now = datetime.now(UTC).replace(tzinfo=None)
+    values = {
+        "root": facts.root,
+        "path": facts.path,
+        "sha256": facts.sha256,
+        "size": facts.size,
+        "mtime_ns": facts.mtime_ns,
+        "status": status,
+        "reason": reason,
+        "chunker": fingerprint,
+        "pages": pages,
+        "updated_at": now,
+    }
+    statement = upsert.insert(session, Document).values(
+        id=doc_id,
+        source=facts.source,
+        title=title if title is not None else facts.path,
+        media_type=media_type or "",
+        **values,
+    )
+    # No new title or media type keeps the stored ones (a failed re-read knows neither).
+    kept_title = func.coalesce(func.nullif(Document.title, ""), facts.path)
+    await session.execute(
+        statement.on_conflict_do_update(
+            index_elements=[Document.id],
+            set_={
+                **values,
+                "title": title if title is not None else kept_title,
+                "media_type": media_type or func.coalesce(Document.media_type, ""),
+            },
+        )
+    )
 
 
 async def vanished(session: AsyncSession, root: str, present: set[str]) -> list[Document]:
@@ -263,12 +289,20 @@ async def delete_document(
     return lost
 
 
-async def bump_generation(session: AsyncSession) -> None:
-    row = await session.get(Meta, GENERATION_KEY)
-    if row is None:
-        session.add(Meta(key=GENERATION_KEY, value="1"))
-    else:
-        row.value = str(int(row.value) + 1)
+async def bump_generation(session: AsyncSession) -> int:
+    """Add one to the index generation; returns the new value.
+
+    One atomic statement (an upsert with RETURNING): a read and then a write would let
+    two processes read the same value and both write its successor, one bump lost.
+    """
+    statement = upsert.insert(session, Meta).values(key=GENERATION_KEY, value="1")
+    bumped = cast(cast(Meta.value, BigInteger) + 1, Text)
+    value = await session.scalar(
+        statement.on_conflict_do_update(
+            index_elements=[Meta.key], set_={"value": bumped}
+        ).returning(Meta.value)
+    )
+    return int(value or 0)
 
 
 async def generation(session: AsyncSession) -> int:
