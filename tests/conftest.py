@@ -11,9 +11,9 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 import pytest
-
 from pg import REQUIRED as POSTGRES_REQUIRED
 from pg import Cluster
+
 from rag.config import Settings
 from rag.registry import Overrides
 from rag.service import RagService, open_service

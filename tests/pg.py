@@ -137,7 +137,9 @@ class Cluster:
             self._run("pg_ctl", "-D", str(data), "-m", "immediate", "-w", "stop", check=False)
         shutil.rmtree(self.folder, ignore_errors=True)
 
-    def _run(self, program: str, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    def _run(
+        self, program: str, *args: str, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
         path = program if program == "mkdir" else str(self.bin / program)
         done = subprocess.run(
             [*self._as_user, path, *args], capture_output=True, text=True, cwd=self.folder,

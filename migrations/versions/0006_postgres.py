@@ -34,9 +34,7 @@ def upgrade() -> None:
         "ALTER TABLE chunks ADD COLUMN search_vector tsvector "
         "GENERATED ALWAYS AS (to_tsvector('english', text)) STORED"
     )
-    op.create_index(
-        "ix_chunks_search_vector", "chunks", ["search_vector"], postgresql_using="gin"
-    )
+    op.create_index("ix_chunks_search_vector", "chunks", ["search_vector"], postgresql_using="gin")
 
 
 def downgrade() -> None:
