@@ -220,6 +220,10 @@ class EvalSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
     data_dir: str = "data/eval"
     """Each evaluation corpus gets its own database under here, never the serving one."""
     baseline: str = "eval/baseline.json"
+    database_url: str = ""
+    """Empty: each corpus in a SQLite file under ``data_dir``. Else the database every
+    corpus is ingested into (to measure on PostgreSQL): one dataset per database, never
+    the serving one."""
 
 
 class AuthSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):

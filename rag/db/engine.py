@@ -7,6 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import create_engine as create_sync_engine
 from sqlalchemy import event, pool
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
@@ -93,23 +94,35 @@ def _upgrade_on(connection: Any, url: str, revision: str) -> None:
     command.upgrade(cfg, revision)
 
 
+def _upgrade_sqlite(url: str, revision: str) -> None:
+    # The standard library's sqlite3, synchronously, as Alembic is: aiosqlite's worker
+    # thread would outlive a failed open (a read-only folder) and the loop it reports to.
+    engine = create_sync_engine(make_url(url).set(drivername="sqlite"), poolclass=pool.NullPool)
+    try:
+        with engine.connect() as connection:
+            _upgrade_on(connection, url, revision)
+    finally:
+        engine.dispose()
+
+
 async def upgrade(url: str, revision: str = "head") -> None:
     """Bring the database to the latest schema (a no-op when it is current).
 
     Under the database's migration lock (``rag.db.lock``): processes starting together
     on an empty database take turns, and all but the first find nothing left to do.
-    Alembic runs on the async driver through ``run_sync``, so a PostgreSQL URL needs
-    asyncpg alone.
+    PostgreSQL is migrated through asyncpg (``run_sync``), so it needs no second driver.
     """
     from rag.db.lock import exclusive
 
+    path = sqlite_path(url)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
     async with exclusive(url, "migrations"):
+        if make_url(url).get_backend_name() == "sqlite":
+            await asyncio.to_thread(_upgrade_sqlite, url, revision)
+            return
         # Not ``create_engine``'s lock_timeout: a migration waits for readers to finish.
-        engine = (
-            create_engine(url)
-            if sqlite_path(url) is not None
-            else create_async_engine(url, poolclass=pool.NullPool)
-        )
+        engine = create_async_engine(url, poolclass=pool.NullPool)
         try:
             async with engine.connect() as connection:
                 await connection.run_sync(_upgrade_on, url, revision)
