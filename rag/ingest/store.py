@@ -135,13 +135,15 @@ async def record_problem(
     ``outbox``: the model id to queue the index deletes under (see the module doc).
     """
     doc_id = document_id(facts.source)
+    # The document's row first, as ``write_document`` does: on PostgreSQL its row lock
+    # makes a second run over the same file wait, always in the same order (no deadlock).
+    await _upsert_document(
+        session, facts, doc_id, status=status, reason=reason, fingerprint=fingerprint
+    )
     lost = await chunk_ids_of(session, doc_id)
     await session.execute(delete(Chunk).where(Chunk.document_id == doc_id))
     if outbox is not None:
         await enqueue(session, outbox, "delete", lost)
-    await _upsert_document(
-        session, facts, doc_id, status=status, reason=reason, fingerprint=fingerprint
-    )
     await bump_generation(session)
     return lost
 
