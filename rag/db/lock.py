@@ -83,6 +83,7 @@ async def _advisory(url: str, name: str) -> AsyncIterator[None]:
 async def _file_lock(database: Path, name: str) -> AsyncIterator[None]:
     slug = "".join(c if c.isalnum() else "-" for c in name)
     path = database.with_name(f"{database.name}.{slug}.lock")
+    fd = None
     try:
         database.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
@@ -90,6 +91,7 @@ async def _file_lock(database: Path, name: str) -> AsyncIterator[None]:
         if exc.errno not in _UNWRITABLE:
             raise
         log.debug("no lock file %s (%s): going on without one", path, exc.strerror)
+    if fd is None:
         yield
         return
     try:
