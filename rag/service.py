@@ -18,6 +18,7 @@ happen (ingestion, deletes, start-up) raise a ``StorageError`` naming the cause.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
@@ -139,6 +140,7 @@ class RagService(QAService):
         )
         self._metered = any(p.name.startswith("workers-ai:") for p in self.chat.providers)
         self._condenser = components.condenser
+        self._writes: set[asyncio.Task[None]] = set()
 
     @property
     def sessions(self) -> async_sessionmaker[AsyncSession]:
@@ -212,10 +214,27 @@ class RagService(QAService):
                 # when the client closes the stream on ``done``): a slow or failing write,
                 # or another process storing the same answer first, never holds or fails
                 # an answer.
-                if cacheable(events, self.chat.preferred):
-                    async with self.best_effort.attempt("cache"):
-                        await self.cache.put(key, question, generation, events)
-                await self._flush_ledger()
+                try:
+                    if cacheable(events, self.chat.preferred):
+                        # A task of its own, shielded: the web app cancels the stream's
+                        # task once ``done`` is out, and that must not cut the write.
+                        write = asyncio.create_task(self._store(key, question, generation, events))
+                        self._writes.add(write)
+                        write.add_done_callback(self._writes.discard)
+                        await asyncio.shield(write)
+                finally:
+                    await self._flush_ledger()
+
+    async def _store(
+        self, key: str, question: str, generation: int, events: Sequence[AnswerEvent]
+    ) -> None:
+        async with self.best_effort.attempt("cache"):
+            await self.cache.put(key, question, generation, events)
+
+    async def settle(self) -> None:
+        """Wait for cache writes still going on (before the engines are disposed of)."""
+        if self._writes:
+            await asyncio.gather(*self._writes, return_exceptions=True)
 
     async def _flush_ledger(self) -> None:
         """Record what was spent; rows that cannot be written stay buffered for later."""
@@ -473,7 +492,10 @@ async def open_service(
         with storage_errors(path, "open"):
             async with service.sessions() as session:
                 service._generation = await store.generation(session)
-        yield service
+        try:
+            yield service
+        finally:
+            await service.settle()
     finally:
         if components is not None:
             await components.aclose()
