@@ -113,7 +113,8 @@ class RetrievalSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True,
     top_k: int = 5
     candidates: int = 40
     keyword_weight: float = 0.1
-    """Weight of the BM25 ranking in the fusion; the dense ranking weighs 1."""
+    """Weight of the keyword ranking in the fusion (FTS5's BM25 on SQLite, ``ts_rank_cd``
+    on PostgreSQL: the same default suits both, README "Evaluation"); dense weighs 1."""
     identifier_keyword_weight: float = 0.3
     """BM25's weight instead when the question names an identifier (an error code, a
     setting such as pdf_timeout_s, a file name): exact terms are what BM25 is good at."""
@@ -279,6 +280,10 @@ class EvalSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
     data_dir: str = "data/eval"
     """Each evaluation corpus gets its own database under here, never the serving one."""
     baseline: str = "eval/baseline.json"
+    database_url: str = ""
+    """Empty: each corpus in a SQLite file under ``data_dir``. Else the database every
+    corpus is ingested into (to measure on PostgreSQL): one dataset per database, never
+    the serving one."""
 
 
 class AuthSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):

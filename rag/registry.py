@@ -14,11 +14,12 @@ Cloudflare choices, and why:
   question, in the ledger and the ``done`` event): without them there is no retrieval.
   Generation, the expensive part, moves to the next provider; ingestion refuses to start.
 * When Workers AI refuses every call (3036, an outage, a refused token), ``ask`` and
-  ``search`` answer in degraded mode: FTS5 keyword candidates, no reranker, the
+  ``search`` answer in degraded mode: keyword candidates, no reranker, the
   extractive answerer (``rag.retrieval.refusals``); the refusal is remembered, so the
   calls that would fail again are not made. Ingestion refuses to start instead.
-* Vectorize serves the dense search; SQLite keeps every vector (the ingest runner writes
-  them) and FTS5 still serves the keyword side.
+* Vectorize serves the dense search; the database keeps every vector (the ingest runner
+  writes them) and still serves the keyword side (FTS5 on SQLite, a tsvector on
+  PostgreSQL: ``rag.backends.local.keyword.keyword_search`` picks by the database).
 
 Uploaded files go to the blob store ``blob_store`` picks from ``[storage] url``: the
 upload folder by default, an S3-compatible bucket when several machines must read them.
@@ -134,7 +135,7 @@ async def build(
     overrides: Overrides,
 ) -> Components:
     """Every role for ``settings.backend``; the index is loaded (numpy) or bound (Vectorize)."""
-    from rag.backends.local.keyword import Fts5KeywordSearch
+    from rag.backends.local.keyword import keyword_search
 
     sessions = session_factory(engine)
     ledger = Ledger(sessions, settings.prices, settings.budget)
@@ -204,7 +205,7 @@ async def build(
     )
     return Components(
         embedder=embedder,
-        keyword=Fts5KeywordSearch(sessions),
+        keyword=keyword_search(sessions),
         reranker=reranker,
         chat=FallbackChain(providers, budget_gate(settings, ledger, refusals)),
         ledger=ledger,

@@ -18,6 +18,7 @@ happen (ingestion, deletes, start-up) raise a ``StorageError`` naming the cause.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
@@ -143,6 +144,7 @@ class RagService(QAService):
         )
         self._metered = any(p.name.startswith("workers-ai:") for p in self.chat.providers)
         self._condenser = components.condenser
+        self._writes: set[asyncio.Task[None]] = set()
 
     @property
     def sessions(self) -> async_sessionmaker[AsyncSession]:
@@ -170,6 +172,8 @@ class RagService(QAService):
         question = self.check_question(question)
         k = self._k(top_k)
         trace_id = trace_id or new_trace_id()
+        events: list[AnswerEvent] = []
+        key, generation = "", -1
         with self.ledger.meter("ask", trace_id) as meter:
             try:
                 if history:
@@ -204,21 +208,41 @@ class RagService(QAService):
                 retrieval = await self.retriever.retrieve(question, k)
                 if self._metered and self.settings.budget.daily_neurons > 0:
                     await self._refresh_spend()  # the gate reads it before generation
-                events: list[AnswerEvent] = []
                 async for event in answer_events(
                     question, retrieval, self.chat, began, trace_id=trace_id, usage=meter.usage
                 ):
                     events.append(event)
                     if isinstance(event, DoneEvent):
                         # Written before ``done`` goes out: a client that leaves right
-                        # after it must not lose the answer's cost or its cache entry.
+                        # after it must not lose the answer's cost.
                         await self._flush_ledger()
-                        if cacheable(events, self.chat.preferred):
-                            async with self.best_effort.attempt("cache"):
-                                await self.cache.put(key, question, generation, events)
                     yield event
             finally:
-                await self._flush_ledger()
+                # The cache entry after ``done``, off the answer's path (and still written
+                # when the client closes the stream on ``done``): a slow or failing write,
+                # or another process storing the same answer first, never holds or fails
+                # an answer.
+                try:
+                    if cacheable(events, self.chat.preferred):
+                        # A task of its own, shielded: the web app cancels the stream's
+                        # task once ``done`` is out, and that must not cut the write.
+                        write = asyncio.create_task(self._store(key, question, generation, events))
+                        self._writes.add(write)
+                        write.add_done_callback(self._writes.discard)
+                        await asyncio.shield(write)
+                finally:
+                    await self._flush_ledger()
+
+    async def _store(
+        self, key: str, question: str, generation: int, events: Sequence[AnswerEvent]
+    ) -> None:
+        async with self.best_effort.attempt("cache"):
+            await self.cache.put(key, question, generation, events)
+
+    async def settle(self) -> None:
+        """Wait for cache writes still going on (before the engines are disposed of)."""
+        if self._writes:
+            await asyncio.gather(*self._writes, return_exceptions=True)
 
     async def _flush_ledger(self) -> None:
         """Record what was spent; rows that cannot be written stay buffered for later."""
@@ -495,7 +519,10 @@ async def open_service(
         components = await build(settings, engines[0], client, overrides)
         await drain_outbox(components.index)
         service = RagService(settings, engines[0], components, engines[1])
-        yield service
+        try:
+            yield service
+        finally:
+            await service.settle()
     finally:
         if components is not None:
             await components.aclose()

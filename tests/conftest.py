@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 import pytest
+from pg import REQUIRED as POSTGRES_REQUIRED
+from pg import Cluster
 
 from rag.config import Settings
 from rag.registry import Overrides
@@ -70,6 +72,55 @@ QUICK_JOBS = {"heartbeat_s": 0.1, "stale_after_s": 1.0, "poll_s": 0.1}
 """``[jobs]`` for tests that kill a process holding a job: taken up again within a second."""
 
 
+DATABASES = ("sqlite", "postgresql")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    # Every test that reaches the database through `database` (the `settings` and
+    # `service` fixtures, `database_url`) runs once per database; one that needs a
+    # single one says so: @pytest.mark.database("sqlite").
+    if "database" in metafunc.fixturenames:
+        marker = metafunc.definition.get_closest_marker("database")
+        metafunc.parametrize("database", marker.args if marker else DATABASES, indirect=True)
+
+
+@pytest.fixture
+def database(request: pytest.FixtureRequest) -> str:
+    """Which database the test runs on: "sqlite" or "postgresql"."""
+    kind: str = request.param
+    return kind
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[Cluster]:
+    """A PostgreSQL server for the whole run (tests/pg.py); skipped when not installed,
+    unless RAG_TEST_REQUIRE_POSTGRES=1 (CI) makes that a failure."""
+    if why := Cluster.missing():
+        if POSTGRES_REQUIRED:
+            pytest.fail(f"{why}, and RAG_TEST_REQUIRE_POSTGRES=1")
+        pytest.skip(why)
+    cluster = Cluster()
+    try:
+        cluster.start()
+        cluster.migrate_template()
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
+def database_url(database: str, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[str]:
+    """``[database] url`` for this test: the default SQLite file under ``tmp_path``
+    (where ``make_settings`` puts it), or a fresh, migrated PostgreSQL database."""
+    if database == "sqlite":
+        yield f"sqlite+aiosqlite:///{tmp_path / 'data' / 'rag.db'}"
+        return
+    cluster: Cluster = request.getfixturevalue("pg_cluster")
+    url = cluster.new_database()
+    yield url
+    cluster.drop(url)
+
+
 def make_settings(tmp_path: Path, **sections: Mapping[str, object]) -> Settings:
     """Default settings with the database under ``tmp_path`` and per-section overrides."""
     raw: dict[str, object] = {"data_dir": str(tmp_path / "data"), **sections}
@@ -93,8 +144,10 @@ def endpoints(app: Litestar, prefix: str = "/") -> list[tuple[str, str]]:
 
 
 @pytest.fixture
-def settings(tmp_path: Path) -> Settings:
-    return make_settings(tmp_path)
+def settings(tmp_path: Path, database: str, database_url: str) -> Settings:
+    if database == "sqlite":  # the default URL, as a user without a [database] url has
+        return make_settings(tmp_path)
+    return make_settings(tmp_path, database={"url": database_url})
 
 
 @pytest.fixture

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import make_settings
 from fakes import FakeEmbedder, ScriptedChat, done_event
 
 from rag.answer.cache import AnswerCache, cache_key, cacheable, key_parts, normalise
@@ -92,10 +92,9 @@ def test_only_complete_grounded_answers_of_the_preferred_provider_are_stored() -
 
 
 @pytest.fixture
-async def sessions(tmp_path: Path) -> AsyncIterator[Any]:
-    url = f"sqlite+aiosqlite:///{tmp_path / 'c.db'}"
-    await upgrade(url)
-    engine = create_engine(url)
+async def sessions(database_url: str) -> AsyncIterator[Any]:
+    await upgrade(database_url)
+    engine = create_engine(database_url)
     yield session_factory(engine)
     await engine.dispose()
 
@@ -126,13 +125,15 @@ async def ask(service: RagService, question: str) -> list[AnswerEvent]:
     return [event async for event in service.ask(question)]
 
 
-async def test_a_hit_replays_the_answer_cached_and_free_until_an_ingest(tmp_path: Path) -> None:
+async def test_a_hit_replays_the_answer_cached_and_free_until_an_ingest(
+    tmp_path: Path, settings: Settings
+) -> None:
     docs = tmp_path / "docs"
     docs.mkdir()
     page = docs / "server.md"
     page.write_text("# Server\n\nThe server listens on port 8000. Change the port with --port.\n")
     embedder = FakeEmbedder()
-    async with open_service(make_settings(tmp_path), Overrides(embedder=embedder)) as service:
+    async with open_service(settings, Overrides(embedder=embedder)) as service:
         await service.ingest([docs])
         first = await ask(service, "How do I change the port?")
         calls = len(embedder.calls)
@@ -155,16 +156,56 @@ async def test_a_hit_replays_the_answer_cached_and_free_until_an_ingest(tmp_path
         assert "9000" in last.answer or "--port" in last.answer
 
 
-async def test_not_covered_answers_are_not_cached(tmp_path: Path) -> None:
+async def test_not_covered_answers_are_not_cached(tmp_path: Path, service: RagService) -> None:
     docs = tmp_path / "docs"
     docs.mkdir()
     (docs / "a.md").write_text("# A\n\nAlpha is the first letter of the Greek alphabet.\n")
-    async with open_service(make_settings(tmp_path), Overrides(embedder=FakeEmbedder())) as service:
-        await service.ingest([docs])
-        for _ in range(2):
-            refused = (await ask(service, "Which football club won in 1998?"))[-1]
-            assert isinstance(refused, DoneEvent) and not refused.grounded and not refused.cached
-        assert await service.cache.size() == 0
+    await service.ingest([docs])
+    for _ in range(2):
+        refused = (await ask(service, "Which football club won in 1998?"))[-1]
+        assert isinstance(refused, DoneEvent) and not refused.grounded and not refused.cached
+    assert await service.cache.size() == 0
+
+
+async def server_docs(tmp_path: Path, service: RagService) -> None:
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "server.md").write_text(
+        "# Server\n\nThe server listens on port 8000. Change the port with --port.\n"
+    )
+    await service.ingest([docs])
+
+
+async def test_identical_questions_at_once_all_end_with_done(
+    tmp_path: Path, service: RagService
+) -> None:
+    # Twelve answers of one uncached question race to store the same key: every stream
+    # still ends with done, one entry is kept, and no write failed (none was counted).
+    await server_docs(tmp_path, service)
+    failures: list[tuple[str, str]] = []
+    service.observe_db_failures(lambda what, op: failures.append((what, op)))
+    streams = await asyncio.gather(*(ask(service, "How do I change the port?") for _ in range(12)))
+    for events in streams:
+        last = events[-1]
+        assert isinstance(last, DoneEvent) and last.grounded, last
+    assert await service.cache.size() == 1
+    assert failures == []
+    replayed = (await ask(service, "how do I change the port"))[-1]
+    assert isinstance(replayed, DoneEvent) and replayed.cached
+
+
+async def test_the_entry_is_written_after_done_even_when_the_client_stops_there(
+    tmp_path: Path, service: RagService
+) -> None:
+    await server_docs(tmp_path, service)
+    stream = service.ask("How do I change the port?")
+    async for event in stream:
+        if isinstance(event, DoneEvent):
+            # done is out and nothing is stored yet: the write is not on its path.
+            assert await service.cache.size() == 0
+            break
+    await stream.aclose()  # what a client that leaves on done does to the generator
+    assert await service.cache.size() == 1
 
 
 def _prompt_part(*providers: ScriptedChat | OpenAIChat) -> str:

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import sqlite3
 from pathlib import Path
 
 import pytest
 from fakes import FakeEmbedder
+from sqlalchemy import text
 
 from rag.config import IngestSettings, Settings
 from rag.domain import LoadedDocument
@@ -37,16 +37,19 @@ def write_docs(folder: Path, docs: dict[str, str | bytes]) -> None:
             path.write_text(content, encoding="utf-8")
 
 
-def table_counts(service: RagService) -> dict[str, int]:
-    path = service.settings.database_url.split("///", 1)[1]
-    with sqlite3.connect(path) as db:
+async def table_counts(service: RagService) -> dict[str, int]:
+    # The keyword index's entries: FTS5's table on SQLite, the tsvector column on PostgreSQL.
+    keyword = (
+        "SELECT count(*) FROM chunks_fts"
+        if service.engine.dialect.name == "sqlite"
+        else "SELECT count(search_vector) FROM chunks"
+    )
+    async with service.sessions() as session:
         counts = {
-            name: db.execute(f"SELECT count(*) FROM {name}").fetchone()[0]
+            name: int(await session.scalar(text(f"SELECT count(*) FROM {name}")) or 0)
             for name in ("documents", "chunks", "vectors")
         }
-        # The FTS index answers a query for a word every chunk of these documents has.
-        counts["fts"] = db.execute("SELECT count(*) FROM chunks_fts").fetchone()[0]
-    db.close()
+        counts["fts"] = int(await session.scalar(text(keyword)) or 0)
     return counts
 
 
@@ -59,7 +62,7 @@ async def test_second_run_embeds_nothing(service: RagService, tmp_path: Path) ->
     second = await service.ingest([folder])
     assert (second.new, second.updated, second.unchanged, second.embedded) == (0, 0, 3, 0)
     assert "3 unchanged" in second.summary()
-    counts = table_counts(service)
+    counts = await table_counts(service)
     assert counts["chunks"] == counts["vectors"] == first.chunks == service.index.loaded()
 
 
@@ -74,7 +77,7 @@ async def test_changed_file_reembeds_only_changed_chunks(
     again = await service.ingest([folder])
     assert (again.updated, again.unchanged) == (1, 2)
     assert 1 <= again.embedded < first.chunks // 2
-    counts = table_counts(service)
+    counts = await table_counts(service)
     assert counts["chunks"] == counts["vectors"] == counts["fts"] == service.index.loaded()
     hits = await service.search("rag db upgrade after pulling", 3)
     assert hits[0].source == "guide.md"
@@ -101,11 +104,11 @@ async def test_vanished_file_loses_document_chunks_and_vectors(
     folder = tmp_path / "docs"
     write_docs(folder, dict(DOCS))
     await service.ingest([folder])
-    before = table_counts(service)
+    before = await table_counts(service)
     (folder / "notes.txt").unlink()
     report = await service.ingest([folder])
     assert report.deleted == 1
-    after = table_counts(service)
+    after = await table_counts(service)
     assert after["documents"] == before["documents"] - 1
     assert after["chunks"] == after["vectors"] == after["fts"] == service.index.loaded()
     assert after["chunks"] < before["chunks"]

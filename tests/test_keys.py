@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from sqlalchemy import text
 
 from rag.cli import main
 from rag.config import Settings
@@ -26,19 +26,19 @@ async def keys(settings: Settings) -> AsyncIterator[KeyStore]:
     await engine.dispose()
 
 
-def stored_rows(settings: Settings) -> list[tuple[object, ...]]:
-    path = Path(settings.data_dir) / "rag.db"
-    with sqlite3.connect(path) as connection:
-        rows = connection.execute("SELECT * FROM api_keys").fetchall()
-    connection.close()
-    return rows
+async def stored_rows(settings: Settings) -> list[tuple[object, ...]]:
+    engine = create_engine(settings.database_url)
+    async with engine.connect() as connection:
+        rows = (await connection.execute(text("SELECT * FROM api_keys"))).all()
+    await engine.dispose()
+    return [tuple(row) for row in rows]
 
 
 async def test_only_the_hash_is_stored(keys: KeyStore, settings: Settings) -> None:
     info, key = await keys.create("ci-bot")
     assert key.startswith(PREFIX) and len(key) >= len(PREFIX) + 43  # 32 random bytes
     assert info.name == "ci-bot" and info.prefix == key[:8] and not info.revoked
-    [row] = stored_rows(settings)
+    [row] = await stored_rows(settings)
     assert key not in repr(row)
     assert hashlib.sha256(key.encode()).hexdigest() in row
     other = (await keys.create("other"))[1]

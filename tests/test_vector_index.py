@@ -18,8 +18,8 @@ from rag.errors import IndexMismatch
 
 def unit_rows(rng: np.random.Generator, n: int, d: int) -> np.ndarray:
     m = rng.standard_normal((n, d)).astype(np.float32)
-    rows: np.ndarray = m / np.linalg.norm(m, axis=1, keepdims=True)
-    return rows
+    unit: np.ndarray = m / np.linalg.norm(m, axis=1, keepdims=True)
+    return unit
 
 
 def reference(ids: list[str], matrix: np.ndarray, q: np.ndarray, k: int) -> list[tuple[str, float]]:

@@ -130,7 +130,7 @@ FTS_STATEMENTS = (
 
 def _create_fts() -> None:
     if op.get_bind().dialect.name != "sqlite":
-        return  # PostgreSQL would use a tsvector column; not built yet.
+        return  # PostgreSQL: a generated tsvector column (migration 0006).
     for statement in FTS_STATEMENTS:
         op.execute(statement)
 

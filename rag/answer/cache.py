@@ -29,6 +29,7 @@ from sqlalchemy import delete, func, select, update
 
 from rag.answer.chain import FallbackChain
 from rag.config import CacheSettings, Settings
+from rag.db import upsert
 from rag.db.tables import CachedAnswer
 from rag.domain import AnswerEvent, DeltaEvent, DoneEvent, ErrorEvent, Latency, Usage
 from rag.ingest.chunker import chunker_fingerprint
@@ -173,8 +174,11 @@ class AnswerCache:
             return
         stored = msgspec.to_builtins(list(events))
         async with self.sessions() as session, session.begin():
-            await session.merge(
-                CachedAnswer(
+            # ON CONFLICT DO NOTHING: the same question asked twice at once is answered
+            # twice and stored once; both answers are the same, the first stays.
+            await session.execute(
+                upsert.insert(session, CachedAnswer)
+                .values(
                     key=key,
                     question=question,
                     events=stored,
@@ -182,6 +186,7 @@ class AnswerCache:
                     generation=generation,
                     used_at=self._now(),
                 )
+                .on_conflict_do_nothing()
             )
             await session.execute(delete(CachedAnswer).where(CachedAnswer.generation != generation))
             count = await session.scalar(select(func.count()).select_from(CachedAnswer)) or 0

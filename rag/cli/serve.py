@@ -14,7 +14,7 @@ from rag.cli.progress import RichProgress
 from rag.errors import JobConflict
 
 if TYPE_CHECKING:
-    pass
+    from rag.service import RagService
 
 
 @click.command()
@@ -34,7 +34,6 @@ def serve(ctx: click.Context, host: str | None, port: int | None, no_ingest: boo
     """
     import uvicorn
 
-    from rag.jobs.worker import ingest_here
     from rag.logs import RepeatFilter, guard_logging
     from rag.service import open_service
     from rag.web.access_log import configure_access_log
@@ -57,17 +56,8 @@ def serve(ctx: click.Context, host: str | None, port: int | None, no_ingest: boo
 
     async def go() -> None:
         async with open_service(settings) as service:
-            if ingest_corpus and await common.index_is_empty(service):
-                common.say(f"the index is empty: ingesting {corpus}/ first", console=common.err)
-                try:
-                    with RichProgress(common.err, enabled=True) as progress:
-                        report = await ingest_here(
-                            service, settings.jobs, [corpus], role="rag serve", display=progress
-                        )
-                    click.echo(report.summary(), err=True)
-                except JobConflict as exc:
-                    # Another replica starting at the same moment: it ingests, this one serves.
-                    common.say(f"{exc.message}; serving meanwhile", console=common.err)
+            if ingest_corpus:
+                await ingest_bundled_corpus(service, corpus)
             app = create_app(settings, service=service)
             keys = await with_key_store(settings, lambda store: store.active_count())
             for warning in (access_warning(settings, keys), host_warning(settings)):
@@ -83,3 +73,30 @@ def serve(ctx: click.Context, host: str | None, port: int | None, no_ingest: boo
             await uvicorn.Server(config).serve()
 
     common.run(go)
+
+
+async def ingest_bundled_corpus(service: RagService, corpus: Path) -> None:
+    """Ingest ``corpus`` when the index is empty, in one process of all those starting.
+
+    Decided under a database-wide lock (``rag.db.lock``): replicas starting together on
+    an empty database wait for the first, find the index full and go on; a process
+    killed while it holds the lock frees it, and the next start ingests again. The
+    ingest is a job like any other (``rag.jobs``): one already running over the corpus
+    elsewhere (a ``rag ingest corpus``) is left to finish while this process serves.
+    """
+    from rag.db.lock import exclusive
+    from rag.jobs.worker import ingest_here
+
+    async with exclusive(service.settings.database_url, "bundled corpus"):
+        if not await common.index_is_empty(service):
+            return
+        common.say(f"the index is empty: ingesting {corpus}/ first", console=common.err)
+        try:
+            with RichProgress(common.err, enabled=True) as progress:
+                report = await ingest_here(
+                    service, service.settings.jobs, [corpus], role="rag serve", display=progress
+                )
+        except JobConflict as exc:
+            common.say(f"{exc.message}; serving meanwhile", console=common.err)
+            return
+        click.echo(report.summary(), err=True)

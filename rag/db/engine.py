@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event
+from sqlalchemy import create_engine as create_sync_engine
+from sqlalchemy import event, pool
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 
@@ -83,23 +85,56 @@ def alembic_config(url: str) -> Any:
     return cfg
 
 
-def sync_url(url: str) -> str:
-    """Alembic runs synchronously: the same database through the sync driver."""
-    parsed = make_url(url)
-    driver = {"sqlite+aiosqlite": "sqlite", "postgresql+asyncpg": "postgresql+psycopg"}
-    name = driver.get(parsed.drivername, parsed.drivername)
-    return parsed.set(drivername=name).render_as_string(hide_password=False)
-
-
-def upgrade_sync(url: str, revision: str = "head") -> None:
+def _upgrade_on(connection: Any, url: str, revision: str) -> None:
     from alembic import command
+
+    cfg = alembic_config(url)
+    # migrations/env.py runs on this connection rather than opening its own.
+    cfg.attributes["connection"] = connection
+    command.upgrade(cfg, revision)
+
+
+def _upgrade_sqlite(url: str, revision: str) -> None:
+    # The standard library's sqlite3, synchronously, as Alembic is: aiosqlite's worker
+    # thread would outlive a failed open (a read-only folder) and the loop it reports to.
+    engine = create_sync_engine(make_url(url).set(drivername="sqlite"), poolclass=pool.NullPool)
+    try:
+        with engine.connect() as connection:
+            _upgrade_on(connection, url, revision)
+    finally:
+        engine.dispose()
+
+
+async def upgrade(url: str, revision: str = "head") -> None:
+    """Bring the database to the latest schema (a no-op when it is current).
+
+    Under the database's migration lock (``rag.db.lock``): processes starting together
+    on an empty database take turns, and all but the first find nothing left to do.
+    PostgreSQL is migrated through asyncpg (``run_sync``), so it needs no second driver.
+    """
+    from rag.db.lock import exclusive
 
     path = sqlite_path(url)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
-    command.upgrade(alembic_config(sync_url(url)), revision)
+    async with exclusive(url, "migrations"):
+        if make_url(url).get_backend_name() == "sqlite":
+            await asyncio.to_thread(_upgrade_sqlite, url, revision)
+            return
+        # Not ``create_engine``'s lock_timeout: a migration waits for readers to finish.
+        engine = create_async_engine(url, poolclass=pool.NullPool)
+        try:
+            async with engine.connect() as connection:
+                await connection.run_sync(_upgrade_on, url, revision)
+        finally:
+            await engine.dispose()
 
 
-async def upgrade(url: str) -> None:
-    """Bring the database to the latest schema (a no-op when it is current)."""
-    await asyncio.to_thread(upgrade_sync, url)
+def upgrade_sync(url: str, revision: str = "head") -> None:
+    """``upgrade`` for synchronous callers (tests, benchmarks).
+
+    On a thread of its own, whose event loop comes and goes with it: the caller's
+    thread may have a loop of its own set (pytest-asyncio's), which must stay as it is.
+    """
+    with ThreadPoolExecutor(1) as worker:
+        worker.submit(asyncio.run, upgrade(url, revision)).result()

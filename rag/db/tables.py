@@ -3,7 +3,9 @@
 The FTS5 table ``chunks_fts`` (external content over ``chunks``, keyed by ``seq``) and
 the triggers that keep it in step are created by the migration, not here: SQLAlchemy
 has no model for virtual tables, and triggers make the keyword index commit or roll
-back with the chunk rows.
+back with the chunk rows. On PostgreSQL the keyword index is the generated column
+``chunks.search_vector`` (a ``tsvector``, GIN-indexed), also made by the migration only: the
+models stay the same on both databases.
 """
 
 from __future__ import annotations
@@ -38,6 +40,11 @@ def utcnow() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
 
 
+Int64 = BigInteger().with_variant(Integer(), "sqlite")
+"""Byte counts and nanosecond times, past 2**31 (an mtime_ns is about 1.8e18). SQLite's
+INTEGER is 64-bit already, and stays INTEGER there so its schema needs no change."""
+
+
 class Document(Base):
     __tablename__ = "documents"
 
@@ -51,8 +58,8 @@ class Document(Base):
     title: Mapped[str] = mapped_column(Text, default="")
     media_type: Mapped[str] = mapped_column(String(100), default="")
     sha256: Mapped[str] = mapped_column(String(64))
-    size: Mapped[int] = mapped_column(Integer)
-    mtime_ns: Mapped[int] = mapped_column(Integer, default=0)
+    size: Mapped[int] = mapped_column(Int64)
+    mtime_ns: Mapped[int] = mapped_column(Int64, default=0)
     pages: Mapped[int | None] = mapped_column(Integer, nullable=True)
     status: Mapped[str] = mapped_column(String(16))
     """ok, skipped or failed; pending while an upload waits for its ingestion job."""
@@ -277,9 +284,6 @@ class IndexOutbox(Base):
     __table_args__ = (Index("ix_index_outbox_model", "model_id", "id"),)
 
 
-# SQLite makes only an INTEGER PRIMARY KEY an auto-incremented rowid; PostgreSQL needs
-# 64 bits where a counter may outlive 2**31.
-BigId = BigInteger().with_variant(Integer(), "sqlite")
 
 
 class IndexLog(Base):
@@ -293,7 +297,9 @@ class IndexLog(Base):
 
     __tablename__ = "index_log"
 
-    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    id: Mapped[int] = mapped_column(Int64, primary_key=True, autoincrement=True)
+    """64 bits where a counter may outlive 2**31; on SQLite an INTEGER PRIMARY KEY, the
+    only kind it auto-increments (``Int64``)."""
     generation: Mapped[int] = mapped_column(BigInteger, index=True)
     chunk_id: Mapped[str] = mapped_column(String(64))
     op: Mapped[str] = mapped_column(String(8))

@@ -79,7 +79,7 @@ def eval_settings(settings: Settings, workdir: Path, top_k: int | None) -> Setti
     return msgspec.structs.replace(
         settings,
         data_dir=str(workdir),
-        database=DatabaseSettings(),
+        database=DatabaseSettings(url=settings.eval.database_url),
         retrieval=retrieval,
         cache=msgspec.structs.replace(settings.cache, enabled=False),
     )
@@ -134,6 +134,7 @@ async def run(
 
     overrides = Overrides(embedder=embedder, wrap_embedder=cache_queries)
     async with open_service(local, overrides) as service:
+        await _only_this_corpus(service, dataset)
         report = await service.ingest([dataset.corpus], ingest_progress)
         warnings += [f"{p['path']}: {p['status']}: {p['reason']}" for p in report.problems]
         warnings += await _unindexed_sources(service, dataset)
@@ -213,6 +214,19 @@ def git_commit() -> str | None:
     except (OSError, subprocess.SubprocessError):
         return None
     return done.stdout.strip() or None if done.returncode == 0 else None
+
+
+async def _only_this_corpus(service: RagService, dataset: Dataset) -> None:
+    """Refuse a database (``[eval] database_url``) that holds another corpus's documents:
+    they would be retrieved with this one's and every figure would be wrong."""
+    root = str(dataset.corpus.expanduser().resolve())
+    async with service.sessions() as session:
+        other = await session.scalar(select(Document.root).where(Document.root != root).limit(1))
+    if other is not None:
+        raise InputError(
+            f"the evaluation database holds documents from {other}, not only from {root}: "
+            "give each dataset a database of its own ([eval] database_url)"
+        )
 
 
 async def _unindexed_sources(service: RagService, dataset: Dataset) -> list[str]:

@@ -22,10 +22,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import BigInteger, Text, cast, delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from rag.db import index_log
+from rag.db import index_log, upsert
 from rag.db.tables import (
     Chunk,
     ChunkUnits,
@@ -182,13 +182,15 @@ async def record_problem(
     ``outbox``: the model id to queue the index deletes under (see the module doc).
     """
     doc_id = document_id(facts.source)
+    # The document's row first, as ``write_document`` does: on PostgreSQL its row lock
+    # makes a second run over the same file wait, always in the same order (no deadlock).
+    await _upsert_document(
+        session, facts, doc_id, status=status, reason=reason, fingerprint=fingerprint
+    )
     lost = await chunk_ids_of(session, doc_id)
     await session.execute(delete(Chunk).where(Chunk.document_id == doc_id))
     if outbox is not None:
         await enqueue(session, outbox, "delete", lost)
-    await _upsert_document(
-        session, facts, doc_id, status=status, reason=reason, fingerprint=fingerprint
-    )
     generation = await bump_generation(session)
     await index_log.append(session, generation, added=(), removed=lost)
     return lost
@@ -232,6 +234,7 @@ async def write_document(
     gone = sorted(old - set(ids))
     for start in range(0, len(gone), 500):
         await session.execute(delete(Chunk).where(Chunk.id.in_(gone[start : start + 500])))
+    added = []
     for chunk_id, draft in zip(ids, drafts, strict=True):
         values = {
             "ordinal": draft.ordinal,
@@ -249,14 +252,20 @@ async def write_document(
             # OCR, the confidence in it) can have moved.
             await session.execute(update(Chunk).where(Chunk.id == chunk_id).values(**values))
         else:
-            session.add(
-                Chunk(
-                    id=chunk_id, document_id=doc_id, text=draft.text, sha256=draft.sha256, **values
-                )
+            added.append(
+                {"id": chunk_id, "document_id": doc_id, "text": draft.text, "sha256": draft.sha256}
+                | values
             )
-    await session.flush()
-    for chunk_id, blob in new_vectors.items():
-        session.add(Vector(chunk_id=chunk_id, model_id=model_id, dimension=dimension, vector=blob))
+    # ON CONFLICT DO NOTHING: another run over the same file may have written the same
+    # chunk (same id, same text) or vector since this one looked.
+    if added:
+        await session.execute(upsert.insert(session, Chunk).on_conflict_do_nothing(), added)
+    if new_vectors:
+        rows = [
+            {"chunk_id": cid, "model_id": model_id, "dimension": dimension, "vector": blob}
+            for cid, blob in new_vectors.items()
+        ]
+        await session.execute(upsert.insert(session, Vector).on_conflict_do_nothing(), rows)
     if units is not None and units.rows:
         replaced = list(units.rows)
         for start in range(0, len(replaced), 500):
@@ -287,22 +296,40 @@ async def _upsert_document(
     media_type: str | None = None,
     pages: int | None = None,
 ) -> None:
-    doc = await session.get(Document, doc_id)
-    if doc is None:
-        doc = Document(id=doc_id, source=facts.source)
-        session.add(doc)
-    doc.root = facts.root
-    doc.path = facts.path
-    doc.sha256 = facts.sha256
-    doc.size = facts.size
-    doc.mtime_ns = facts.mtime_ns
-    doc.status = status
-    doc.reason = reason
-    doc.chunker = fingerprint
-    doc.title = title if title is not None else (doc.title or facts.path)
-    doc.media_type = media_type or doc.media_type or ""
-    doc.pages = pages
-    doc.updated_at = datetime.now(UTC).replace(tzinfo=None)
+    # One statement, not a lookup and then an insert: two runs meeting on one file (two
+    # `rag ingest` over one folder) both write it, the second over the first.
+    now = datetime.now(UTC).replace(tzinfo=None)
+    values = {
+        "root": facts.root,
+        "path": facts.path,
+        "sha256": facts.sha256,
+        "size": facts.size,
+        "mtime_ns": facts.mtime_ns,
+        "status": status,
+        "reason": reason,
+        "chunker": fingerprint,
+        "pages": pages,
+        "updated_at": now,
+    }
+    statement = upsert.insert(session, Document).values(
+        id=doc_id,
+        source=facts.source,
+        title=title if title is not None else facts.path,
+        media_type=media_type or "",
+        **values,
+    )
+    # No new title or media type keeps the stored ones (a failed re-read knows neither).
+    kept_title = func.coalesce(func.nullif(Document.title, ""), facts.path)
+    await session.execute(
+        statement.on_conflict_do_update(
+            index_elements=[Document.id],
+            set_={
+                **values,
+                "title": title if title is not None else kept_title,
+                "media_type": media_type or func.coalesce(Document.media_type, ""),
+            },
+        )
+    )
 
 
 async def vanished(session: AsyncSession, root: str, present: set[str]) -> list[Document]:
@@ -330,13 +357,19 @@ async def delete_document(
 
 
 async def bump_generation(session: AsyncSession) -> int:
-    """The generation after this transaction's bump (``index_log`` rows carry it)."""
-    row = await session.get(Meta, GENERATION_KEY)
-    if row is None:
-        session.add(Meta(key=GENERATION_KEY, value="1"))
-        return 1
-    row.value = str(int(row.value) + 1)
-    return int(row.value)
+    """Add one to the index generation; returns the new value (``index_log`` rows carry it).
+
+    One atomic statement (an upsert with RETURNING): a read and then a write would let
+    two processes read the same value and both write its successor, one bump lost.
+    """
+    statement = upsert.insert(session, Meta).values(key=GENERATION_KEY, value="1")
+    bumped = cast(cast(Meta.value, BigInteger) + 1, Text)
+    value = await session.scalar(
+        statement.on_conflict_do_update(
+            index_elements=[Meta.key], set_={"value": bumped}
+        ).returning(Meta.value)
+    )
+    return int(value or 0)
 
 
 async def generation(session: AsyncSession) -> int:

@@ -94,7 +94,7 @@ class HybridReranker:
     evidence alone never opens the gate.
     """
 
-    name = "hybrid-fusion (dense cosine + FTS5 BM25, weighted RRF; not a cross-encoder)"
+    name = "hybrid-fusion (dense cosine + keyword rank, weighted RRF; not a cross-encoder)"
 
     def __init__(
         self, keyword_weight: float, k: int = RRF_K, identifier_weight: float | None = None
