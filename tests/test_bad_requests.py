@@ -16,6 +16,11 @@ from rag.web import create_app
 
 HUGE = "9223372036854775808"  # 2**63: one past the database's largest integer
 
+# Litestar's in-process client runs the app's startup (upload recovery, the job worker)
+# on an event loop of its own, which asyncpg's pooled connections, opened on the test's
+# loop, cannot be used from; these requests are about parsing, not the database.
+pytestmark = pytest.mark.database("sqlite")
+
 
 @pytest.fixture
 async def client(
