@@ -8,7 +8,8 @@ from typing import TYPE_CHECKING
 import click
 import msgspec
 
-from rag.cli import common, forget
+from rag.cli import common
+from rag.cli.forget import count_under, resolved
 from rag.cli.keys import with_key_store
 from rag.cli.progress import RichProgress
 from rag.errors import JobConflict
@@ -64,9 +65,13 @@ def serve(
     )
 
     corpus = Path(settings.ingest.corpus)
-    has_corpus, corpus_at = corpus.is_dir(), forget.resolved(corpus)
+    has_corpus, corpus_at = corpus.is_dir(), resolved(corpus)
+    served = [resolved(p) for p in paths]
+    # Only when the handbook is not among what was asked for (`rag serve corpus/` is fine).
+    mixed = bool(paths) and not any(p == corpus_at or p in corpus_at.parents for p in served)
     if paths:
-        settings = own_folder(settings, paths)
+        with common.failures():
+            settings = own_folder(settings, paths)
 
     async def first_ingest(service: RagService) -> None:
         if paths:
@@ -91,7 +96,7 @@ def serve(
         async with open_service(settings) as service:
             if not no_ingest:
                 await first_ingest(service)
-            if paths and (left := await forget.count_under(service, corpus_at)):
+            if mixed and (left := await count_under(service, corpus_at)):
                 # An earlier `rag serve` put the handbook in this index: say how to drop it
                 # rather than deleting what the user may have wanted.
                 common.note(
