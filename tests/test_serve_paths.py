@@ -9,6 +9,9 @@ import pytest
 import uvicorn
 from test_cli import config_env, flat, rag, write_docs
 
+from rag import logs
+from rag.web import access_log
+
 
 @pytest.fixture
 def no_server(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -16,6 +19,10 @@ def no_server(monkeypatch: pytest.MonkeyPatch) -> None:
         return None
 
     monkeypatch.setattr(uvicorn.Server, "serve", return_at_once)
+    # Both change the process's loggers for good (filters on the root logger's handlers,
+    # caplog's among them; a handler on CliRunner's stderr): later tests would inherit them.
+    monkeypatch.setattr(logs, "guard_logging", lambda *args, **kwargs: None)
+    monkeypatch.setattr(access_log, "configure_access_log", lambda *args, **kwargs: None)
 
 
 @pytest.fixture
