@@ -468,7 +468,7 @@ def load_settings(
         settings = msgspec.convert(raw, Settings, strict=False)
     except msgspec.ValidationError as exc:
         raise ConfigError(f"invalid setting: {_readable(str(exc))}") from exc
-    _check_ranges(settings)
+    check_ranges(settings)
     return settings
 
 
@@ -528,7 +528,7 @@ def _readable(message: str) -> str:
     return message.replace("`$.", "`").replace("$.", "")
 
 
-def _check_ranges(s: Settings) -> None:
+def check_ranges(s: Settings) -> None:
     problems = []
     if s.ocr.engine == "workers-ai" and s.backend != "cloudflare":
         problems.append('ocr.engine = "workers-ai" needs backend = "cloudflare"')

@@ -15,6 +15,7 @@ from rag.cli.cloudflare import audit, vectorize
 from rag.cli.config import db, show_config
 from rag.cli.doctor import doctor
 from rag.cli.eval import eval_group
+from rag.cli.forget import forget
 from rag.cli.ingest import ingest
 from rag.cli.keys import keys
 from rag.cli.search import search
@@ -36,7 +37,9 @@ def main(ctx: click.Context, config_path: str | None) -> None:
 
     \b
     Examples:
+      rag serve ~/handbook          # serve your own documents (and only those)
       rag ingest corpus/            # index a folder (again and again: idempotent)
+      rag forget corpus/            # remove a folder's documents from the index
       rag ask "How do I change the port?"
       rag chat                      # questions and follow-ups, one per line
       rag search "evidence gate" --k 5 --json
@@ -48,6 +51,7 @@ def main(ctx: click.Context, config_path: str | None) -> None:
 
 for _command in (
     ingest,
+    forget,
     ask,
     chat,
     search,

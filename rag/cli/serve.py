@@ -9,26 +9,38 @@ import click
 import msgspec
 
 from rag.cli import common
+from rag.cli.forget import count_under, resolved
 from rag.cli.keys import with_key_store
 from rag.cli.progress import RichProgress
 from rag.errors import JobConflict
 
 if TYPE_CHECKING:
+    from rag.config import Settings
     from rag.service import RagService
 
 
 @click.command()
+@click.argument("paths", nargs=-1, type=click.Path(exists=True, path_type=Path))
 @click.option("--host", default=None, help="Address to bind (default from config).")
 @click.option("--port", type=int, default=None, help="Port (default from config).")
-@click.option("--no-ingest", is_flag=True, help="Do not ingest the corpus when the index is empty.")
+@click.option("--no-ingest", is_flag=True, help="Ingest nothing before serving.")
 @click.pass_context
-def serve(ctx: click.Context, host: str | None, port: int | None, no_ingest: bool) -> None:
-    """Serve the Q&A endpoint (SSE) and its OpenAPI docs.
+def serve(
+    ctx: click.Context,
+    paths: tuple[Path, ...],
+    host: str | None,
+    port: int | None,
+    no_ingest: bool,
+) -> None:
+    """Serve the Q&A endpoint (SSE), the chat page and the OpenAPI docs.
 
-    When the index is empty the configured corpus (ingest.corpus) is ingested first.
+    With PATHs, those files and folders are ingested first (unchanged files cost
+    nothing) and the bundled handbook is left out. Without, the configured corpus
+    (ingest.corpus) is ingested first when the index is empty.
 
     \b
-    Example:
+    Examples:
+      rag serve ~/handbook          # answer from your own documents only
       rag serve --port 8080
       curl -N "http://127.0.0.1:8080/v1/ask?q=how+do+I+ingest+a+folder"
     """
@@ -52,12 +64,42 @@ def serve(ctx: click.Context, host: str | None, port: int | None, no_ingest: boo
     )
 
     corpus = Path(settings.ingest.corpus)
-    ingest_corpus = not no_ingest and corpus.is_dir()
+    has_corpus, corpus_at = corpus.is_dir(), resolved(corpus)
+    served = [resolved(p) for p in paths]
+    # Only when the handbook is not among what was asked for (`rag serve corpus/` is fine).
+    mixed = bool(paths) and not any(p == corpus_at or p in corpus_at.parents for p in served)
+    if paths:
+        with common.failures():
+            settings = own_folder(settings, paths)
+
+    async def first_ingest(service: RagService) -> None:
+        if not paths:
+            if has_corpus:
+                await ingest_bundled_corpus(service, corpus)
+            return
+        common.say(f"ingesting {', '.join(map(str, paths))} first", console=common.err)
+        try:
+            with RichProgress(common.err, enabled=True) as progress:
+                report = await ingest_here(
+                    service, settings.jobs, list(paths), role="rag serve", display=progress
+                )
+            click.echo(report.summary(), err=True)
+        except JobConflict as exc:
+            # Another replica starting at the same moment: it ingests, this one serves.
+            common.say(f"{exc.message}; serving meanwhile", console=common.err)
 
     async def go() -> None:
         async with open_service(settings) as service:
-            if ingest_corpus:
-                await ingest_bundled_corpus(service, corpus)
+            if not no_ingest:
+                await first_ingest(service)
+            if mixed and (left := await count_under(service, corpus_at)):
+                # An earlier `rag serve` put the handbook in this index: say how to drop it
+                # rather than deleting what the user may have wanted.
+                common.note(
+                    "note:",
+                    f"the index also holds {left} documents of the bundled handbook "
+                    f"({corpus}/); `rag forget {corpus}` removes them",
+                )
             app = create_app(settings, service=service)
             keys = await with_key_store(settings, lambda store: store.active_count())
             for warning in (access_warning(settings, keys), host_warning(settings)):
@@ -100,3 +142,17 @@ async def ingest_bundled_corpus(service: RagService, corpus: Path) -> None:
             common.say(f"{exc.message}; serving meanwhile", console=common.err)
             return
         click.echo(report.summary(), err=True)
+
+
+def own_folder(settings: Settings, paths: tuple[Path, ...]) -> Settings:
+    """Point ``POST /v1/ingest`` at the one folder served, unless configured: its default,
+    the bundled handbook, would mix into an index of the user's own documents."""
+    from rag.config import check_ranges
+
+    folders = [p for p in paths if p.is_dir()]
+    if settings.web.ingest_folder or len(folders) != 1:
+        return settings
+    web = msgspec.structs.replace(settings.web, ingest_folder=str(folders[0]))
+    changed = msgspec.structs.replace(settings, web=web)
+    check_ranges(changed)  # the folder must not overlap the uploads'
+    return changed

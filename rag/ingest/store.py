@@ -19,6 +19,7 @@ import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -336,6 +337,16 @@ async def vanished(session: AsyncSession, root: str, present: set[str]) -> list[
     """Documents recorded under ``root`` whose file was not found this time."""
     docs = await session.scalars(select(Document).where(Document.root == root))
     return [d for d in docs if d.source not in present]
+
+
+async def documents_under(session: AsyncSession, path: Path) -> list[str]:
+    """Ids of the documents whose file is ``path`` or lies below it (``rag forget``)."""
+    source = path.as_posix()
+    below = Document.source.startswith(source.rstrip("/") + "/", autoescape=True)
+    found = await session.scalars(
+        select(Document.id).where((Document.source == source) | below).order_by(Document.source)
+    )
+    return list(found)
 
 
 async def delete_document(
