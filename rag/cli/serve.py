@@ -46,6 +46,7 @@ def serve(
     """
     import uvicorn
 
+    from rag.jobs.worker import ingest_here
     from rag.logs import RepeatFilter, guard_logging
     from rag.service import open_service
     from rag.web.access_log import configure_access_log
