@@ -18,7 +18,12 @@ from rag.cli import common
     default=None,
     help="Jobs run at once [default: uploads.max_concurrent_jobs].",
 )
-@click.option("--until-idle", is_flag=True, help="Exit once no job is left to run.")
+@click.option(
+    "--until-idle",
+    is_flag=True,
+    help="Exit once no job is queued or running anywhere (one running elsewhere is waited "
+    "for: if its worker died, it is taken up here once its heartbeat is stale).",
+)
 @click.pass_context
 def worker(ctx: click.Context, concurrency: int | None, until_idle: bool) -> None:
     """Run queued ingestion jobs: uploads, POST /v1/ingest, and rag ingest runs whose

@@ -273,6 +273,14 @@ class JobQueue:
             job: Job | None = await session.get(Job, claimed)
         return job
 
+    async def busy(self) -> bool:
+        """Whether any job is queued or running (on any worker, live or not)."""
+        async with self.sessions() as session:
+            found = await session.scalar(
+                select(Job.id).where(Job.state.in_(ACTIVE_JOB_STATES)).limit(1)
+            )
+        return found is not None
+
     async def beat(self, job_id: str, worker: str, progress: JobProgress) -> str | None:
         """Write the heartbeat and progress: None while the job is ``worker``'s to go on
         with, the cancel reason when someone asked it to stop, ``LOST`` when it is not

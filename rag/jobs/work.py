@@ -10,7 +10,6 @@ use, and the same bytes uploaded again are answered from that record
 
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
 
 from sqlalchemy import select
@@ -59,8 +58,3 @@ async def settle_upload(service: QAService, blobs: BlobStore, doc_id: str, locat
             await cleanup.schedule(session, location)
     if status in FAILED:
         await cleanup.drain(sessions, blobs, location)
-
-
-def unlink(path: Path) -> None:
-    with contextlib.suppress(FileNotFoundError):
-        path.unlink()

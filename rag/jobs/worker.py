@@ -157,6 +157,7 @@ class Worker:
         self._jobs: dict[str, tuple[asyncio.Task[None], Stop]] = {}
         self._wake = asyncio.Event()
         self._loop: asyncio.Task[None] | None = None
+        self._closing = False
         queue.listeners.append(self.nudge)
 
     @property
@@ -172,17 +173,26 @@ class Worker:
         return self._loop
 
     async def run(self, until_idle: bool = False) -> None:
-        """Claim and start jobs while slots are free, until cancelled (or idle)."""
-        while True:
+        """Claim and start jobs while slots are free, until closed (or idle: nothing
+        queued and nothing running anywhere, since a job running elsewhere may be a dead
+        worker's, to be taken up here once its heartbeat is stale)."""
+        while not self._closing:
             self._wake.clear()
             await self._fill()
-            if until_idle and not self._jobs:
+            if until_idle and not self._jobs and not await self._others_busy():
                 return
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.queue.settings.poll_s)
 
+    async def _others_busy(self) -> bool:
+        try:
+            return await self.queue.busy()
+        except Exception as exc:
+            log.warning("could not look at the ingestion queue: %s", exc)
+            return True  # unknown is not idle: look again at the next poll
+
     async def _fill(self) -> None:
-        while len(self._jobs) < self.slots:
+        while len(self._jobs) < self.slots and not self._closing:
             try:
                 job = await self.queue.claim(self.name)
             except Exception as exc:
@@ -238,14 +248,26 @@ class Worker:
         """Stop claiming, and hand the running jobs back to the queue."""
         if self.nudge in self.queue.listeners:
             self.queue.listeners.remove(self.nudge)
+        self._closing = True
         if self._loop is not None:
-            self._loop.cancel()
-            await asyncio.wait({self._loop})
-        tasks = [task for task, _ in self._jobs.values()]
-        for task in tasks:
+            # The loop is let finish a claim it is in: cancelled there, a claim the
+            # database has committed would never reach a task, and its job would stay
+            # running until its heartbeat went stale. A database that hangs is not
+            # waited for longer than a heartbeat's grace.
+            self.nudge()
+            done, _ = await asyncio.wait({self._loop}, timeout=self.queue.settings.stale_after_s)
+            if not done:
+                self._loop.cancel()
+                await asyncio.wait({self._loop})
+        entries = list(self._jobs.items())
+        for _, (task, _) in entries:
             task.cancel()
-        if tasks:
-            await asyncio.wait(tasks)
+        if entries:
+            await asyncio.wait([task for _, (task, _) in entries])
+        # A task cancelled before its first step never ran run_job, which hands its job
+        # back; the release only touches a row still running under this worker's name.
+        for job_id, _ in entries:
+            await _recorded(self.queue.release(job_id, self.name))
 
 
 async def ingest_here(

@@ -51,7 +51,7 @@ class FolderStore(BlobStore):
         yield path  # already a local file: the loaders read it where it is
 
     async def delete(self, key: str) -> None:
-        await asyncio.to_thread(_unlink, self._path(key))
+        await asyncio.to_thread(unlink, self._path(key))
 
     async def keys(self) -> list[str]:
         return await asyncio.to_thread(_names, self.folder)
@@ -71,7 +71,8 @@ def _link(file: Path, target: Path) -> bool:
     return True
 
 
-def _unlink(path: Path) -> None:
+def unlink(path: Path) -> None:
+    """Remove a file; one already gone is no error."""
     with contextlib.suppress(FileNotFoundError):
         path.unlink()
 

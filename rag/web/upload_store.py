@@ -52,9 +52,10 @@ from rag.db.tables import Document, Job
 from rag.errors import JobConflict, RagError
 from rag.ingest import store
 from rag.jobs.queue import JobQueue
-from rag.jobs.work import FAILED, unlink
+from rag.jobs.work import FAILED
 from rag.ports import BlobStore, QAService
 from rag.storage import cleanup
+from rag.storage.folder import unlink
 from rag.web import uploads
 
 log = logging.getLogger(__name__)
