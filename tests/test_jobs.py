@@ -23,7 +23,7 @@ from rag.db.tables import IngestRun
 from rag.errors import ConfigError, JobConflict, JobStopped
 from rag.ingest import store
 from rag.jobs.queue import LOST, JobProgress, JobQueue
-from rag.jobs.worker import Stop, run_job
+from rag.jobs.worker import Stop, Worker, run_job
 from rag.registry import Overrides
 from rag.service import open_service
 from rag.web import create_app
@@ -272,3 +272,62 @@ async def test_rag_ingest_takes_up_a_waiting_job_refuses_a_live_one_and_stops_wh
             await running
         ended = await queue.get(job.id)
     assert ended is not None and (ended.state, ended.error) == ("cancelled", "an operator said so")
+
+
+class ClaimsInFlight(JobQueue):
+    """A queue whose claims are held after the database has committed them, as a slow
+    network holds the reply: the window in which a worker may be told to stop."""
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.committed = asyncio.Event()
+        self.reply = asyncio.Event()
+
+    async def claim(self, worker: str, job_id: str | None = None) -> Any:
+        job = await super().claim(worker, job_id)
+        if job is not None:
+            self.committed.set()
+            await self.reply.wait()
+        return job
+
+
+async def test_a_worker_stopped_while_its_claim_is_in_flight_hands_that_job_back(
+    tmp_path: Path,
+) -> None:
+    settings = make_settings(tmp_path)
+    async with open_service(settings, Overrides(embedder=GatedEmbedder())) as service:
+        assert service.sessions is not None
+        queue = ClaimsInFlight(service.sessions, SETTINGS)
+        job = await queue.enqueue("folder", [tmp_path / "docs"])
+        worker = Worker(queue, service, slots=1)
+        worker.start()
+        await queue.committed.wait()
+        closing = asyncio.create_task(worker.close())
+        for _ in range(5):
+            await asyncio.sleep(0)  # close() is under way before the claim's reply comes
+        queue.reply.set()
+        await asyncio.wait_for(closing, 30)
+        back = await queue.get(job.id)
+    # Cancelled mid-claim, the worker would have left it running under its name until stale.
+    assert back is not None and (back.state, back.attempts) == ("queued", 1), back.worker
+
+
+async def test_until_idle_waits_for_a_job_whose_worker_may_be_dead(tmp_path: Path) -> None:
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    (folder / "guide.md").write_bytes(GUIDE)
+    clock = Clock()
+    quick = JobSettings(heartbeat_s=0.05, stale_after_s=60.0, poll_s=0.05)
+    settings = make_settings(tmp_path)
+    async with open_service(settings, Overrides(embedder=FakeEmbedder())) as service:
+        assert service.sessions is not None
+        queue = JobQueue(service.sessions, quick, lambda: EPOCH + timedelta(seconds=clock.now))
+        job = await queue.enqueue("folder", [folder])
+        assert await queue.claim("gone@elsewhere") is not None  # and then it died
+        draining = Worker(queue, service, slots=1).start(until_idle=True)
+        await asyncio.sleep(0.5)  # ten polls: the job is running, so the queue is not idle
+        assert not draining.done()
+        clock.now += 61  # its heartbeat is stale now
+        await asyncio.wait_for(draining, 30)
+        done = await queue.get(job.id)
+    assert done is not None and (done.state, done.attempts) == ("finished", 2), done.error
