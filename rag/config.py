@@ -334,6 +334,10 @@ class JobSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_on
     poll_s: float = 1.0
     """How often an idle worker looks for queued jobs (a job enqueued in the same process
     wakes it at once)."""
+    keep_days: float = 7.0
+    """Finished, failed and cancelled jobs are kept this long (``GET /v1/jobs`` shows
+    them), then workers delete them, every ``PRUNE_EVERY_S``; an active job is never
+    deleted. 0 keeps every job."""
 
 
 class StorageSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -572,6 +576,8 @@ def check_ranges(s: Settings) -> None:
         problems.append("jobs.heartbeat_s and jobs.poll_s must be > 0")
     if s.jobs.stale_after_s < 2 * s.jobs.heartbeat_s:
         problems.append("jobs.stale_after_s must be at least twice jobs.heartbeat_s")
+    if s.jobs.keep_days < 0:
+        problems.append("jobs.keep_days must be >= 0 (0 keeps every job)")
     if s.cloudflare.first_token_deadline_s <= 0:
         problems.append("cloudflare.first_token_deadline_s must be > 0")
     problems.extend(_overlapping_folders(s))
@@ -674,6 +680,7 @@ def effective(settings: Settings, environ: Mapping[str, str] | None = None) -> d
     assert isinstance(data, dict)
     data["database"]["url"] = masked_url(settings.database.url)
     data["database"]["effective_url"] = masked_url(settings.database_url)
+    data["eval"]["database_url"] = masked_url(settings.eval.database_url)
     data["ingest"]["pdf_passwords"] = ["***"] * len(settings.ingest.pdf_passwords)
     data["secrets"] = {name: ("***" if env.get(name) else "(not set)") for name in SECRET_ENV}
     return data

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 from conftest import LOCAL_URL, QUICK_JOBS, make_settings
-from fakes import Clock, FakeEmbedder, GatedEmbedder, SlowPdfs
+from fakes import Clock, FakeEmbedder, GatedEmbedder, ScriptedService, SlowPdfs
 from litestar.testing import AsyncTestClient
 from sqlalchemy import select
 
@@ -23,7 +23,7 @@ from rag.db.tables import IngestRun
 from rag.errors import ConfigError, JobConflict, JobStopped
 from rag.ingest import store
 from rag.jobs.queue import LOST, JobProgress, JobQueue
-from rag.jobs.worker import Stop, run_job
+from rag.jobs.worker import Stop, Worker, run_job
 from rag.registry import Overrides
 from rag.service import open_service
 from rag.web import create_app
@@ -168,6 +168,50 @@ async def test_a_run_is_interrupted_when_its_heartbeat_stops_not_when_another_st
         assert await statuses() == ["running", "interrupted", "running"]
         await start(111)
         assert await statuses() == ["interrupted", "interrupted", "running", "running"]
+
+
+async def test_ended_jobs_are_pruned_after_keep_days_and_active_ones_never(
+    database_url: str, tmp_path: Path
+) -> None:
+    clock = Clock()
+    days = 86400.0
+    now = lambda: EPOCH + timedelta(seconds=clock.now)  # noqa: E731
+    await upgrade(database_url)
+    engine = create_engine(database_url)
+    try:
+        queue = JobQueue(session_factory(engine), JobSettings(keep_days=2.0), now)
+        queued = await queue.enqueue("folder", [tmp_path / "queued"])
+        running = await queue.enqueue("folder", [tmp_path / "running"], holder="W")
+        ended = {}
+        for state in ("finished", "failed", "cancelled"):
+            job = await queue.enqueue("folder", [tmp_path / state], holder="W")
+            await queue.finish(job.id, "W", state, JobProgress(), error="why")
+            ended[state] = job.id
+        clock.now += 1.5 * days
+        late = await queue.enqueue("folder", [tmp_path / "late"], holder="W")
+        await queue.finish(late.id, "W", "finished", JobProgress())
+        assert await queue.prune() == 0  # nothing ended two days ago yet
+        clock.now += 1 * days
+        assert await queue.prune() == 3
+        left = {job.id for job in await queue.recent()}
+        assert left == {queued.id, running.id, late.id}
+        keep_all = JobQueue(session_factory(engine), JobSettings(keep_days=0.0), now)
+        clock.now += 30 * days
+        assert await keep_all.prune() == 0
+        assert {job.id for job in await keep_all.recent()} == left
+    finally:
+        await engine.dispose()
+
+
+async def test_a_worker_prunes_ended_jobs_as_it_goes(tmp_path: Path) -> None:
+    async with queues(tmp_path, 1) as (queue,):
+        job = await queue.enqueue("folder", [tmp_path / "old"], holder="W")
+        await queue.finish(job.id, "W", "finished", JobProgress())
+        pruning = JobQueue(
+            queue.sessions, JobSettings(keep_days=1.0), lambda: EPOCH + timedelta(days=2)
+        )
+        await Worker(pruning, ScriptedService([]), slots=1).run(until_idle=True)
+        assert await queue.get(job.id) is None
 
 
 @pytest.mark.parametrize("environ", [{"RAG_JOBS__STALE_AFTER_S": "3"}, {"RAG_JOBS__POLL_S": "0"}])
