@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import LOCAL_URL, QUICK_JOBS, make_settings
-from fakes import Clock, FakeEmbedder, GatedEmbedder, ScriptedService, SlowPdfs
-from litestar.testing import AsyncTestClient
+from conftest import QUICK_JOBS, make_settings
+from fakes import Clock, FakeEmbedder, GatedEmbedder, ScriptedService, SlowPdfs, app_client
+from httpx import AsyncClient
 from sqlalchemy import select
 
 from rag.config import JobSettings, load_settings
@@ -226,21 +226,23 @@ OTHER = b"# Llama notes\n\nLlamas carry wool bales across the mountain pass ever
 
 @asynccontextmanager
 async def replicas(
-    tmp_path: Path, runner: Overrides, **sections: Any
-) -> AsyncIterator[tuple[AsyncTestClient[Any], AsyncTestClient[Any]]]:
-    """Two web apps over one database: the first runs jobs, the second only answers."""
+    tmp_path: Path, database_url: str, runner: Overrides, **sections: Any
+) -> AsyncIterator[tuple[AsyncClient, AsyncClient]]:
+    """Two web apps over one database, each under its own uvicorn: the first runs jobs,
+    the second only answers."""
+    sections["database"] = {"url": database_url}
     working = make_settings(tmp_path, jobs=QUICK_JOBS, **sections)
     answering = make_settings(tmp_path, jobs={**QUICK_JOBS, "run_in_server": False}, **sections)
     async with (
         open_service(working, runner) as one,
         open_service(answering, Overrides(embedder=FakeEmbedder())) as two,
-        AsyncTestClient(app=create_app(working, one), base_url=LOCAL_URL) as a,
-        AsyncTestClient(app=create_app(answering, two), base_url=LOCAL_URL) as b,
+        app_client(create_app(working, one)) as a,
+        app_client(create_app(answering, two)) as b,
     ):
         yield a, b
 
 
-async def state_of(client: AsyncTestClient[Any], job_id: str, *states: str) -> dict[str, Any]:
+async def state_of(client: AsyncClient, job_id: str, *states: str) -> dict[str, Any]:
     """The job once it is in one of ``states``."""
     for _ in range(1000):
         job: dict[str, Any] = (await client.get(f"/v1/jobs/{job_id}")).json()
@@ -251,7 +253,7 @@ async def state_of(client: AsyncTestClient[Any], job_id: str, *states: str) -> d
 
 
 async def test_a_job_started_on_one_replica_runs_and_is_seen_and_refused_on_another(
-    tmp_path: Path,
+    tmp_path: Path, database_url: str
 ) -> None:
     folder = tmp_path / "docs"
     folder.mkdir()
@@ -259,7 +261,7 @@ async def test_a_job_started_on_one_replica_runs_and_is_seen_and_refused_on_anot
     (folder / "llama.md").write_bytes(OTHER)
     embedder = GatedEmbedder()
     async with replicas(
-        tmp_path, Overrides(embedder=embedder), web={"ingest_folder": str(folder)}
+        tmp_path, database_url, Overrides(embedder=embedder), web={"ingest_folder": str(folder)}
     ) as (a, b):
         started = await b.post("/v1/ingest")  # b runs no jobs: a's worker takes it
         assert started.status_code == 202, started.text
@@ -275,11 +277,13 @@ async def test_a_job_started_on_one_replica_runs_and_is_seen_and_refused_on_anot
         assert [job["id"] for job in (await a.get("/v1/jobs")).json()] == [job_id]
 
 
-async def test_a_delete_on_one_replica_stops_the_job_running_on_another(tmp_path: Path) -> None:
+async def test_a_delete_on_one_replica_stops_the_job_running_on_another(
+    tmp_path: Path, database_url: str
+) -> None:
     slow = SlowPdfs()
     uploads = {"folder": str(tmp_path / "uploads")}
     async with replicas(
-        tmp_path, Overrides(embedder=FakeEmbedder(), loader=slow), uploads=uploads
+        tmp_path, database_url, Overrides(embedder=FakeEmbedder(), loader=slow), uploads=uploads
     ) as (a, b):
         try:
             pdf = await b.post("/v1/documents", files={"file": ("slow.pdf", b"%PDF-1.7\nx\n")})

@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cf_fake import EMBED, FakeCloudflare
@@ -164,7 +165,7 @@ async def test_replicas_share_the_hold_and_degraded_mode(
 ) -> None:
     """Two services over one database, as ``open_service`` wires them."""
     fake = FakeCloudflare()
-    sections = {
+    sections: dict[str, Any] = {
         "cloudflare": {"max_retries": 0, "state_store": "database"},
         "database": {"url": database_url},
     }
