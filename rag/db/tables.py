@@ -284,6 +284,8 @@ class IndexOutbox(Base):
     __table_args__ = (Index("ix_index_outbox_model", "model_id", "id"),)
 
 
+
+
 class IndexLog(Base):
     """A vector added or removed, for every process that mirrors the vectors in memory.
 
@@ -407,8 +409,8 @@ class ApiBudget(Base):
     """Whose budget: ``cloudflare:<account id>``."""
     slot: Mapped[int] = mapped_column(BigInteger)
     """The latest sub-window counted: Unix time // a tenth of the window (30 s)."""
-    # Calls reserved in each of the last 11 sub-windows, a ring: sub-window s in c{s % 11}
-    # (calls a process gave back are taken off).
+    # Calls reserved in the last 11 sub-windows: c0 in ``slot``, c1 in the one before, and
+    # so on (calls a process gave back are taken off).
     c0: Mapped[int] = mapped_column(Integer)
     c1: Mapped[int] = mapped_column(Integer)
     c2: Mapped[int] = mapped_column(Integer)

@@ -32,7 +32,6 @@ from typing import Any
 
 from sqlalchemy import text
 
-from rag.db import sliding
 from rag.db.failures import reason
 from rag.web.limits import RateLimiter, TooManyRequests
 
@@ -150,4 +149,12 @@ class SharedRateLimiter:
 
 def retry_after(hits: int, prior: int, elapsed: float, limit: int) -> int:
     """Whole seconds until one more request fits the estimate (at least 1)."""
-    return max(math.ceil(sliding.wait_s(hits, prior, elapsed, limit, WINDOW_S)), 1)
+    if prior > 0 and hits + 1 <= limit:
+        # Later this minute, once enough of the previous one has slid out of the window.
+        weight = (limit - hits - 1) / prior
+        wait = (1.0 - weight) * WINDOW_S - elapsed
+    else:
+        # Next minute, this one's hits weighing less as it slides out.
+        slide = (1.0 - (limit - 1) / hits) * WINDOW_S if hits else 0.0
+        wait = WINDOW_S - elapsed + max(slide, 0.0)
+    return max(math.ceil(wait), 1)

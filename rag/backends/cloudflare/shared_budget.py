@@ -7,7 +7,7 @@ minutes. Here the budget is one row of ``api_budget``, counted by one
 ``INSERT ... ON CONFLICT DO UPDATE ... RETURNING``: atomic on PostgreSQL and SQLite, so
 two processes reserving at the same instant each see the other's calls.
 
-The row keeps a ring of counts, one per tenth of the window (``SUBWINDOWS``), and a call
+The row keeps a count per tenth of the window (``SUBWINDOWS``), and a call
 is let through only if the sub-windows that overlap the last 5 minutes hold fewer than
 the budget. That is an upper bound, never an estimate: a burst at the end of one window
 cannot be followed by another at the start of the next, as the two-window estimate of
@@ -162,7 +162,7 @@ class SharedBudget:
             row = (await session.execute(RESERVE, params)).one()
             if not row.granted and want > 1:
                 # The block does not fit: one call may (what was given back stays so).
-                params.update(want=1, first=1 if limit else 0, back=0)
+                params.update(want=1, first=1, back=0)
                 row = (await session.execute(RESERVE, params)).one()
         slot, *cells, granted, held_until = row
         wait = 0.0
