@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
+from rag.db.failures import reason as failure_reason
 from rag.errors import (
     AuthError,
     CloudflareError,
@@ -120,8 +121,8 @@ class Refusals:
         if self.store is not None:
             try:
                 await self.store.save(self._current)
-            except Exception as exc:
-                self._store_failed(exc)
+            except Exception as error:
+                self._store_failed(error)
         return reason
 
     async def refresh(self) -> None:
@@ -148,7 +149,7 @@ class Refusals:
             log.warning(
                 "degraded mode's memory cannot be shared through the database (%s): "
                 "this process remembers alone for now",
-                f"{type(exc).__name__}: {exc}",
+                failure_reason(exc),
             )
         self._store_failing = True
 
