@@ -1,4 +1,5 @@
-"""What the shared rate limit adds to a request: one counted statement in the database.
+"""What the shared limits add: the per-client rate limit per request, and Cloudflare's
+API budget per API call.
 
     python benchmarks/rate_limit_bench.py
     python benchmarks/rate_limit_bench.py --postgres postgresql+asyncpg://rag@127.0.0.1:5432/rag
@@ -8,6 +9,11 @@ request after another over 50 clients, then with 8 requests in flight at once (a
 scale, a ``SELECT 1`` through the same engine): the
 in-process bucket, the shared count on a SQLite file (WAL, as ``rag serve`` opens it),
 and on PostgreSQL when a URL is given (its database is migrated first).
+
+Then the same for the Cloudflare client's ``RateLimiter.acquire`` (what every API call
+waits on), alone and sharing its budget in ``api_budget``: a budget large enough never
+to wait, so the figures are the bookkeeping alone, a reservation every ``block`` calls
+(10) included in the mean and the p95.
 """
 
 from __future__ import annotations
@@ -24,6 +30,8 @@ import numpy as np
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
+from rag.backends.cloudflare.ratelimit import RateLimiter as ApiBudget
+from rag.backends.cloudflare.shared_budget import SharedBudget, block
 from rag.db.engine import create_engine, session_factory, upgrade_sync
 from rag.web.limits import RateLimiter
 from rag.web.shared_limit import SharedRateLimiter
@@ -81,6 +89,26 @@ async def bench(name: str, url: str | None) -> None:
         await engine.dispose()
 
 
+async def bench_api_budget(name: str, url: str | None) -> None:
+    budget = 1_000_000  # never spent: only the bookkeeping is timed
+    for concurrency in (1, 8):
+        limiter = ApiBudget(budget, time.monotonic, asyncio.sleep)
+        engine = None
+        if url is not None:
+            engine = create_engine(url, BEST_EFFORT_WAIT_S)
+            limiter.share(SharedBudget(session_factory(engine), f"bench:{concurrency}"))
+
+        async def acquire(_: str, limiter: ApiBudget = limiter) -> None:
+            await limiter.acquire()
+
+        await timed(acquire, 1)  # warm up
+        samples = await timed(acquire, concurrency)
+        every = f"  (a reservation every {block(budget)} calls)" if engine else ""
+        print(f"{name:>10}, {concurrency} at once: {figures(samples)}{every}")
+        if engine is not None:
+            await engine.dispose()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--postgres", help="a postgresql+asyncpg:// URL to measure as well")
@@ -88,11 +116,17 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         sqlite_url = f"sqlite+aiosqlite:///{Path(tmp) / 'rag.db'}"
         upgrade_sync(sqlite_url)
+        print("per-client rate limit, per request")
         asyncio.run(bench("memory", None))
         asyncio.run(bench("SQLite", sqlite_url))
-    if args.postgres:
-        upgrade_sync(args.postgres)
-        asyncio.run(bench("PostgreSQL", args.postgres))
+        if args.postgres:
+            upgrade_sync(args.postgres)
+            asyncio.run(bench("PostgreSQL", args.postgres))
+        print("Cloudflare API budget, per API call")
+        asyncio.run(bench_api_budget("memory", None))
+        asyncio.run(bench_api_budget("SQLite", sqlite_url))
+        if args.postgres:
+            asyncio.run(bench_api_budget("PostgreSQL", args.postgres))
 
 
 if __name__ == "__main__":

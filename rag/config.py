@@ -209,9 +209,10 @@ class CloudflareSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True
     timeout_s: float = 30.0
     max_retries: int = 4
     requests_per_5min: int = 1200
-    """This process's budget of Cloudflare API calls (Workers AI and Vectorize alike) in
-    any 5 minutes; past it calls wait instead of tripping the account-wide limit, which
-    blocks every call for 5 minutes. 0 turns the limiter off."""
+    """The budget of Cloudflare API calls (Workers AI and Vectorize alike) in any 5
+    minutes: this process's, or every process's over one database (``state_store``);
+    past it calls wait instead of tripping the account-wide limit, which blocks every
+    call for 5 minutes. 0 turns the limiter off."""
     first_token_deadline_s: float = 10.0
     """Retries and ``Retry-After`` waits before a chat answer's first token stop this long
     after the call, so the fallback chain's next provider answers instead of a user
@@ -219,6 +220,12 @@ class CloudflareSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True
     refusal_memory_s: float = 60.0
     """How long an outage or a refused token keeps answers in degraded mode before Workers
     AI is tried again (a 3036 lasts until 00:00 UTC); ``rag.retrieval.refusals``."""
+    state_store: Literal["auto", "memory", "database"] = "auto"
+    """Where the API budget, a refusal that holds every call (a 429 of the account-wide
+    limit) and degraded mode's memory live: "memory" (each process alone, so N replicas
+    spend N budgets and each learns a 3036 by failing), "database" (every replica and
+    worker over one database shares them: ``rag.backends.cloudflare.shared_budget``,
+    ``rag.retrieval.shared_refusals``), or "auto": the database when it is PostgreSQL."""
 
 
 class OpenAISettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -334,6 +341,10 @@ class JobSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_on
     poll_s: float = 1.0
     """How often an idle worker looks for queued jobs (a job enqueued in the same process
     wakes it at once)."""
+    keep_days: float = 7.0
+    """Finished, failed and cancelled jobs are kept this long (``GET /v1/jobs`` shows
+    them), then workers delete them, every ``PRUNE_EVERY_S``; an active job is never
+    deleted. 0 keeps every job."""
 
 
 class StorageSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -572,6 +583,8 @@ def check_ranges(s: Settings) -> None:
         problems.append("jobs.heartbeat_s and jobs.poll_s must be > 0")
     if s.jobs.stale_after_s < 2 * s.jobs.heartbeat_s:
         problems.append("jobs.stale_after_s must be at least twice jobs.heartbeat_s")
+    if s.jobs.keep_days < 0:
+        problems.append("jobs.keep_days must be >= 0 (0 keeps every job)")
     if s.cloudflare.first_token_deadline_s <= 0:
         problems.append("cloudflare.first_token_deadline_s must be > 0")
     problems.extend(_overlapping_folders(s))
@@ -674,6 +687,7 @@ def effective(settings: Settings, environ: Mapping[str, str] | None = None) -> d
     assert isinstance(data, dict)
     data["database"]["url"] = masked_url(settings.database.url)
     data["database"]["effective_url"] = masked_url(settings.database_url)
+    data["eval"]["database_url"] = masked_url(settings.eval.database_url)
     data["ingest"]["pdf_passwords"] = ["***"] * len(settings.ingest.pdf_passwords)
     data["secrets"] = {name: ("***" if env.get(name) else "(not set)") for name in SECRET_ENV}
     return data

@@ -21,6 +21,9 @@ Cloudflare choices, and why:
   writes them) and still serves the keyword side (FTS5 on SQLite, a tsvector on
   PostgreSQL: ``rag.backends.local.keyword.keyword_search`` picks by the database).
 
+Where replicas share a database, the Cloudflare API budget and degraded mode's memory
+are kept in it (``share_state``), so that N replicas spend one budget, not N.
+
 Uploaded files go to the blob store ``blob_store`` picks from ``[storage] url``: the
 upload folder by default, an S3-compatible bucket when several machines must read them.
 """
@@ -32,14 +35,14 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import partial
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import httpx
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from rag.answer.chain import FallbackChain, budget_gate
 from rag.config import Settings
-from rag.db.engine import session_factory
+from rag.db.engine import session_factory, shares_database
 from rag.errors import ConfigError
 from rag.ingest.loaders import load
 from rag.ports import (
@@ -221,6 +224,26 @@ async def build(
         units=units,
         refusals=refusals,
     )
+
+
+def share_state(
+    settings: Settings,
+    client: CloudflareClient | None,
+    refusals: Refusals,
+    sessions: Callable[[], Any],
+) -> None:
+    """Where processes share a database (``[cloudflare] state_store``), the API budget, its
+    holds and degraded mode's memory are kept in it, through ``sessions`` (the engine
+    that gives up on a held lock quickly: both fall back to the process's own memory)."""
+    if client is None:
+        return
+    if not shares_database(settings.cloudflare.state_store, settings.database_url):
+        return
+    from rag.backends.cloudflare.shared_budget import SharedBudget
+    from rag.retrieval.shared_refusals import SharedRefusals
+
+    client.limiter.share(SharedBudget(sessions, f"cloudflare:{client.account_id}"))
+    refusals.store = SharedRefusals(sessions)
 
 
 def blob_store(settings: Settings, environ: Mapping[str, str] | None = None) -> BlobStore:

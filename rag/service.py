@@ -62,7 +62,7 @@ from rag.ingest import store
 from rag.ingest.runner import Ingestor
 from rag.ports import Cost, Progress, QAService, VectorIndex
 from rag.prompts import CONDENSE_MAX_TOKENS
-from rag.registry import Components, Overrides, build, cloudflare_client
+from rag.registry import Components, Overrides, build, cloudflare_client, share_state
 from rag.retrieval.retriever import Retriever
 from rag.storage import cleanup
 from rag.usage import BudgetExhausted, projected_chat_neurons
@@ -256,6 +256,7 @@ class RagService(QAService):
 
     async def _condense_refusal(self, question: str, history: Sequence[Turn]) -> str | None:
         """Why the chat model must not condense this follow-up: the budget, like the gate."""
+        await self.refusals.refresh()
         if refused := self.refusals.reason():
             return refused
         if self.settings.budget.daily_neurons <= 0:
@@ -376,6 +377,7 @@ class RagService(QAService):
         outage): otherwise every document would fail at its embedding, half the folder
         recorded as failed. Unless a refusal is remembered, one short embedding asks (a
         fraction of a neuron)."""
+        await self.refusals.refresh()
         refusal = self.refusals.current()
         error: CloudflareError | None = refusal.error if refusal else None
         if error is None:
@@ -383,7 +385,7 @@ class RagService(QAService):
                 try:
                     await self.embedder.embed(["ingestion check"], "passage")
                 except CloudflareError as exc:
-                    if self.refusals.note(exc) is None:
+                    if await self.refusals.note(exc) is None:
                         raise
                     error = exc
                 finally:
@@ -517,6 +519,7 @@ async def open_service(
             engines.append(create_engine(url, db.lock_wait_s))
             engines.append(create_engine(url, db.best_effort_wait_s))
         components = await build(settings, engines[0], client, overrides)
+        share_state(settings, client, components.refusals, session_factory(engines[1]))
         await drain_outbox(components.index)
         service = RagService(settings, engines[0], components, engines[1])
         try:

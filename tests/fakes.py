@@ -20,8 +20,8 @@ import hashlib
 import re
 import threading
 import time
-from collections.abc import AsyncGenerator, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -308,15 +308,11 @@ class LiveServer(NamedTuple):
     server: uvicorn.Server
 
 
-@contextmanager
-def serve(
-    app: Litestar, server: ServerSettings | None = None, **options: Any
-) -> Iterator[LiveServer]:
-    """Run ``app`` under uvicorn on an ephemeral loopback port with ``server``'s limits.
-
-    In-process test clients buffer whole responses and have no sockets; this is the
-    server ``rag serve`` runs (``rag.web.server.uvicorn_config``), in a thread.
-    """
+def _server(
+    app: Litestar, server: ServerSettings | None, options: dict[str, Any]
+) -> uvicorn.Server:
+    """uvicorn as ``rag serve`` configures it (``rag.web.server.uvicorn_config``), on an
+    ephemeral loopback port."""
     limits = msgspec.structs.replace(server or ServerSettings(), host="127.0.0.1", port=0)
     config = uvicorn_config(
         app,
@@ -330,7 +326,24 @@ def serve(
             **options,
         },
     )
-    uv = uvicorn.Server(config)
+    return uvicorn.Server(config)
+
+
+def _live(uv: uvicorn.Server) -> LiveServer:
+    port = uv.servers[0].sockets[0].getsockname()[1]
+    return LiveServer(f"http://127.0.0.1:{port}", port, uv)
+
+
+@contextmanager
+def serve(
+    app: Litestar, server: ServerSettings | None = None, **options: Any
+) -> Iterator[LiveServer]:
+    """Run ``app`` under uvicorn on an ephemeral loopback port with ``server``'s limits.
+
+    In-process test clients buffer whole responses and have no sockets; this is the
+    server ``rag serve`` runs (``rag.web.server.uvicorn_config``), in a thread.
+    """
+    uv = _server(app, server, options)
     thread = threading.Thread(target=uv.run, name="uvicorn-test", daemon=True)
     thread.start()
     try:
@@ -339,12 +352,50 @@ def serve(
             assert thread.is_alive(), "uvicorn exited during startup"
             assert time.monotonic() < deadline, "uvicorn did not start"
             time.sleep(0.01)
-        port = uv.servers[0].sockets[0].getsockname()[1]
-        yield LiveServer(f"http://127.0.0.1:{port}", port, uv)
+        yield _live(uv)
     finally:
         uv.should_exit = True
         thread.join(SERVER_WAIT_S * 2)
         assert not thread.is_alive(), "uvicorn did not shut down"
+
+
+@asynccontextmanager
+async def serve_here(
+    app: Litestar, server: ServerSettings | None = None, **options: Any
+) -> AsyncIterator[LiveServer]:
+    """``serve``, but in the running event loop instead of a thread of its own.
+
+    An app whose service holds asyncpg connections (PostgreSQL) must serve requests in
+    the loop that opened them, which neither ``serve``'s thread nor Litestar's test
+    client (a loop in another thread) does; SQLite's driver does not mind.
+    """
+    uv = _server(app, server, options)
+    task = asyncio.create_task(uv.serve(), name="uvicorn-test")
+    try:
+        deadline = time.monotonic() + SERVER_WAIT_S
+        while not uv.started:
+            if task.done():
+                task.result()  # its exception, if it raised one
+                raise AssertionError("uvicorn exited during startup")
+            assert time.monotonic() < deadline, "uvicorn did not start"
+            await asyncio.sleep(0.01)
+        yield _live(uv)
+    finally:
+        uv.should_exit = True
+        await asyncio.wait_for(task, SERVER_WAIT_S * 2)
+
+
+@asynccontextmanager
+async def app_client(
+    app: Litestar, server: ServerSettings | None = None, **options: Any
+) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client on ``app`` under a real uvicorn on 127.0.0.1 in this event loop
+    (``serve_here``): the web tests run it on SQLite and on PostgreSQL alike."""
+    async with (
+        serve_here(app, server, **options) as live,
+        httpx.AsyncClient(base_url=live.url, timeout=30.0) as client,
+    ):
+        yield client
 
 
 async def upload(

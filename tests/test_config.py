@@ -149,6 +149,14 @@ def test_effective_settings_mask_the_database_password(tmp_path: Path) -> None:
     assert "s3cret-pw" not in repr(shown)
 
 
+def test_effective_settings_mask_the_evaluation_database_password(tmp_path: Path) -> None:
+    url = "postgresql+asyncpg://rag:ev4l-pw@db.internal:5432/rag_eval"
+    env = {"RAG_CONFIG": str(_write(tmp_path, "")), "RAG_EVAL__DATABASE_URL": url}
+    shown = effective(load_settings(environ=env), env)
+    assert shown["eval"]["database_url"] == "postgresql+asyncpg://rag:***@db.internal:5432/rag_eval"
+    assert "ev4l-pw" not in repr(shown)
+
+
 @pytest.mark.parametrize(
     ("text", "shown"),
     [

@@ -17,10 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import LOCAL_URL, make_settings
-from fakes import FakeEmbedder, parse_sse
-from litestar import Litestar
-from litestar.testing import AsyncTestClient
+from conftest import make_settings
+from fakes import FakeEmbedder, app_client, parse_sse
+from httpx import AsyncClient
 from sqlalchemy import event
 from test_cli import config_env, flat, rag
 
@@ -49,16 +48,21 @@ UPLOAD = b"# Otter memo\n\nOtters sort river stones by colour before the winter 
 
 
 @asynccontextmanager
-async def opened(tmp_path: Path) -> AsyncIterator[tuple[RagService, AsyncTestClient[Litestar]]]:
-    """The real service and app, the documents ingested and ``CACHED`` in the cache."""
+async def opened(
+    tmp_path: Path, database_url: str = ""
+) -> AsyncIterator[tuple[RagService, AsyncClient]]:
+    """The real service and app (under uvicorn on 127.0.0.1), the documents ingested and
+    ``CACHED`` in the cache; on the SQLite file under ``tmp_path`` unless a URL is given."""
     docs = tmp_path / "docs"
     docs.mkdir()
     for name, text in DOCS.items():
         (docs / name).write_text(text, encoding="utf-8")
-    settings = make_settings(tmp_path, uploads={"folder": str(tmp_path / "uploads")})
+    settings = make_settings(
+        tmp_path, database={"url": database_url}, uploads={"folder": str(tmp_path / "uploads")}
+    )
     async with (
         open_service(settings, Overrides(embedder=FakeEmbedder())) as service,
-        AsyncTestClient(app=create_app(settings, service=service), base_url=LOCAL_URL) as client,
+        app_client(create_app(settings, service=service)) as client,
     ):
         await service.ingest([docs])
         assert done_of(await ask(client, CACHED))["cached"] is False
@@ -66,7 +70,7 @@ async def opened(tmp_path: Path) -> AsyncIterator[tuple[RagService, AsyncTestCli
         yield service, client
 
 
-async def ask(client: AsyncTestClient[Litestar], question: str) -> list[tuple[str, str]]:
+async def ask(client: AsyncClient, question: str) -> list[tuple[str, str]]:
     response = await client.post("/v1/ask", json={"question": question})
     assert response.status_code == 200
     return parse_sse(response.text)
@@ -78,7 +82,7 @@ def done_of(frames: list[tuple[str, str]]) -> dict[str, Any]:
     return result
 
 
-async def metric(client: AsyncTestClient[Litestar], series: str) -> float:
+async def metric(client: AsyncClient, series: str) -> float:
     for line in (await client.get("/metrics")).text.splitlines():
         if line.startswith(series + " "):
             return float(line.rsplit(" ", 1)[1])
@@ -213,8 +217,8 @@ async def test_an_immutable_database_file_answers_and_refuses_writes_by_name(
             await reconnect(service)  # let go of the file before chattr -i
 
 
-async def test_readiness_is_ok_on_a_working_database(tmp_path: Path) -> None:
-    async with opened(tmp_path) as (_, client):
+async def test_readiness_is_ok_on_a_working_database(tmp_path: Path, database_url: str) -> None:
+    async with opened(tmp_path, database_url) as (_, client):
         response = await client.get("/readyz")
         assert response.status_code == 200
         assert response.json() == {

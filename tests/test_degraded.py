@@ -146,7 +146,7 @@ async def test_the_degraded_gate_asks_more_of_the_words(
 ) -> None:
     """Without a query vector only the words are evidence: coverage >= 0.75, not 0.5."""
     await service.ingest([write_server_docs(tmp_path / "docs")])
-    service.refusals.note(DailyLimitExceeded("3036", cf_code=3036, http_status=429))
+    await service.refusals.note(DailyLimitExceeded("3036", cf_code=3036, http_status=429))
     covered = await service.retriever.retrieve("Which port does the server listen on?", 3)
     assert covered.degraded and covered.grounded and covered.coverage == 1.0
     # "port" and "server" are in the documents, "webhooks" and "slack" are not: a half
@@ -156,11 +156,11 @@ async def test_the_degraded_gate_asks_more_of_the_words(
     assert service.settings.retrieval.min_term_coverage <= half.coverage
 
 
-def test_not_a_refusal_is_not_remembered() -> None:
+async def test_not_a_refusal_is_not_remembered() -> None:
     """A bad request (or a 429 for capacity) concerns one call: not degraded mode."""
     refusals = Refusals(60.0)
-    assert refusals.note(CloudflareError("bad request", http_status=400)) is None
-    assert refusals.note(CapacityError("busy", cf_code=3040, http_status=429)) is None
+    assert await refusals.note(CloudflareError("bad request", http_status=400)) is None
+    assert await refusals.note(CapacityError("busy", cf_code=3040, http_status=429)) is None
     assert refusals.reason() is None
 
 

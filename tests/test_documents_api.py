@@ -1,4 +1,8 @@
-"""Documents, chunks and ingestion jobs over HTTP, on the real service (fake embedder)."""
+"""Documents, chunks and ingestion jobs over HTTP, on the real service (fake embedder).
+
+The app runs under a real uvicorn on 127.0.0.1 (``fakes.app_client``), on SQLite and on
+PostgreSQL; checks of the request alone (sizes, types, names) run on SQLite only.
+"""
 
 from __future__ import annotations
 
@@ -12,8 +16,8 @@ from typing import Any
 import msgspec
 import pytest
 from conftest import LOCAL_URL, make_settings
-from fakes import FakeEmbedder, GatedEmbedder, upload
-from litestar import Litestar
+from fakes import FakeEmbedder, GatedEmbedder, app_client, upload
+from httpx import AsyncClient
 from litestar.testing import AsyncTestClient
 
 from rag.backends.local.vector_index import NumpyIndex
@@ -23,6 +27,9 @@ from rag.registry import Overrides
 from rag.service import RagService, open_service
 from rag.web import create_app
 
+SQLITE_ONLY = pytest.mark.database("sqlite")
+"""Checks of the request alone: the database behind it changes nothing."""
+
 GUIDE = b"# Zebra guide\n\nThe zebra protocol moves striped parcels between warehouses.\n"
 OTHER = b"# Llama notes\n\nLlamas carry wool bales across the mountain pass every spring.\n"
 ELF = b"\x7fELF\x02\x01\x01\x00" + bytes(200)
@@ -31,7 +38,7 @@ PE = b"MZ" + bytes(0x3A) + (0x40).to_bytes(4, "little") + b"PE\x00\x00" + bytes(
 
 @dataclass
 class Api:
-    client: AsyncTestClient[Litestar]
+    client: AsyncClient
     service: RagService
     uploads: Path
     root: Path
@@ -45,20 +52,22 @@ class Api:
 
 
 @asynccontextmanager
-async def open_api(tmp_path: Path, embedder: Any = None, **sections: Any) -> AsyncIterator[Api]:
+async def open_api(
+    tmp_path: Path, database_url: str, embedder: Any = None, **sections: Any
+) -> AsyncIterator[Api]:
     uploads = tmp_path / "uploads"
     sections.setdefault("uploads", {"folder": str(uploads), "max_mb": 0.05})
-    settings = make_settings(tmp_path, **sections)
+    settings = make_settings(tmp_path, database={"url": database_url}, **sections)
     async with (
         open_service(settings, Overrides(embedder=embedder or FakeEmbedder())) as service,
-        AsyncTestClient(app=create_app(settings, service=service), base_url=LOCAL_URL) as client,
+        app_client(create_app(settings, service=service)) as client,
     ):
         yield Api(client, service, uploads, tmp_path)
 
 
 @pytest.fixture
-async def api(tmp_path: Path) -> AsyncIterator[Api]:
-    async with open_api(tmp_path) as opened:
+async def api(tmp_path: Path, database_url: str) -> AsyncIterator[Api]:
+    async with open_api(tmp_path, database_url) as opened:
         yield opened
 
 
@@ -105,6 +114,7 @@ async def test_same_name_never_overwrites_another_upload(api: Api) -> None:
     assert (api.uploads / "guide-2.md").read_bytes() == OTHER
 
 
+@SQLITE_ONLY
 @pytest.mark.parametrize("size", [60_000, 300_000])
 async def test_oversized_upload_is_413_naming_the_limit(api: Api, size: int) -> None:
     # 60 kB passes the request limit (file limit plus multipart slack) and is stopped
@@ -116,6 +126,7 @@ async def test_oversized_upload_is_413_naming_the_limit(api: Api, size: int) -> 
     assert not api.uploads.exists() or list(api.uploads.iterdir()) == []
 
 
+@SQLITE_ONLY
 @pytest.mark.parametrize(
     ("name", "content", "reason"),
     [
@@ -152,6 +163,7 @@ READABLE = (
 )
 
 
+@SQLITE_ONLY
 @pytest.mark.parametrize(
     ("name", "message"),
     [
@@ -165,6 +177,7 @@ async def test_a_refused_type_names_the_accepted_ones(api: Api, name: str, messa
     assert response.json() == {"error": {"code": "unsupported_media_type", "message": message}}
 
 
+@SQLITE_ONLY
 @pytest.mark.parametrize(
     ("extensions", "message"),
     [
@@ -178,14 +191,15 @@ async def test_a_refused_type_names_the_accepted_ones(api: Api, name: str, messa
     ],
 )
 async def test_the_accepted_types_follow_the_settings(
-    tmp_path: Path, extensions: list[str], message: str
+    tmp_path: Path, database_url: str, extensions: list[str], message: str
 ) -> None:
-    async with open_api(tmp_path, ingest={"extensions": extensions}) as api:
+    async with open_api(tmp_path, database_url, ingest={"extensions": extensions}) as api:
         response = await api.upload("notes.txt", GUIDE)
     assert response.status_code == 415, response.text
     assert response.json()["error"]["message"] == message
 
 
+@SQLITE_ONLY
 @pytest.mark.parametrize(
     ("name", "saved"),
     [
@@ -208,6 +222,7 @@ async def test_file_names_are_sanitised_into_the_folder(api: Api, name: str, sav
     assert files_outside(api.root, api.uploads) == before
 
 
+@SQLITE_ONLY
 @pytest.mark.parametrize("name", ["..", "../", ".md", "...", " "])
 async def test_unusable_file_names_are_refused(api: Api, name: str) -> None:
     before = files_outside(api.root, api.uploads)
@@ -217,6 +232,7 @@ async def test_unusable_file_names_are_refused(api: Api, name: str) -> None:
     assert files_outside(api.root, api.uploads) == before
 
 
+@SQLITE_ONLY
 @pytest.mark.parametrize("raw", [b"a\x00b.md", b"../\x00/evil.md", b"evil.md\x00.pdf"])
 async def test_a_nul_byte_in_the_file_name_is_refused(api: Api, raw: bytes) -> None:
     # httpx percent-encodes a NUL in a file name; this body carries the raw byte.
@@ -233,6 +249,7 @@ async def test_a_nul_byte_in_the_file_name_is_refused(api: Api, raw: bytes) -> N
     assert files_outside(api.root, api.uploads) == before
 
 
+@SQLITE_ONLY
 @pytest.mark.parametrize(
     ("name", "content"),
     [
@@ -331,14 +348,18 @@ async def wait_for_job(api: Api, job_id: str) -> dict[str, Any]:
     raise AssertionError("the job did not finish")
 
 
-async def test_ingest_job_reports_progress_result_and_refuses_a_twin(tmp_path: Path) -> None:
+async def test_ingest_job_reports_progress_result_and_refuses_a_twin(
+    tmp_path: Path, database_url: str
+) -> None:
     folder = tmp_path / "docs"
     folder.mkdir()
     (folder / "guide.md").write_bytes(GUIDE)
     (folder / "llama.md").write_bytes(OTHER)
     (folder / "broken.pdf").write_bytes(b"%PDF-1.4 nothing else\n")
     embedder = GatedEmbedder()
-    async with open_api(tmp_path, embedder, web={"ingest_folder": str(folder)}) as api:
+    async with open_api(
+        tmp_path, database_url, embedder, web={"ingest_folder": str(folder)}
+    ) as api:
         started = await api.client.post("/v1/ingest")
         assert started.status_code == 202, started.text
         job = started.json()
@@ -362,8 +383,12 @@ async def test_ingest_job_reports_progress_result_and_refuses_a_twin(tmp_path: P
         assert (await api.client.get("/v1/jobs/nope")).status_code == 404
 
 
-async def test_ingest_of_a_missing_folder_says_which_setting(tmp_path: Path) -> None:
-    async with open_api(tmp_path, web={"ingest_folder": str(tmp_path / "nowhere")}) as api:
+async def test_ingest_of_a_missing_folder_says_which_setting(
+    tmp_path: Path, database_url: str
+) -> None:
+    async with open_api(
+        tmp_path, database_url, web={"ingest_folder": str(tmp_path / "nowhere")}
+    ) as api:
         response = await api.client.post("/v1/ingest")
     assert response.status_code == 500
     assert "[web] ingest_folder" in response.json()["error"]["message"]

@@ -3,7 +3,8 @@
 Everything is real except the embedder (``FakeEmbedder``, a hashed bag of words), so
 retrieval, the evidence gate, the extractive answerer, citation checking, SSE framing
 and the HTTP error mapping all run as in production, in well under a second per test.
-``AsyncTestClient`` buffers the whole stream, which is all these tests need; real
+Each test runs on SQLite and on PostgreSQL, the app under a real uvicorn on 127.0.0.1
+(``fakes.app_client``); the client reads whole streams, which is all these tests need:
 incremental delivery and disconnects are covered in ``test_sse_disconnect.py``.
 """
 
@@ -18,11 +19,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import LOCAL_URL, make_settings
-from fakes import FakeEmbedder, parse_sse
-from httpx import Response
-from litestar import Litestar
-from litestar.testing import AsyncTestClient
+from conftest import make_settings
+from fakes import FakeEmbedder, app_client, parse_sse
+from httpx import AsyncClient, Response
 from sqlalchemy import func, select
 
 from rag.answer.flow import NOT_COVERED
@@ -56,7 +55,7 @@ Frames = list[tuple[str, Any]]
 
 @dataclass
 class Harness:
-    client: AsyncTestClient[Litestar]
+    client: AsyncClient
     service: RagService
 
     async def ask_post(self, question: str, **extra: object) -> Frames:
@@ -100,27 +99,31 @@ def write_docs(folder: Path) -> Path:
 
 
 @asynccontextmanager
-async def open_harness(tmp_path: Path, **retrieval: object) -> AsyncIterator[Harness]:
-    settings = make_settings(tmp_path, retrieval={"min_relevance": 0.3, **retrieval})
+async def open_harness(
+    tmp_path: Path, database_url: str, **retrieval: object
+) -> AsyncIterator[Harness]:
+    settings = make_settings(
+        tmp_path,
+        database={"url": database_url},
+        retrieval={"min_relevance": 0.3, **retrieval},
+    )
     async with open_service(settings, Overrides(embedder=FakeEmbedder())) as service:
         report = await service.ingest([write_docs(tmp_path / "docs")])
         assert (report.new, report.failed, report.skipped) == (3, 0, 0)
-        async with AsyncTestClient(
-            app=create_app(settings, service=service), base_url=LOCAL_URL
-        ) as client:
+        async with app_client(create_app(settings, service=service)) as client:
             yield Harness(client, service)
 
 
 @pytest.fixture
-async def rag(tmp_path: Path) -> AsyncIterator[Harness]:
-    async with open_harness(tmp_path) as harness:
+async def rag(tmp_path: Path, database_url: str) -> AsyncIterator[Harness]:
+    async with open_harness(tmp_path, database_url) as harness:
         yield harness
 
 
 @pytest.fixture
-async def strict_rag(tmp_path: Path) -> AsyncIterator[Harness]:
+async def strict_rag(tmp_path: Path, database_url: str) -> AsyncIterator[Harness]:
     """An evidence gate no question about these documents can clear."""
-    async with open_harness(tmp_path, min_relevance=0.99) as harness:
+    async with open_harness(tmp_path, database_url, min_relevance=0.99) as harness:
         yield harness
 
 

@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import LOCAL_URL, QUICK_JOBS, make_settings
-from fakes import Clock, FakeEmbedder, GatedEmbedder, SlowPdfs
-from litestar.testing import AsyncTestClient
+from conftest import QUICK_JOBS, make_settings
+from fakes import Clock, FakeEmbedder, GatedEmbedder, ScriptedService, SlowPdfs, app_client
+from httpx import AsyncClient
 from sqlalchemy import select
 
 from rag.config import JobSettings, load_settings
@@ -170,6 +170,50 @@ async def test_a_run_is_interrupted_when_its_heartbeat_stops_not_when_another_st
         assert await statuses() == ["interrupted", "interrupted", "running", "running"]
 
 
+async def test_ended_jobs_are_pruned_after_keep_days_and_active_ones_never(
+    database_url: str, tmp_path: Path
+) -> None:
+    clock = Clock()
+    days = 86400.0
+    now = lambda: EPOCH + timedelta(seconds=clock.now)  # noqa: E731
+    await upgrade(database_url)
+    engine = create_engine(database_url)
+    try:
+        queue = JobQueue(session_factory(engine), JobSettings(keep_days=2.0), now)
+        queued = await queue.enqueue("folder", [tmp_path / "queued"])
+        running = await queue.enqueue("folder", [tmp_path / "running"], holder="W")
+        ended = {}
+        for state in ("finished", "failed", "cancelled"):
+            job = await queue.enqueue("folder", [tmp_path / state], holder="W")
+            await queue.finish(job.id, "W", state, JobProgress(), error="why")
+            ended[state] = job.id
+        clock.now += 1.5 * days
+        late = await queue.enqueue("folder", [tmp_path / "late"], holder="W")
+        await queue.finish(late.id, "W", "finished", JobProgress())
+        assert await queue.prune() == 0  # nothing ended two days ago yet
+        clock.now += 1 * days
+        assert await queue.prune() == 3
+        left = {job.id for job in await queue.recent()}
+        assert left == {queued.id, running.id, late.id}
+        keep_all = JobQueue(session_factory(engine), JobSettings(keep_days=0.0), now)
+        clock.now += 30 * days
+        assert await keep_all.prune() == 0
+        assert {job.id for job in await keep_all.recent()} == left
+    finally:
+        await engine.dispose()
+
+
+async def test_a_worker_prunes_ended_jobs_as_it_goes(tmp_path: Path) -> None:
+    async with queues(tmp_path, 1) as (queue,):
+        job = await queue.enqueue("folder", [tmp_path / "old"], holder="W")
+        await queue.finish(job.id, "W", "finished", JobProgress())
+        pruning = JobQueue(
+            queue.sessions, JobSettings(keep_days=1.0), lambda: EPOCH + timedelta(days=2)
+        )
+        await Worker(pruning, ScriptedService([]), slots=1).run(until_idle=True)
+        assert await queue.get(job.id) is None
+
+
 @pytest.mark.parametrize("environ", [{"RAG_JOBS__STALE_AFTER_S": "3"}, {"RAG_JOBS__POLL_S": "0"}])
 def test_job_settings_are_checked(environ: dict[str, str]) -> None:
     with pytest.raises(ConfigError, match=r"jobs\.(stale_after_s|heartbeat_s)"):
@@ -182,21 +226,23 @@ OTHER = b"# Llama notes\n\nLlamas carry wool bales across the mountain pass ever
 
 @asynccontextmanager
 async def replicas(
-    tmp_path: Path, runner: Overrides, **sections: Any
-) -> AsyncIterator[tuple[AsyncTestClient[Any], AsyncTestClient[Any]]]:
-    """Two web apps over one database: the first runs jobs, the second only answers."""
+    tmp_path: Path, database_url: str, runner: Overrides, **sections: Any
+) -> AsyncIterator[tuple[AsyncClient, AsyncClient]]:
+    """Two web apps over one database, each under its own uvicorn: the first runs jobs,
+    the second only answers."""
+    sections["database"] = {"url": database_url}
     working = make_settings(tmp_path, jobs=QUICK_JOBS, **sections)
     answering = make_settings(tmp_path, jobs={**QUICK_JOBS, "run_in_server": False}, **sections)
     async with (
         open_service(working, runner) as one,
         open_service(answering, Overrides(embedder=FakeEmbedder())) as two,
-        AsyncTestClient(app=create_app(working, one), base_url=LOCAL_URL) as a,
-        AsyncTestClient(app=create_app(answering, two), base_url=LOCAL_URL) as b,
+        app_client(create_app(working, one)) as a,
+        app_client(create_app(answering, two)) as b,
     ):
         yield a, b
 
 
-async def state_of(client: AsyncTestClient[Any], job_id: str, *states: str) -> dict[str, Any]:
+async def state_of(client: AsyncClient, job_id: str, *states: str) -> dict[str, Any]:
     """The job once it is in one of ``states``."""
     for _ in range(1000):
         job: dict[str, Any] = (await client.get(f"/v1/jobs/{job_id}")).json()
@@ -207,7 +253,7 @@ async def state_of(client: AsyncTestClient[Any], job_id: str, *states: str) -> d
 
 
 async def test_a_job_started_on_one_replica_runs_and_is_seen_and_refused_on_another(
-    tmp_path: Path,
+    tmp_path: Path, database_url: str
 ) -> None:
     folder = tmp_path / "docs"
     folder.mkdir()
@@ -215,7 +261,7 @@ async def test_a_job_started_on_one_replica_runs_and_is_seen_and_refused_on_anot
     (folder / "llama.md").write_bytes(OTHER)
     embedder = GatedEmbedder()
     async with replicas(
-        tmp_path, Overrides(embedder=embedder), web={"ingest_folder": str(folder)}
+        tmp_path, database_url, Overrides(embedder=embedder), web={"ingest_folder": str(folder)}
     ) as (a, b):
         started = await b.post("/v1/ingest")  # b runs no jobs: a's worker takes it
         assert started.status_code == 202, started.text
@@ -231,11 +277,13 @@ async def test_a_job_started_on_one_replica_runs_and_is_seen_and_refused_on_anot
         assert [job["id"] for job in (await a.get("/v1/jobs")).json()] == [job_id]
 
 
-async def test_a_delete_on_one_replica_stops_the_job_running_on_another(tmp_path: Path) -> None:
+async def test_a_delete_on_one_replica_stops_the_job_running_on_another(
+    tmp_path: Path, database_url: str
+) -> None:
     slow = SlowPdfs()
     uploads = {"folder": str(tmp_path / "uploads")}
     async with replicas(
-        tmp_path, Overrides(embedder=FakeEmbedder(), loader=slow), uploads=uploads
+        tmp_path, database_url, Overrides(embedder=FakeEmbedder(), loader=slow), uploads=uploads
     ) as (a, b):
         try:
             pdf = await b.post("/v1/documents", files={"file": ("slow.pdf", b"%PDF-1.7\nx\n")})

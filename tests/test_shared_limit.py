@@ -1,4 +1,6 @@
-"""The per-key rate limit holds across replicas: the counts live in the database."""
+"""The per-key rate limit holds across replicas: the counts live in the database.
+
+The replicas are apps under real uvicorns on 127.0.0.1, on SQLite and on PostgreSQL."""
 
 from __future__ import annotations
 
@@ -8,10 +10,9 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 
 import pytest
-from conftest import LOCAL_URL, make_settings
-from fakes import FakeEmbedder
-from litestar import Litestar
-from litestar.testing import AsyncTestClient
+from conftest import make_settings
+from fakes import FakeEmbedder, app_client
+from httpx import AsyncClient
 
 from rag.config import Settings
 from rag.db.engine import create_engine, session_factory
@@ -39,11 +40,12 @@ class WallClock:
 
 @asynccontextmanager
 async def replicas(
-    tmp_path: Path, count: int, store: str
-) -> AsyncIterator[tuple[list[AsyncTestClient[Litestar]], str, WallClock]]:
+    tmp_path: Path, database_url: str, count: int, store: str
+) -> AsyncIterator[tuple[list[AsyncClient], str, WallClock]]:
     """``count`` apps, each with its own service and engines, over one database."""
     settings = make_settings(
         tmp_path,
+        database={"url": database_url},
         auth={"required": True, "rate_limit_per_minute": PER_MINUTE, "rate_limit_store": store},
     )
     clock = WallClock(MINUTE_START + 10)
@@ -59,12 +61,11 @@ async def replicas(
             access: Access = app.state.access
             if isinstance(access.limiter, SharedRateLimiter):
                 access.limiter.clock = clock
-            client = AsyncTestClient(app=app, base_url=LOCAL_URL)
-            clients.append(await stack.enter_async_context(client))
+            clients.append(await stack.enter_async_context(app_client(app)))
         yield clients, key, clock
 
 
-async def statuses(clients: list[AsyncTestClient[Litestar]], key: str, requests: int) -> list[int]:
+async def statuses(clients: list[AsyncClient], key: str, requests: int) -> list[int]:
     """Requests sent to the replicas in turn, as a load balancer would."""
     codes = []
     for n in range(requests):
@@ -78,16 +79,18 @@ async def statuses(clients: list[AsyncTestClient[Litestar]], key: str, requests:
     return codes
 
 
-async def test_two_replicas_share_one_allowance(tmp_path: Path) -> None:
-    async with replicas(tmp_path, 2, "database") as (clients, key, clock):
+async def test_two_replicas_share_one_allowance(tmp_path: Path, database_url: str) -> None:
+    async with replicas(tmp_path, database_url, 2, "database") as (clients, key, clock):
         assert await statuses(clients, key, 10) == [200] * PER_MINUTE + [429] * PER_MINUTE
         # Half a minute into the next one, half of the last minute's requests still count.
         clock.now += 60 + 20
         assert await statuses(clients, key, 4) == [200, 200, 429, 429]
 
 
-async def test_in_memory_each_replica_allows_the_full_rate(tmp_path: Path) -> None:
-    async with replicas(tmp_path, 2, "memory") as (clients, key, _):
+async def test_in_memory_each_replica_allows_the_full_rate(
+    tmp_path: Path, database_url: str
+) -> None:
+    async with replicas(tmp_path, database_url, 2, "memory") as (clients, key, _):
         assert (await statuses(clients, key, 12)).count(200) == 2 * PER_MINUTE
 
 

@@ -27,6 +27,15 @@ def sqlite_path(url: str) -> Path | None:
     return Path(parsed.database)
 
 
+def shares_database(store: str, url: str) -> bool:
+    """Whether a ``*_store`` setting ("auto", "memory", "database") keeps its state in the
+    database: "auto" does on PostgreSQL, which several replicas share; on SQLite (one
+    machine) the process's memory serves without a write per use."""
+    if store == "auto":
+        return url.startswith("postgresql")
+    return store == "database"
+
+
 LOCK_WAIT_S = 30.0
 """How long a write waits for another writer (an ingest in another process) by default."""
 

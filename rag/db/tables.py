@@ -397,3 +397,50 @@ class ApiKey(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime, server_default=func.now())
     last_used_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+
+
+class ApiBudget(Base):
+    """Calls reserved from an API's budget by every process, shared by replicas
+    (``rag.backends.cloudflare.shared_budget``)."""
+
+    __tablename__ = "api_budget"
+
+    name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    """Whose budget: ``cloudflare:<account id>``."""
+    slot: Mapped[int] = mapped_column(BigInteger)
+    """The latest sub-window counted: Unix time // a tenth of the window (30 s)."""
+    # Calls reserved in the last 11 sub-windows: c0 in ``slot``, c1 in the one before, and
+    # so on (calls a process gave back are taken off).
+    c0: Mapped[int] = mapped_column(Integer)
+    c1: Mapped[int] = mapped_column(Integer)
+    c2: Mapped[int] = mapped_column(Integer)
+    c3: Mapped[int] = mapped_column(Integer)
+    c4: Mapped[int] = mapped_column(Integer)
+    c5: Mapped[int] = mapped_column(Integer)
+    c6: Mapped[int] = mapped_column(Integer)
+    c7: Mapped[int] = mapped_column(Integer)
+    c8: Mapped[int] = mapped_column(Integer)
+    c9: Mapped[int] = mapped_column(Integer)
+    c10: Mapped[int] = mapped_column(Integer)
+    granted: Mapped[int] = mapped_column(Integer)
+    """Calls the last reservation got (what the one statement returns)."""
+    held_until: Mapped[float] = mapped_column(Float)
+    """Unix time until which the API refuses every call (a 429 seen by any process)."""
+
+
+class RefusalMemory(Base):
+    """The last refusal of every call of a service (degraded mode), shared by replicas
+    (``rag.retrieval.shared_refusals``)."""
+
+    __tablename__ = "refusal_memory"
+
+    name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    """Who refused: ``workers-ai``."""
+    code: Mapped[str] = mapped_column(String(32))
+    """The error's code (``daily_limit``, ``auth``, ``upstream_unavailable``, ...)."""
+    reason: Mapped[str] = mapped_column(Text)
+    message: Mapped[str] = mapped_column(Text)
+    cf_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    http_status: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    until: Mapped[float] = mapped_column(Float)
+    """Unix time the refusal holds until (00:00 UTC for a 3036)."""

@@ -23,7 +23,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import ColumnElement, Text, and_, func, literal, or_, select, update
+from sqlalchemy import ColumnElement, Text, and_, delete, func, literal, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import aliased
@@ -386,6 +386,24 @@ class JobQueue:
                 select(Job).order_by(Job.created_at.desc(), Job.id).limit(limit)
             )
         return list(rows)
+
+    async def prune(self) -> int:
+        """Delete the jobs that ended more than ``[jobs] keep_days`` ago; how many went.
+
+        Only ended states are named, so a job that is queued or running is never touched,
+        however old; one whose end was never stamped counts from its creation.
+        """
+        if self.settings.keep_days <= 0:
+            return 0
+        before = self.clock() - timedelta(days=self.settings.keep_days)
+        ended = func.coalesce(Job.finished_at, Job.created_at)
+        async with self.sessions() as session, session.begin():
+            gone = await session.execute(
+                delete(Job)
+                .where(Job.state.not_in(ACTIVE_JOB_STATES), ended < before)
+                .execution_options(synchronize_session=False)
+            )
+        return _rowcount(gone)
 
     async def live_for(self, document_id: str) -> Job | None:
         """The queued or running job of an uploaded document, if any."""

@@ -33,6 +33,9 @@ from rag.ports import BlobStore, Progress, QAService
 
 log = logging.getLogger(__name__)
 
+PRUNE_EVERY_S = 600.0
+"""How often a worker deletes jobs older than ``[jobs] keep_days``."""
+
 
 @dataclass
 class Stop:
@@ -158,6 +161,7 @@ class Worker:
         self._wake = asyncio.Event()
         self._loop: asyncio.Task[None] | None = None
         self._closing = False
+        self._pruned_at: float | None = None
         queue.listeners.append(self.nudge)
 
     @property
@@ -179,10 +183,27 @@ class Worker:
         while not self._closing:
             self._wake.clear()
             await self._fill()
+            await self._prune()
             if until_idle and not self._jobs and not await self._others_busy():
                 return
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.queue.settings.poll_s)
+
+    async def _prune(self) -> None:
+        """Delete long-ended jobs, once every ``PRUNE_EVERY_S`` per worker: cleaning up
+        is nobody's request, and every worker doing it now and then is enough."""
+        now = asyncio.get_running_loop().time()
+        if self._pruned_at is not None and now - self._pruned_at < PRUNE_EVERY_S:
+            return
+        self._pruned_at = now
+        try:
+            gone = await self.queue.prune()
+        except Exception as exc:
+            # Old rows only take room: the next prune deletes them.
+            log.warning("could not delete old ingestion jobs: %s", exc)
+            return
+        if gone:
+            log.info("deleted %d ingestion jobs that ended over [jobs] keep_days ago", gone)
 
     async def _others_busy(self) -> bool:
         try:

@@ -7,16 +7,24 @@ client already retried) and refused credentials (401/403, 10000). Then ``ask`` a
 answerer) and say so, and the calls that would fail again are not made: not the
 embedding, not the reranker, not the chat model.
 
-The memory is this process's only (a shared one across workers is issue 9's business):
-a 3036 until the next 00:00 UTC, anything else for ``[cloudflare] refusal_memory_s``.
+The memory lasts a 3036 until the next 00:00 UTC, anything else for ``[cloudflare]
+refusal_memory_s``. It is this process's, unless replicas share a database
+(``[cloudflare] state_store``): then a refusal one process meets is written to
+``refusal_memory`` (``rag.retrieval.shared_refusals``), and every other reads it at
+most every ``REFRESH_S`` before it asks, so none has to learn it by failing. A store that
+fails leaves the process on its own memory: a secondary failure never fails an answer.
 """
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Protocol
 
+from rag.db.failures import reason as failure_reason
 from rag.errors import (
     AuthError,
     CloudflareError,
@@ -25,7 +33,13 @@ from rag.errors import (
     UpstreamUnavailable,
 )
 
+log = logging.getLogger(__name__)
+
 Clock = Callable[[], datetime]
+
+REFRESH_S = 2.0
+"""How often a process reads the shared memory: at most one read per this, per process,
+on the question path."""
 
 
 def next_utc_midnight(now: datetime) -> datetime:
@@ -68,15 +82,32 @@ class Refusal:
     error: CloudflareError
 
 
+class RefusalStore(Protocol):
+    """Where processes share the last refusal (``rag.retrieval.shared_refusals``)."""
+
+    async def load(self) -> Refusal | None: ...
+
+    async def save(self, refusal: Refusal) -> None: ...
+
+
 class Refusals:
     """The last refusal that still holds; shared by retrieval, the chat chain and ingestion."""
 
-    def __init__(self, memory_s: float, clock: Clock = lambda: datetime.now(UTC)) -> None:
+    def __init__(
+        self,
+        memory_s: float,
+        clock: Clock = lambda: datetime.now(UTC),
+        store: RefusalStore | None = None,
+    ) -> None:
         self.memory_s = memory_s
         self.clock = clock
+        self.store = store
+        self.refresh_s = REFRESH_S
         self._current: Refusal | None = None
+        self._read_at: float | None = None
+        self._store_failing = False
 
-    def note(self, exc: BaseException) -> str | None:
+    async def note(self, exc: BaseException) -> str | None:
         """Remember ``exc`` when it is a refusal of every call; returns its reason."""
         reason = refusal_reason(exc)
         if reason is None or not isinstance(exc, CloudflareError):
@@ -87,7 +118,40 @@ class Refusals:
         else:
             until = now + timedelta(seconds=max(0.0, self.memory_s))
         self._current = Refusal(reason, until, exc)
+        if self.store is not None:
+            try:
+                await self.store.save(self._current)
+            except Exception as error:
+                self._store_failed(error)
         return reason
+
+    async def refresh(self) -> None:
+        """Take in the refusal another process remembered, at most every ``refresh_s``."""
+        if self.store is None:
+            return
+        now = time.monotonic()
+        if self._read_at is not None and now - self._read_at < self.refresh_s:
+            return
+        self._read_at = now
+        try:
+            shared = await self.store.load()
+        except Exception as exc:
+            self._store_failed(exc)
+            return
+        if self._store_failing:
+            log.info("degraded mode's memory is shared through the database again")
+            self._store_failing = False
+        if shared is not None and self.clock() < shared.until:
+            self._current = shared
+
+    def _store_failed(self, exc: BaseException) -> None:
+        if not self._store_failing:
+            log.warning(
+                "degraded mode's memory cannot be shared through the database (%s): "
+                "this process remembers alone for now",
+                failure_reason(exc),
+            )
+        self._store_failing = True
 
     def current(self) -> Refusal | None:
         """The refusal still remembered now, or None (it expired or none was seen)."""

@@ -78,13 +78,14 @@ class Retriever:
 
     async def _dense(self, query: str) -> tuple[Vectors | None, Ranked, str | None]:
         """The query vector and the dense candidates, or (None, [], why) while refused."""
+        await self.refusals.refresh()
         if (refused := self.refusals.reason()) is not None:
             return None, [], refused  # the call would be refused again: do not make it
         try:
             vector: Vectors = (await self.embedder.embed([query], "query"))[0]
             return vector, await self.index.query(vector, self.candidates), None
         except CloudflareError as exc:
-            if (refused := self.refusals.note(exc)) is None:
+            if (refused := await self.refusals.note(exc)) is None:
                 raise
             return None, [], refused
 

@@ -21,6 +21,7 @@ from litestar.connection import ASGIConnection
 from litestar.handlers.base import BaseRouteHandler
 
 from rag.config import Settings
+from rag.db.engine import shares_database
 from rag.errors import RagError
 from rag.keys import KeyStore
 from rag.web.access_log import current_request
@@ -78,10 +79,7 @@ def access_warning(settings: Settings, active_keys: int) -> str | None:
 
 def shared_limit(settings: Settings) -> bool:
     """Whether the rate limit is counted in the database (``[auth] rate_limit_store``)."""
-    store = settings.auth.rate_limit_store
-    if store == "auto":
-        return settings.database_url.startswith("postgresql")
-    return store == "database"
+    return shares_database(settings.auth.rate_limit_store, settings.database_url)
 
 
 class Access:

@@ -11,7 +11,8 @@ Retries: at most ``max_retries`` more attempts, exponential backoff from 0.5 s c
 8 s with jitter; a ``Retry-After`` from Cloudflare is honoured up to 60 s, and a longer
 one is raised at once (the global API limit blocks for 5 minutes: no request should
 sit that long). Before any of that, every request waits its turn in the process's one
-``RateLimiter`` (``ratelimit.py``, ``[cloudflare] requests_per_5min``). Streams retry
+``RateLimiter`` (``ratelimit.py``, ``[cloudflare] requests_per_5min``), counted with the
+other replicas' calls where they share a database (``shared_budget.py``). Streams retry
 only before the first byte of the body: once output has arrived, a failure is raised as
 ``StreamTruncated`` and never retried, so an answer is never generated (and billed)
 twice.
@@ -226,7 +227,7 @@ class CloudflareClient:
                 error = transport_error(exc, path)
             except CloudflareError as exc:
                 error = exc
-                self._hold_all(error, url)
+                await self._hold_all(error, url)
             if not retry or not await self._backoff(error, attempt):
                 raise error
             attempt += 1
@@ -287,7 +288,7 @@ class CloudflareClient:
                     raise error from exc
             except CloudflareError as exc:
                 error = exc
-                self._hold_all(error, url)
+                await self._hold_all(error, url)
             if not await self._backoff(error, attempt, deadline):
                 raise error
             attempt += 1
@@ -297,14 +298,14 @@ class CloudflareClient:
         if url.startswith("/"):
             self.limiter.observe(response.headers)
 
-    def _hold_all(self, error: CloudflareError, url: str) -> None:
+    async def _hold_all(self, error: CloudflareError, url: str) -> None:
         """A 429 of the account-wide API limit holds every call, not just this one.
 
         Not a model's own capacity (3040), the daily neurons (3036) or the gateway's own
         limit: those concern one model or route, and the retry below waits for them.
         """
         if error.http_status == 429 and error.cf_code not in NOT_ACCOUNT_WIDE and url[:1] == "/":
-            self.limiter.hold(error.retry_after)
+            await self.limiter.hold(error.retry_after)
 
     async def _backoff(
         self, error: CloudflareError, attempt: int, deadline: float | None = None
