@@ -134,11 +134,11 @@ class Deployment:
     def _env(self, name: str, extra: Mapping[str, str]) -> dict[str, str]:
         return {**self.env, "RAG_DATA_DIR": str(self.work / name), **extra}
 
-    def run(self, *args: str) -> str:
-        """A command run to its end (the release step: `rag db upgrade`)."""
+    def run(self, *args: str, timeout: float = 1800) -> str:
+        """A command run to its end (the release step `rag db upgrade`, an ingest)."""
         done = subprocess.run(
             self.command(*args), env=self._env("release", {}), cwd=self.work,
-            capture_output=True, text=True, timeout=START_S,
+            capture_output=True, text=True, timeout=timeout,
         )  # fmt: skip
         if done.returncode != 0:
             raise RuntimeError(f"rag {' '.join(args)} failed: {done.stderr[-3000:]}")
