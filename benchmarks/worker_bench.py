@@ -30,6 +30,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -183,6 +184,12 @@ def fake_cloudflare(embed_ms: float, vectorize_ms: float) -> Iterator[dict[str, 
             "RAG_CLOUDFLARE__ACCOUNT_ID": app.fake.account_id,
             "CLOUDFLARE_API_TOKEN": app.fake.token,
         }
+        kinds = Counter(
+            "embed" if r.path.startswith("/ai/run/") else "vectorize " + r.path.rsplit("/", 1)[-1]
+            for r in app.fake.requests
+            if r.path.startswith(("/ai/run/", "/vectorize/"))
+        )
+        print(f"  requests to the fake: {dict(kinds)}")
         violations = app.fake.violations()
         if violations:
             raise SystemExit(f"the fake saw requests outside Cloudflare's schemas: {violations}")
