@@ -32,6 +32,7 @@ import os
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import httpx
@@ -59,57 +60,54 @@ def _questions() -> list[str]:
     return ["how do I change the port", "What happens to a scanned PDF?", *asked]
 
 
+async def _answer(http: httpx.AsyncClient, question: str, out: dict[str, list]) -> None:
+    began = time.perf_counter()
+    first: float | None = None
+    try:
+        async with http.stream("GET", "/v1/ask", params={"q": question}) as response:
+            if response.status_code != 200:
+                out["errors"].append(f"HTTP {response.status_code}")
+                await response.aread()
+                return
+            async for line in response.aiter_lines():
+                if first is None and line == "event: delta":
+                    first = time.perf_counter() - began
+                if line == "event: error":
+                    out["errors"].append("error event")
+    except httpx.HTTPError as exc:
+        out["errors"].append(type(exc).__name__)
+        return
+    out["total"].append(time.perf_counter() - began)
+    if first is not None:
+        out["first"].append(first)
+
+
+async def _search(http: httpx.AsyncClient, query: str, out: dict[str, list]) -> None:
+    began = time.perf_counter()
+    try:
+        response = await http.post("/v1/search", json={"query": query, "k": 10})
+    except httpx.HTTPError as exc:
+        out["errors"].append(type(exc).__name__)
+        return
+    if response.status_code != 200 or not response.json()["hits"]:
+        out["errors"].append(f"HTTP {response.status_code}")
+        return
+    out["total"].append(time.perf_counter() - began)
+
+
+Request = Callable[[httpx.AsyncClient, str, dict[str, list]], Awaitable[None]]
+
+
 async def _client(
     http: httpx.AsyncClient,
+    request: Request,
     questions: list[str],
     counter: itertools.count[int],
     until: float,
     out: dict[str, list],
 ) -> None:
     while time.perf_counter() < until:
-        question = _variant(questions, next(counter))
-        began = time.perf_counter()
-        first: float | None = None
-        try:
-            async with http.stream("GET", "/v1/ask", params={"q": question}) as response:
-                if response.status_code != 200:
-                    out["errors"].append(f"HTTP {response.status_code}")
-                    await response.aread()
-                    continue
-                async for line in response.aiter_lines():
-                    if first is None and line == "event: delta":
-                        first = time.perf_counter() - began
-                    if line in ("event: done", "event: error"):
-                        kind = line.split(": ")[1]
-                        if kind == "error":
-                            out["errors"].append("error event")
-        except httpx.HTTPError as exc:
-            out["errors"].append(type(exc).__name__)
-            continue
-        out["total"].append(time.perf_counter() - began)
-        if first is not None:
-            out["first"].append(first)
-
-
-async def _searcher(
-    http: httpx.AsyncClient,
-    questions: list[str],
-    counter: itertools.count[int],
-    until: float,
-    out: dict[str, list],
-) -> None:
-    while time.perf_counter() < until:
-        query = _variant(questions, next(counter))
-        began = time.perf_counter()
-        try:
-            response = await http.post("/v1/search", json={"query": query, "k": 10})
-        except httpx.HTTPError as exc:
-            out["errors"].append(type(exc).__name__)
-            continue
-        if response.status_code != 200 or not response.json()["hits"]:
-            out["errors"].append(f"HTTP {response.status_code}")
-            continue
-        out["total"].append(time.perf_counter() - began)
+        await request(http, _variant(questions, next(counter)), out)
 
 
 def _percentiles(samples: list[float]) -> str:
@@ -140,9 +138,12 @@ async def _load(
         until = began + seconds
         counter = itertools.count()
         # Client n talks to server n mod N, as a round-robin load balancer spreads them.
-        run = _searcher if search else _client
+        request = _search if search else _answer
         await asyncio.gather(
-            *(run(https[n % len(https)], questions, counter, until, out) for n in range(clients))
+            *(
+                _client(https[n % len(https)], request, questions, counter, until, out)
+                for n in range(clients)
+            )
         )
         elapsed, cpu = time.perf_counter() - began, sum(_cpu(s) for s in servers) - cpu
     finally:

@@ -74,6 +74,7 @@ class Report:
     cited_after_delete: int = 0
     """Answers, started after a delete had returned, that still cited the document."""
     background: dict[str, int] = field(default_factory=lambda: {"asked": 0, "done": 0})
+    """Every question asked while documents were uploaded and deleted."""
     background_errors: list[str] = field(default_factory=list)
     conflict: dict[str, Any] = field(default_factory=dict)
     rate: dict[str, Any] = field(default_factory=dict)
@@ -92,8 +93,10 @@ class Clients:
 
     def __init__(self, replicas: list[Replica]) -> None:
         self.http = [httpx.AsyncClient(base_url=r.url, timeout=60) for r in replicas]
-        self.names = [r.name for r in replicas]
         self._addresses: Iterator[int] = itertools.count(1)
+        self.asked = 0
+        self.failed: list[str] = []
+        """Why each question that did not end with ``done`` did not."""
 
     def address(self) -> str:
         n = next(self._addresses)
@@ -104,14 +107,15 @@ class Clients:
 
     async def ask(self, replica: int, question: str) -> tuple[dict[str, Any] | None, str]:
         """The ``done`` event's data (None if the stream did not end with one), and why."""
+        self.asked += 1
         response = await self.http[replica].post(
             "/v1/ask", json={"question": question}, headers=self.headers()
         )
-        if response.status_code != 200:
-            return None, f"HTTP {response.status_code} {response.text[:200]}"
-        events = parse_sse(response.text)
+        events = parse_sse(response.text) if response.status_code == 200 else []
         if not events or events[-1][0] != "done":
-            return None, f"ended with {events[-1:]}"
+            why = f"HTTP {response.status_code}: {response.text[-200:]}"
+            self.failed.append(why)
+            return None, why
         done: dict[str, Any] = json.loads(events[-1][1])
         return done, ""
 
@@ -128,13 +132,14 @@ async def until(replica: int, clients: Clients, question: str, name: str, want: 
                 within: float) -> tuple[float, int]:  # fmt: skip
     """When (monotonic) ``replica``'s first answer that cites ``name`` (or no longer
     cites it) ended, and how many answers said otherwise before; inf after ``within``
-    twice over."""
+    twice over. A stream without ``done`` counts for neither (``Clients.failed`` has it)."""
     began, wrong = time.monotonic(), 0
     while time.monotonic() - began < 2 * within:
         done, _ = await clients.ask(replica, question)
-        if done is not None and cites(done, name) == want:
-            return time.monotonic(), wrong
-        wrong += 1
+        if done is not None:
+            if cites(done, name) == want:
+                return time.monotonic(), wrong
+            wrong += 1
         await asyncio.sleep(0.05)
     return float("inf"), wrong
 
@@ -153,18 +158,12 @@ async def finished(clients: Clients, replica: int, job_id: str, limit_s: float =
     raise RuntimeError(f"job {job_id} did not finish in {limit_s:.0f} s")
 
 
-async def background(clients: Clients, questions: list[str], stop: asyncio.Event,
-                     report: Report) -> None:  # fmt: skip
+async def background(clients: Clients, questions: list[str], stop: asyncio.Event) -> None:
     """Questions against both replicas in turn, for as long as the uploads and deletes go."""
     for n in itertools.count():
         if stop.is_set():
             return
-        report.background["asked"] += 1
-        done, why = await clients.ask(n % 2, questions[n % len(questions)])
-        if done is None:
-            report.background_errors.append(why)
-        else:
-            report.background["done"] += 1
+        await clients.ask(n % 2, questions[n % len(questions)])
 
 
 async def upload_and_see(clients: Clients, n: int, report: Report, within: float) -> str:
@@ -264,7 +263,7 @@ async def exercise(replicas: list[Replica], args: argparse.Namespace, report: Re
     try:
         stop = asyncio.Event()
         questions = [document(n)[2] for n in range(args.docs)]
-        asking = asyncio.create_task(background(clients, questions, stop, report))
+        asking = asyncio.create_task(background(clients, questions, stop))
         began = time.monotonic()
         ids = await asyncio.gather(
             *(upload_and_see(clients, n, report, args.within) for n in range(args.docs))
@@ -278,6 +277,10 @@ async def exercise(replicas: list[Replica], args: argparse.Namespace, report: Re
         )
         stop.set()
         await asking
+        # Every question so far: in the background, and those that waited for each
+        # replica to cite (or stop citing) a document.
+        report.background = {"asked": clients.asked, "done": clients.asked - len(clients.failed)}
+        report.background_errors = list(clients.failed)
         print(f"uploads: {args.docs} documents through both replicas in {uploaded_s:.1f} s")
         await one_job_per_folder(clients, report)
         await rate_limit(clients, args.rate_limit, report)

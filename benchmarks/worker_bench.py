@@ -133,13 +133,9 @@ def drain(
     }
 
 
-def fake_cloudflare_app(embed_ms: float, vectorize_ms: float) -> Any:
-    """The Cloudflare fake as an ASGI app, so that worker processes reach it over HTTP."""
-    from cf_fake import FakeCloudflare
-
-    fake = FakeCloudflare(
-        path_latency_s={"/ai/run/": embed_ms / 1000, "/vectorize/": vectorize_ms / 1000}
-    )
+def asgi(transport: httpx.AsyncBaseTransport) -> Any:
+    """An ASGI app that hands each request to an httpx transport (the fake's), so that
+    worker processes reach the in-process fake over HTTP."""
 
     async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         assert scope["type"] == "http"
@@ -154,7 +150,7 @@ def fake_cloudflare_app(embed_ms: float, vectorize_ms: float) -> Any:
             headers=[(k.decode(), v.decode()) for k, v in scope["headers"]],
             content=body,
         )
-        response = await fake._handle(request)
+        response = await transport.handle_async_request(request)
         content = await response.aread()
         hop = ("content-length", "transfer-encoding", "content-encoding")
         headers = [(k.encode(), v.encode()) for k, v in response.headers.items() if k not in hop]
@@ -162,15 +158,20 @@ def fake_cloudflare_app(embed_ms: float, vectorize_ms: float) -> Any:
                     "headers": headers})  # fmt: skip
         await send({"type": "http.response.body", "body": content})
 
-    app.fake = fake  # type: ignore[attr-defined]
     return app
 
 
 @contextmanager
 def fake_cloudflare(embed_ms: float, vectorize_ms: float) -> Iterator[dict[str, str]]:
     """A new fake on a loopback port, for one drain; yields the workers' settings."""
-    app = fake_cloudflare_app(embed_ms, vectorize_ms)
-    config = uvicorn.Config(app, host="127.0.0.1", port=0, lifespan="off", log_level="warning")
+    from cf_fake import FakeCloudflare  # found through the tests folder deployment.py adds
+
+    fake = FakeCloudflare(
+        path_latency_s={"/ai/run/": embed_ms / 1000, "/vectorize/": vectorize_ms / 1000}
+    )
+    config = uvicorn.Config(
+        asgi(fake.transport), host="127.0.0.1", port=0, lifespan="off", log_level="warning"
+    )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -181,16 +182,16 @@ def fake_cloudflare(embed_ms: float, vectorize_ms: float) -> Iterator[dict[str, 
         yield {
             "RAG_BACKEND": "cloudflare",
             "RAG_CLOUDFLARE__API_BASE": f"http://127.0.0.1:{port}/client/v4",
-            "RAG_CLOUDFLARE__ACCOUNT_ID": app.fake.account_id,
-            "CLOUDFLARE_API_TOKEN": app.fake.token,
+            "RAG_CLOUDFLARE__ACCOUNT_ID": fake.account_id,
+            "CLOUDFLARE_API_TOKEN": fake.token,
         }
         kinds = Counter(
             "embed" if r.path.startswith("/ai/run/") else "vectorize " + r.path.rsplit("/", 1)[-1]
-            for r in app.fake.requests
+            for r in fake.requests
             if r.path.startswith(("/ai/run/", "/vectorize/"))
         )
         print(f"  requests to the fake: {dict(kinds)}")
-        violations = app.fake.violations()
+        violations = fake.violations()
         if violations:
             raise SystemExit(f"the fake saw requests outside Cloudflare's schemas: {violations}")
     finally:
