@@ -344,7 +344,11 @@ def prove(work: Path, database_url: str, args: argparse.Namespace) -> Report:
             "RAG_DATABASE__BEST_EFFORT_WAIT_S": "5",
             "RAG_SERVER__TRUSTED_PROXIES": '["127.0.0.1"]',
             "RAG_WEB__INGEST_FOLDER": str(work / "folder"),
+            # An upload wakes only a worker in its own process; this one, elsewhere, finds
+            # it at its next poll (1 s by default): the proof's wait, not what it measures.
             "RAG_JOBS__POLL_S": "0.2",
+            # Several batches a job, so that the folder's job is still held when the
+            # second replica is asked for it (the fake embedder's pause is per batch).
             "RAG_INGEST__BATCH_SIZE": "8",
         },
     )
