@@ -1,11 +1,14 @@
 """The ``rag`` command on a slow fake embedder, as a real process (run by test_worker.py).
 
 Usage: rag_on_fake.py SECONDS_PER_BATCH rag-arguments... Settings come from ``RAG_*``
-variables, as for ``rag`` itself.
+variables, as for ``rag`` itself. ``FAKE_EMBEDDER_ROLE=answer_embedder`` puts the fake
+in the extractive answerer's place only (benchmarks/worker_bench.py --cloudflare, where
+Workers AI embeds the chunks).
 """
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -22,6 +25,7 @@ from rag.registry import Overrides
 from rag.service import RagService
 
 PAUSE = float(sys.argv.pop(1))
+ROLE = os.environ.get("FAKE_EMBEDDER_ROLE", "embedder")
 
 
 class SlowEmbedder(FakeEmbedder):
@@ -34,7 +38,10 @@ real = rag_service.open_service
 
 
 def on_fake(settings: Settings, **options: Any) -> AbstractAsyncContextManager[RagService]:
-    return real(settings, Overrides(embedder=SlowEmbedder()), **options)
+    fake = SlowEmbedder()
+    if ROLE == "answer_embedder":
+        return real(settings, Overrides(answer_embedder=fake), **options)
+    return real(settings, Overrides(embedder=fake), **options)
 
 
 rag_service.open_service = on_fake  # type: ignore[assignment]
