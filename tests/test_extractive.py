@@ -245,6 +245,22 @@ async def test_never_a_heading_nor_a_fragment_of_a_chunk_cut_mid_sentence() -> N
     assert text == "Overlap keeps 32 tokens of context between chunks. [1]"
 
 
+async def test_never_a_unit_cut_inside_brackets_or_at_the_end_of_its_chunk() -> None:
+    # The counts of "(" and ")" agree and the sentence is still open; and a sentence
+    # that runs into the end of its chunk without a full stop was cut there.
+    opened = "The editor is chosen from GIT_EDITOR, then b) core.editor and EDITOR (in that"
+    tail = "The editor used for commit messages is chosen from GIT_EDITOR and then core.editor"
+    whole = "Git opens the editor named by core.editor for the commit message."
+    answerer = ExtractiveAnswerer(FakeEmbedder(), max_sentences=4)
+    text = await answer(
+        answerer,
+        "Which editor does git commit open for the message?",
+        hits([f"{opened} order. {whole}", f"{whole}\n\n{tail}"]),
+    )
+    assert opened not in text and tail not in text
+    assert quoted(text) == [(whole, 1)]
+
+
 class StoredUnits:
     """A ``UnitSource`` over units computed up front, as ingestion stores them."""
 
