@@ -233,7 +233,13 @@ def _candidates(
         headings = {" ".join(h.split()).lower() for h in hit.heading_path}
         for position, (unit, vector) in enumerate(zip(found.units, found.vectors, strict=True)):
             text = hit.text[unit.start : unit.end]
-            cut = unit.end >= len(hit.text.rstrip()) and not _ENDED.search(text)
+            # A sentence that runs into the chunk's end unfinished was cut there (a row,
+            # an item or code ends without a full stop as a matter of course).
+            cut = (
+                unit.kind == "sentence"
+                and unit.end >= len(hit.text.rstrip())
+                and not _ENDED.search(text)
+            )
             if cut or not _quotable(text, unit, position, headings, asked):
                 continue
             header = hit.text[unit.header[0] : unit.header[1]] + "\n" if unit.header else ""

@@ -89,7 +89,7 @@ _ADMONITIONS = {
     "NOTE": "Note", "TIP": "Tip", "IMPORTANT": "Important", "WARNING": "Warning",
     "CAUTION": "Caution",
 }  # fmt: skip
-_CODE_STYLES = frozenset({"source", "listing", "literal", "verse", "subs"})
+_CODE_STYLES = frozenset({"source", "listing", "literal", "verse"})
 _SIGNS = (
     re.compile(r"linkgit:[\w.-]+\[\d*\]|link:[^\s\[]+\[|<<[\w:.-]+(?:,[^<>]*)?>>"),
     re.compile(r"^(?:include|ifdef|ifndef|ifeval|endif|image)::\S*\[.*\]\s*$"),
