@@ -128,7 +128,7 @@ class ExtractiveAnswerer:
     @property
     def prompt_version(self) -> str:
         """No prompt: the selection rules are versioned instead (3: answer units and
-        measured features; 4: no unit cut inside brackets or at its chunk's end), with a
+        measured features; 4: no unit cut inside brackets or quotes), with a
         digest of the weights and the unit splitter, so a cached answer chosen under
         other rules is never replayed."""
         rules = repr((self.weights, SPLITTER)).encode()
@@ -233,14 +233,7 @@ def _candidates(
         headings = {" ".join(h.split()).lower() for h in hit.heading_path}
         for position, (unit, vector) in enumerate(zip(found.units, found.vectors, strict=True)):
             text = hit.text[unit.start : unit.end]
-            # A sentence that runs into the chunk's end unfinished was cut there (a row,
-            # an item or code ends without a full stop as a matter of course).
-            cut = (
-                unit.kind == "sentence"
-                and unit.end >= len(hit.text.rstrip())
-                and not _ENDED.search(text)
-            )
-            if cut or not _quotable(text, unit, position, headings, asked):
+            if not _quotable(text, unit, position, headings, asked):
                 continue
             header = hit.text[unit.header[0] : unit.header[1]] + "\n" if unit.header else ""
             candidates.append(_Candidate(source, unit, text, len(rows), header + text))
@@ -299,9 +292,6 @@ def _closed(text: str) -> bool:
 
 _OPENERS = {"(": ")", "[": "]", "{": "}", "“": "”"}
 _CLOSING = frozenset(_OPENERS.values())
-# A sentence ends in one of these, perhaps inside a closing quote or bracket or markup; a
-# sentence unit that reaches its chunk's end without one was cut there.
-_ENDED = re.compile(r"[.!?:;…。！？][\"'”’)\]*_`]*\s*$")
 
 # A question in quotes is an example of asking ("What is the default port and how do I
 # change the host?" is two questions): about the question, not an answer to it.
