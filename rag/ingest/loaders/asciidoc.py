@@ -36,8 +36,8 @@ from itertools import pairwise
 from pathlib import Path
 
 from rag.domain import LoadedDocument
-from rag.ingest.loaders.outline import Outline
-from rag.ingest.loaders.text import decode_text, normalize_text
+from rag.ingest.loaders.outline import outlined
+from rag.ingest.loaders.text import decode_text
 
 _Line = str | tuple[int, str]
 """A converted line of text, or a section title as (level, title)."""
@@ -497,17 +497,4 @@ def asciidoc_document(path: Path, raw: str) -> LoadedDocument:
     """The document ``raw`` AsciiDoc text makes."""
     lines = [line for line in raw.split("\n") if not _PREPROCESSOR.match(line)]
     converter = _Converter(dict(_BUILTIN_ATTRIBUTES), _anchored_titles(lines))
-    outline = Outline()
-    title: str | None = None
-    for item in converter.convert(lines):
-        if isinstance(item, str):
-            outline.line(item)
-            continue
-        level, heading = item
-        heading = normalize_text(heading)
-        title = title or heading
-        outline.heading(level, heading)
-    outline.flush()
-    return LoadedDocument(
-        title=title or path.stem, media_type="text/asciidoc", sections=tuple(outline.sections)
-    )
+    return outlined(path, converter.convert(lines), "text/asciidoc")
