@@ -129,10 +129,6 @@ def _underline_level(text: str, under: str) -> int | None:
     return _UNDERLINE_LEVELS.index(under[0]) + 1
 
 
-def _indent(line: str) -> int:
-    return len(line) - len(line.lstrip())
-
-
 def _fenced(lines: list[str]) -> list[_Line]:
     """Code in a fence, dedented (an attached block is indented under its item later)."""
     code = textwrap.dedent("\n".join(line.expandtabs(8) for line in lines)).split("\n")
