@@ -59,7 +59,7 @@ class IngestSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw
     200 tokens of prose take about 900 characters and of indented code about 1,200."""
     max_file_mb: float = 50.0
     extensions: tuple[str, ...] = (
-        ".md", ".markdown", ".txt", ".rst", ".html", ".htm", ".pdf",
+        ".md", ".markdown", ".txt", ".rst", ".adoc", ".asciidoc", ".html", ".htm", ".pdf",
         ".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp",
         ".docx", ".docm", ".xlsx", ".xlsm", ".pptx", ".pptm",
         ".doc", ".xls", ".ppt",

@@ -256,5 +256,23 @@ def test_extract_citations(answer: str, expected: list[tuple[int, str]]) -> None
         assert citation.quote in source.text
 
 
+def test_a_bracketed_number_inside_a_quote_is_text_not_a_marker() -> None:
+    # Man page references ("git-show[1]") and footnote marks are part of the quote: the
+    # quote runs to the marker whose source holds it, and cites nothing else.
+    manual = "Examine the commit with git-show[1], then mail the author."
+    sources = [hit(1, ALPHA), hit(2, manual)]
+    answer = f"Alpha is the first letter. [1]\n{manual} [2]"
+    citations = extract_citations(answer, sources)
+    assert [(c.n, c.quote) for c in citations] == [
+        (1, "Alpha is the first letter."),
+        (2, manual),
+    ]
+    # A [1] whose text no later marker's source holds is still a marker, unverified.
+    assert [(c.n, c.quote) for c in extract_citations("See git-show[1] here. [2]", sources)] == [
+        (1, ""),
+        (2, ""),
+    ]
+
+
 def test_extract_citations_with_no_sources_invents_nothing() -> None:
     assert extract_citations("Alpha is the first letter. [1]", []) == ()

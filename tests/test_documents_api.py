@@ -158,8 +158,8 @@ async def test_content_must_match_the_type(
 
 
 READABLE = (
-    ".docm, .docx, .htm, .html, .jpeg, .jpg, .markdown, .md, .pdf, .png, .pptm, .pptx,"
-    " .rst, .tif, .tiff, .txt, .webp, .xlsm, .xlsx"
+    ".adoc, .asciidoc, .docm, .docx, .htm, .html, .jpeg, .jpg, .markdown, .md, .pdf, .png,"
+    " .pptm, .pptx, .rst, .tif, .tiff, .txt, .webp, .xlsm, .xlsx"
 )
 
 

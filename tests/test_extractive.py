@@ -245,6 +245,21 @@ async def test_never_a_heading_nor_a_fragment_of_a_chunk_cut_mid_sentence() -> N
     assert text == "Overlap keeps 32 tokens of context between chunks. [1]"
 
 
+async def test_never_a_unit_cut_inside_brackets_or_quotes() -> None:
+    # The counts of "(" and ")" agree and the sentence is still open inside the last one.
+    opened = "The editor is chosen from GIT_EDITOR, then b) core.editor and EDITOR (in that"
+    quote = 'The editor named by "core.editor is used for the commit message, git says.'
+    whole = "Git opens the editor named by core.editor for the commit message."
+    answerer = ExtractiveAnswerer(FakeEmbedder(), max_sentences=4)
+    text = await answer(
+        answerer,
+        "Which editor does git commit open for the message?",
+        hits([f"{opened} order. {whole}", quote]),
+    )
+    assert opened not in text and quote not in text
+    assert quoted(text) == [(whole, 1)]
+
+
 class StoredUnits:
     """A ``UnitSource`` over units computed up front, as ingestion stores them."""
 

@@ -16,24 +16,53 @@ def extract_citations(answer: str, sources: Sequence[Hit]) -> tuple[Citation, ..
     Markers naming no source are dropped: a citation is never invented. The quote is
     kept only when it occurs verbatim in the cited source (always, for extractive
     answers); otherwise the citation stands with an empty quote.
+
+    A ``[1]`` may be part of the quoted text itself (a man page reference such as
+    ``git-show[1]``, a footnote mark): when the text before a marker is not in the
+    source it names but the text up to a later marker is in that one's source, the
+    markers in between were text, and the quote runs to the later marker.
     """
+    markers = list(MARKER.finditer(answer))
     citations = []
     previous_end = 0
-    for match in MARKER.finditer(answer):
-        n = int(match.group(1))
+    i = 0
+    while i < len(markers):
+        match = markers[i]
         segment = answer[previous_end : match.start()].strip()
+        if not _quotes(segment, int(match.group(1)), sources):
+            later = next(
+                (
+                    j
+                    for j in range(i + 1, len(markers))
+                    if _quotes(
+                        answer[previous_end : markers[j].start()].strip(),
+                        int(markers[j].group(1)),
+                        sources,
+                    )
+                ),
+                None,
+            )
+            if later is not None:
+                i, match = later, markers[later]
+                segment = answer[previous_end : match.start()].strip()
+        i += 1
+        n = int(match.group(1))
         previous_end = match.end()
         if not 1 <= n <= len(sources):
             continue
         source = sources[n - 1]
-        quote = segment if segment and segment in source.text else ""
         citations.append(
             Citation(
                 n=n,
                 chunk_id=source.chunk_id,
                 document=source.source,
                 page=source.page_start,
-                quote=quote,
+                quote=segment if _quotes(segment, n, sources) else "",
             )
         )
     return tuple(citations)
+
+
+def _quotes(segment: str, n: int, sources: Sequence[Hit]) -> bool:
+    """Whether ``segment`` is a verbatim quote of source ``n`` (1-based)."""
+    return bool(segment) and 1 <= n <= len(sources) and segment in sources[n - 1].text

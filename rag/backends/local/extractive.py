@@ -128,10 +128,11 @@ class ExtractiveAnswerer:
     @property
     def prompt_version(self) -> str:
         """No prompt: the selection rules are versioned instead (3: answer units and
-        measured features), with a digest of the weights and the unit splitter, so a
-        cached answer chosen under other weights is never replayed."""
+        measured features; 4: no unit cut inside brackets or quotes), with a
+        digest of the weights and the unit splitter, so a cached answer chosen under
+        other rules is never replayed."""
         rules = repr((self.weights, SPLITTER)).encode()
-        return f"extractive-3-{hashlib.sha256(rules).hexdigest()[:8]}"
+        return f"extractive-4-{hashlib.sha256(rules).hexdigest()[:8]}"
 
     async def stream(self, question: str, sources: Sequence[Hit]) -> AsyncGenerator[str, None]:
         """Units in (source rank, position) order, each followed by `` [n]``."""
@@ -262,11 +263,7 @@ def _quotable(text: str, unit: AnswerUnit, position: int, headings: set[str], as
         return False
     if position == 0 and text[:1].islower() and unit.kind == "sentence":
         return False
-    if unit.kind != "code" and (
-        text.count("(") != text.count(")")
-        or text.count("`") % 2
-        or text.count("[") != text.count("]")
-    ):
+    if unit.kind != "code" and (not _closed(text) or text.count("`") % 2):
         return False
     count = len(word_pieces(text))
     if unit.kind in ("code", "row", "lead"):
@@ -274,6 +271,27 @@ def _quotable(text: str, unit: AnswerUnit, position: int, headings: set[str], as
     # Fewer than three content words is a run-in heading ("Taking a backup."), not an answer.
     return len(_content(text)) >= 3 and not (count <= 8 and bare[-1:].isalnum())
 
+
+def _closed(text: str) -> bool:
+    """Whether every bracket and double quote opened in ``text`` is closed in it, in order:
+    "a) b (c" has as many of each bracket and is still cut inside the last one."""
+    stack: list[str] = []
+    for ch in text:
+        if ch in _OPENERS:
+            stack.append(_OPENERS[ch])
+        elif ch in _CLOSING:
+            if not stack or stack.pop() != ch:
+                return False
+        elif ch == '"':
+            if stack and stack[-1] == '"':
+                stack.pop()
+            else:
+                stack.append('"')
+    return not stack
+
+
+_OPENERS = {"(": ")", "[": "]", "{": "}", "“": "”"}
+_CLOSING = frozenset(_OPENERS.values())
 
 # A question in quotes is an example of asking ("What is the default port and how do I
 # change the host?" is two questions): about the question, not an answer to it.

@@ -14,6 +14,7 @@ from rag.config import IngestSettings, OcrSettings
 from rag.domain import LoadedDocument
 from rag.errors import UnreadableDocument, UnsupportedDocument
 from rag.ingest.loaders import ocr_pages, office, pdf
+from rag.ingest.loaders.asciidoc import asciidoc_document, load_asciidoc, looks_like_asciidoc
 from rag.ingest.loaders.html import load_html
 from rag.ingest.loaders.image import MEDIA_TYPES, load_image
 from rag.ingest.loaders.markdown import load_markdown
@@ -25,14 +26,21 @@ __all__ = ["check_file", "close", "load", "readable_extensions", "supported"]
 
 
 def _load_txt(path: Path, data: bytes) -> LoadedDocument:
-    """Plain text, or rST when Sphinx published it (``_sources``) or its markup says so."""
+    """Plain text, or rST when Sphinx published it (``_sources``) or its markup says so,
+    or AsciiDoc when its markup says so (git's manual sources are .txt files)."""
     text = decode_text(data, path.suffix.lower())
-    return rst_document(path, text) if looks_like_rst(path, text) else load_text(path, data)
+    if looks_like_rst(path, text):
+        return rst_document(path, text)
+    if looks_like_asciidoc(text):
+        return asciidoc_document(path, text)
+    return load_text(path, data)
 
 
 _BY_SUFFIX: dict[str, Callable[[Path, bytes], LoadedDocument]] = {
     ".txt": _load_txt,
     ".rst": load_rst,
+    ".adoc": load_asciidoc,
+    ".asciidoc": load_asciidoc,
     ".md": load_markdown,
     ".markdown": load_markdown,
     ".html": load_html,

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from rag.domain import Section
+from collections.abc import Iterable
+from pathlib import Path
+
+from rag.domain import LoadedDocument, Section
 from rag.ingest.loaders.text import normalize_text
 
 
@@ -38,3 +41,22 @@ class Outline:
             path = tuple(title for _, title in self._stack)
             self.sections.append(Section(text=text, heading_path=path))
         self._body.clear()
+
+
+def outlined(path: Path, items: Iterable[str | tuple[int, str]], media_type: str) -> LoadedDocument:
+    """The document a converter's lines and (level, title) headings make; its title is
+    the first heading, else the file's stem."""
+    outline = Outline()
+    title: str | None = None
+    for item in items:
+        if isinstance(item, str):
+            outline.line(item)
+            continue
+        level, heading = item
+        heading = normalize_text(heading)
+        title = title or heading
+        outline.heading(level, heading)
+    outline.flush()
+    return LoadedDocument(
+        title=title or path.stem, media_type=media_type, sections=tuple(outline.sections)
+    )

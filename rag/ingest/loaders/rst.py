@@ -29,8 +29,8 @@ import textwrap
 from pathlib import Path
 
 from rag.domain import LoadedDocument
-from rag.ingest.loaders.outline import Outline
-from rag.ingest.loaders.text import decode_text, normalize_text
+from rag.ingest.loaders.outline import outlined
+from rag.ingest.loaders.text import decode_text
 
 _ADORNMENT = re.compile(r"([!-/:-@\[-`{-~])\1{2,}\s*")
 _DIRECTIVE = re.compile(r"(\s*)\.\.\s+([\w:.-]+)::(?:\s+(.*))?$")
@@ -298,17 +298,4 @@ def load_rst(path: Path, data: bytes) -> LoadedDocument:
 
 def rst_document(path: Path, raw: str) -> LoadedDocument:
     """The document ``raw`` rST text makes."""
-    outline = Outline()
-    title: str | None = None
-    for item in _Converter().convert(raw.expandtabs(8).split("\n")):
-        if isinstance(item, str):
-            outline.line(item)
-            continue
-        level, heading = item
-        heading = normalize_text(heading)
-        title = title or heading
-        outline.heading(level, heading)
-    outline.flush()
-    return LoadedDocument(
-        title=title or path.stem, media_type="text/x-rst", sections=tuple(outline.sections)
-    )
+    return outlined(path, _Converter().convert(raw.expandtabs(8).split("\n")), "text/x-rst")
