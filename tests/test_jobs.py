@@ -357,7 +357,8 @@ async def test_a_worker_stopped_while_its_claim_is_in_flight_hands_that_job_back
         await asyncio.wait_for(closing, 30)
         back = await queue.get(job.id)
     # Cancelled mid-claim, the worker would have left it running under its name until stale.
-    assert back is not None and (back.state, back.attempts) == ("queued", 1), back.worker
+    assert back is not None
+    assert (back.state, back.attempts) == ("queued", 1), back.worker
 
 
 async def test_until_idle_waits_for_a_job_whose_worker_may_be_dead(tmp_path: Path) -> None:
@@ -378,4 +379,5 @@ async def test_until_idle_waits_for_a_job_whose_worker_may_be_dead(tmp_path: Pat
         clock.now += 61  # its heartbeat is stale now
         await asyncio.wait_for(draining, 30)
         done = await queue.get(job.id)
-    assert done is not None and (done.state, done.attempts) == ("finished", 2), done.error
+    assert done is not None
+    assert (done.state, done.attempts) == ("finished", 2), done.error
