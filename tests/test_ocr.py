@@ -20,6 +20,7 @@ from conftest import LOCAL_URL, make_settings
 from fakes import FakeEmbedder, FakeTokenizer, parse_sse, upload
 from litestar.testing import AsyncTestClient
 from PIL import Image
+from scans import CORPUS, top_of_page, words
 
 from rag.config import IngestSettings, OcrSettings
 from rag.domain import LoadedDocument, Section
@@ -37,21 +38,10 @@ from rag.registry import Overrides
 from rag.service import open_service
 from rag.web import create_app
 
-CORPUS = Path(__file__).parents[1] / "corpus"
 INGEST = IngestSettings()
 # Generous: a page takes 1-2 s on idle cores, but this machine's cores are shared.
 OCR = OcrSettings(page_timeout_s=300)
 SLOW_OK = {"page_timeout_s": 300}
-
-
-def top_of_page(pdf: str, page: int = 0, share: float = 0.4) -> Image.Image:
-    """The top ``share`` of a handbook page, rendered at 150 dpi like a scan."""
-    document = pdfium.PdfDocument(CORPUS / pdf)
-    try:
-        image: Image.Image = document[page].render(scale=150 / 72).to_pil().convert("RGB")
-    finally:
-        document.close()
-    return image.crop((0, 0, image.width, int(image.height * share)))
 
 
 @pytest.fixture(scope="module")
@@ -87,10 +77,6 @@ def scans(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Path]]
     mixed.save(files["mixed.pdf"])
     yield files
     loaders.close()
-
-
-def words(text: str) -> str:
-    return " ".join(text.lower().split())
 
 
 # -- what is kept of a page: a scripted recogniser, no model ---------------------------
