@@ -73,6 +73,9 @@ class IngestSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw
     measured as fast at 64 to 200 per call as at 100, ~10% faster than at 32."""
     pdf_timeout_s: float = 60.0
     pdf_memory_mb: int = 1536
+    """A worker reading a PDF, an Office file or an OCR page: resident memory at most this,
+    and at most this much address space added to what the worker held when it was ready
+    (a warm OCR worker maps 1.3-1.6 GB for its threads before it reads a page)."""
     pdf_max_pages: int = 2000
     pdf_passwords: tuple[str, ...] = ()
     """Tried, after the empty password, on encrypted PDFs; never put in a failure reason."""
