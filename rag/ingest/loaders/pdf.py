@@ -212,7 +212,7 @@ def load_pdf(path: Path, settings: IngestSettings, ocr: OcrSettings) -> LoadedDo
     if _chars(" ".join(section.text for section in sections)) < MIN_TEXT_CHARS:
         if len(result["page_errors"]) == result["pages"]:
             raise UnreadableDocument(f"PDF text could not be extracted: {result['page_errors'][0]}")
-        raise _no_text(recognised, notes, _chars(" ".join(s.text for s in sections)))
+        raise _no_text(recognised, notes)
     return LoadedDocument(
         title=result["title"] or path.stem,
         media_type="application/pdf",
@@ -223,16 +223,16 @@ def load_pdf(path: Path, settings: IngestSettings, ocr: OcrSettings) -> LoadedDo
     )
 
 
-def _no_text(recognised: int, notes: list[str], chars: int) -> DocumentError:
+def _no_text(recognised: int, notes: list[str]) -> DocumentError:
     """Why a PDF yields no text: it holds none that can be read (skipped, like an empty
     file: nothing is wrong with the service), or OCR stopped short of a page (failed)."""
     if notes:
         # A page over its time or memory limit may well hold the text: not an empty file.
         return UnreadableDocument(f"PDF has no text layer and OCR could not read it: {notes[0]}")
     if recognised:
+        # Under MIN_TEXT_CHARS in all: a speck read as a letter or two is no text either.
         pages = "page" if recognised == 1 else f"{recognised} pages"
-        found = f"only {chars} characters" if chars else "no readable text"
-        return NoTextLayer(f"PDF has no text layer and OCR found {found} on its {pages}")
+        return NoTextLayer(f"PDF has no text layer and OCR found no readable text on its {pages}")
     return NoTextLayer("PDF has no text layer (scanned or image-only)")
 
 
