@@ -73,6 +73,9 @@ class IngestSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw
     measured as fast at 64 to 200 per call as at 100, ~10% faster than at 32."""
     pdf_timeout_s: float = 60.0
     pdf_memory_mb: int = 1536
+    """A worker reading a PDF, an Office file or an OCR page: resident memory at most this,
+    and at most this much address space added to what the worker held when it was ready
+    (a warm OCR worker maps 1.3-1.6 GB for its threads before it reads a page)."""
     pdf_max_pages: int = 2000
     pdf_passwords: tuple[str, ...] = ()
     """Tried, after the empty password, on encrypted PDFs; never put in a failure reason."""
@@ -100,9 +103,10 @@ class OcrSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_on
     dpi: int = 150
     """PDF pages are rendered at this resolution: A4 at 150 dpi stays under the 2,000 px the
     recogniser works at (larger images are shrunk anyway) and reads ordinary print well."""
-    page_timeout_s: float = 30.0
+    page_timeout_s: float = 60.0
     """A page recognised for longer is skipped (its worker killed) and the file goes on; a
-    clean A4 page takes 1.6-2 s on two idle cores."""
+    clean A4 page takes 1.6-2 s on two idle cores, but a dense one took 58 s while other
+    work kept them busy (load average 9), and 30 s lost such pages."""
     max_pages: int = 100
     """A file with more pages to recognise than this is skipped, not cut short."""
     min_confidence: float = 0.5

@@ -10,9 +10,9 @@ machine-readable ``code``; the message is written for the person who reads it.
     ├── InputError             a request or command argument that cannot be served (400)
     ├── NotFound               an id that does not exist (404)
     ├── DocumentError          one file could not be read; ingestion records it and goes on
-    │   ├── UnsupportedDocument   skipped: not a format we read, empty, too large
-    │   └── UnreadableDocument    failed: corrupt, encrypted, no text layer, timed out
-    │       ├── NoTextLayer          a PDF with no text to extract (a scan)
+    │   ├── UnsupportedDocument   skipped: not a format we read, empty, too large, no text
+    │   │   └── NoTextLayer          a PDF with no text to extract (a scan) nor recognise
+    │   └── UnreadableDocument    failed: corrupt, encrypted, timed out, conversion failed
     │       └── ConversionFailed     the remote converter gave no Markdown for the file
     ├── ModelError             an embedder, reranker or chat model failed (502)
     │   ├── ModelUnavailable      model files missing or corrupt (503)
@@ -75,13 +75,15 @@ class UnsupportedDocument(DocumentError):
     code = "unsupported_document"
 
 
+class NoTextLayer(UnsupportedDocument):
+    """A PDF without text: a scan that OCR (or a remote converter) may still read, or one
+    it has read and found nothing legible in. Skipped, not failed: nothing went wrong, the
+    file holds no text to index (a blank page, a photo, a drawing)."""
+
+
 class UnreadableDocument(DocumentError):
     status = "failed"
     code = "unreadable_document"
-
-
-class NoTextLayer(UnreadableDocument):
-    """A scan: OCR, or a remote converter, may still read it."""
 
 
 class ConversionFailed(UnreadableDocument):

@@ -27,6 +27,7 @@ import uvicorn
 from conftest import CORPUS, make_settings
 from fakes import FakeEmbedder, ScriptedService, done_event
 from litestar import Litestar
+from scans import top_of_page
 
 from rag.config import Settings
 from rag.domain import (
@@ -289,6 +290,39 @@ def test_ask_stream_and_open_a_citation(server: str, browser: WebDriver, tmp_pat
     if not has_chunks_route(server):
         # The browser logs the fallback's 404 itself; nothing else may show up.
         errors = [e for e in errors if not re.search(r"/v1/chunks/\w+ - .* 404", e)]
+    assert not errors, errors
+
+
+def test_a_passage_recognised_from_a_scan_says_so(browser: WebDriver, tmp_path: Path) -> None:
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    top_of_page("operations-runbook.pdf").save(docs / "runbook-scan.png")
+    slow_ok = {"page_timeout_s": 300}  # a page takes 1-2 s on idle cores; these are shared
+    settings = make_settings(tmp_path, retrieval={"min_relevance": 0.2}, ocr=slow_ok)
+
+    @asynccontextmanager
+    async def open_app() -> AsyncIterator[Litestar]:
+        async with open_service(settings, Overrides(embedder=FakeEmbedder())) as service:
+            report = await service.ingest([docs])
+            assert (report.new, report.recognised) == (1, 1), report.problems
+            yield create_app(settings, service=service)
+
+    with serve(open_app) as url:
+        browser.get(url + "/")
+        answer = ask(browser, "Who is the operations runbook for?")
+        citation = wait(browser).until(
+            lambda _: answer.find_elements(By.CSS_SELECTOR, ".answer-text button.cite")
+        )[0]
+        wait(browser).until(lambda _: finished(answer))
+        citation.send_keys(Keys.ENTER)
+        panel = wait(browser).until(ec.visibility_of_element_located((By.ID, "passage")))
+        meta = wait(browser).until(
+            lambda _: "recognised" in (text := panel.find_element(By.ID, "passage-meta").text)
+            and text
+        )
+        browser.save_screenshot(str(tmp_path / "scan-passage.png"))
+        errors = console_errors(browser)
+    assert re.search(r"runbook-scan\.png · recognised from a scan \(\d{2,3}% confidence\)", meta)
     assert not errors, errors
 
 

@@ -8,6 +8,7 @@ runs in the bounded OCR worker process, which stays warm between tests.
 
 from __future__ import annotations
 
+import io
 import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -20,10 +21,12 @@ from conftest import LOCAL_URL, make_settings
 from fakes import FakeEmbedder, FakeTokenizer, parse_sse, upload
 from litestar.testing import AsyncTestClient
 from PIL import Image
+from pypdf import PdfReader
+from scans import CORPUS, captioned, top_of_page, words
 
 from rag.config import IngestSettings, OcrSettings
 from rag.domain import LoadedDocument, Section
-from rag.errors import UnreadableDocument, UnsupportedDocument
+from rag.errors import NoTextLayer, UnreadableDocument, UnsupportedDocument
 from rag.ingest import loaders
 from rag.ingest import ocr as ocr_engine
 from rag.ingest.chunker import chunk_document
@@ -37,21 +40,10 @@ from rag.registry import Overrides
 from rag.service import open_service
 from rag.web import create_app
 
-CORPUS = Path(__file__).parents[1] / "corpus"
 INGEST = IngestSettings()
 # Generous: a page takes 1-2 s on idle cores, but this machine's cores are shared.
 OCR = OcrSettings(page_timeout_s=300)
 SLOW_OK = {"page_timeout_s": 300}
-
-
-def top_of_page(pdf: str, page: int = 0, share: float = 0.4) -> Image.Image:
-    """The top ``share`` of a handbook page, rendered at 150 dpi like a scan."""
-    document = pdfium.PdfDocument(CORPUS / pdf)
-    try:
-        image: Image.Image = document[page].render(scale=150 / 72).to_pil().convert("RGB")
-    finally:
-        document.close()
-    return image.crop((0, 0, image.width, int(image.height * share)))
 
 
 @pytest.fixture(scope="module")
@@ -87,10 +79,6 @@ def scans(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Path]]
     mixed.save(files["mixed.pdf"])
     yield files
     loaders.close()
-
-
-def words(text: str) -> str:
-    return " ".join(text.lower().split())
 
 
 # -- what is kept of a page: a scripted recogniser, no model ---------------------------
@@ -246,6 +234,23 @@ def test_a_page_over_its_time_limit_is_skipped_and_the_rest_kept(scans: dict[str
         load(scans["scan.pdf"], INGEST, OcrSettings(page_timeout_s=0.01))
 
 
+def test_a_scan_with_a_stray_caption_in_its_text_layer_is_recognised_whole(
+    tmp_path: Path,
+) -> None:
+    # 18 characters on a small page pass its size's bar (12 on 24 square inches), but a
+    # file of under 20 has no text layer to speak of: the picture is what holds the text.
+    path = tmp_path / "stamped.pdf"
+    path.write_bytes(captioned(top_of_page("operations-runbook.pdf", share=0.25), STAMP))
+    assert "".join(PdfReader(path).pages[0].extract_text().split()) == STAMP.replace(" ", "")
+    doc = load(path, INGEST, OCR)
+    assert doc.recognised_pages == 1
+    [section] = doc.sections
+    assert section.confidence is not None and "operations runbook" in words(section.text)
+
+
+STAMP = "Scanned 2026-05-04"
+
+
 def test_without_ocr_a_scan_is_skipped_with_the_reason(scans: dict[str, Path]) -> None:
     off = OcrSettings(enabled=False)
     with pytest.raises(UnsupportedDocument) as caught:
@@ -306,6 +311,36 @@ async def test_questions_are_answered_from_a_scan_and_an_image(
             hits = (await client.post("/v1/search", json={"query": "Water tomatoes"})).json()
             assert hits["hits"][0]["recognised"] is False
             assert hits["hits"][0]["confidence"] is None
+
+
+async def test_a_scan_with_nothing_legible_is_skipped_not_failed(tmp_path: Path) -> None:
+    # Nothing is wrong with the service: the file holds no text, like an empty one. The
+    # loader, the upload's status and its job's result all say skipped, with the reason.
+    blank = Image.new("RGB", (1240, 600), "white")
+    blank.paste(Image.new("RGB", (400, 200), (90, 90, 90)), (400, 200))  # a photo, no print
+    pdf_bytes, png_bytes = io.BytesIO(), io.BytesIO()
+    blank.save(pdf_bytes, format="PDF", resolution=150)
+    blank.save(png_bytes, format="PNG")
+    (tmp_path / "blank.pdf").write_bytes(pdf_bytes.getvalue())
+    with pytest.raises(NoTextLayer) as caught:
+        load(tmp_path / "blank.pdf", INGEST, OCR)
+    assert caught.value.status == "skipped"
+    reason = "PDF has no text layer and OCR found no readable text on its page"
+    assert caught.value.message == reason
+    settings = make_settings(tmp_path, uploads={"folder": str(tmp_path / "uploads")}, ocr=SLOW_OK)
+    async with (
+        open_service(settings, Overrides(embedder=FakeEmbedder())) as service,
+        AsyncTestClient(app=create_app(settings, service=service), base_url=LOCAL_URL) as client,
+    ):
+        for name, data, why in [
+            ("blank.pdf", pdf_bytes.getvalue(), reason),
+            ("blank.png", png_bytes.getvalue(), "no text recognised in the image"),
+        ]:
+            doc = await upload(client, name, data, timeout_s=300)
+            assert (doc["status"], doc["reason"]) == ("skipped", why), doc
+            job = (await client.get("/v1/jobs")).json()[0]
+            assert (job["result"]["skipped"], job["result"]["failed"]) == (1, 0), job
+            assert job["result"]["problems"][0]["status"] == "skipped"
 
 
 async def test_an_uploaded_image_is_sniffed_and_read(

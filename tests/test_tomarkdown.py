@@ -8,18 +8,21 @@ import io
 from pathlib import Path
 
 import pytest
-from cf_fake import FakeCloudflare
+from cf_fake import FOREVER, FakeCloudflare
 from cf_service import cloudflare_service
 from office_docs import docx_bytes, pptx_bytes, xlsx_bytes
 from pypdf import PdfWriter
+from scans import top_of_page, words
 from sqlalchemy import select
 
 from rag.backends.cloudflare.neurons import CallCost, PriceTable
 from rag.backends.cloudflare.tomarkdown import WorkersAIConverter
 from rag.config import PriceSettings, load_settings
-from rag.db.tables import Document, UsageCall
+from rag.db.tables import Chunk, Document, UsageCall
 from rag.domain import DoneEvent
 from rag.errors import ConfigError, ConversionFailed, UpstreamUnavailable
+from rag.ingest import ocr as ocr_engine
+from rag.service import RagService
 
 DOCX = "application/vnd.openxmlformats-officedocument.wordprocessingml.document"
 ROADMAP_MD = (
@@ -143,19 +146,98 @@ async def test_ingestion_converts_office_files_and_scans_and_falls_back_locally(
         assert done.citations[0].document == "roadmap.pptx"
 
 
-async def test_a_scan_that_cannot_be_converted_fails_with_both_reasons(
+def scan_bytes(kind: str) -> bytes:
+    """The top of the runbook's first page, scanned, as an image-only PDF, PNG or TIFF."""
+    out = io.BytesIO()
+    top_of_page("operations-runbook.pdf").save(out, format=kind, resolution=150)
+    return out.getvalue()
+
+
+async def _documents(service: RagService) -> list[Document]:
+    async with service.sessions() as session:
+        return list(await session.scalars(select(Document)))
+
+
+# Generous: a page takes 1-2 s on idle cores, but this machine's cores are shared.
+LOCAL_FALLBACK = {"engine": "workers-ai", "page_timeout_s": 300}
+
+
+async def test_scans_and_images_are_read_by_local_ocr_when_the_day_is_spent(
+    fake: FakeCloudflare, tmp_path: Path
+) -> None:
+    folder = drive(
+        tmp_path,
+        runbook_pdf=scan_bytes("PDF"),
+        runbook_png=scan_bytes("PNG"),
+        runbook_tiff=scan_bytes("TIFF"),
+    )
+    fake.fail_next("/ai/tomarkdown", 429, 3036, times=FOREVER, message="daily free allocation")
+    async with cloudflare_service(fake, tmp_path, ocr=LOCAL_FALLBACK) as service:
+        report = await service.ingest([folder])
+        fake.vectorize.process()
+        assert (report.new, report.failed, report.skipped) == (3, 0, 0), report.problems
+        assert report.recognised == 3
+        # The converter takes no TIFF: it is read by local OCR from the start.
+        assert len(fake.calls("/ai/tomarkdown")) == 2
+        fell_back = {p["path"]: p["reason"] for p in report.problems}
+        assert set(fell_back) == {"runbook.pdf", "runbook.png"}
+        assert all(
+            reason.startswith("the workers-ai conversion failed, read by local OCR instead: ")
+            and "daily free allocation" in reason
+            for reason in fell_back.values()
+        ), fell_back
+        docs = await _documents(service)
+        async with service.sessions() as session:
+            chunks = list(await session.scalars(select(Chunk)))
+    assert {c.document_id for c in chunks if c.recognised} == {d.id for d in docs}
+    assert any("the people who keep a rag service running" in words(c.text) for c in chunks)
+
+
+async def test_a_scan_is_read_by_local_ocr_through_an_outage(
+    fake: FakeCloudflare, tmp_path: Path
+) -> None:
+    folder = drive(tmp_path, runbook_pdf=scan_bytes("PDF"))
+    fake.fail_next("/ai/tomarkdown", 503, times=FOREVER, message="service unavailable")
+    async with cloudflare_service(fake, tmp_path, ocr=LOCAL_FALLBACK) as service:
+        report = await service.ingest([folder])
+    assert (report.new, report.recognised) == (1, 1), report.problems
+    # Retried like every call before the local engine takes over.
+    assert len(fake.calls("/ai/tomarkdown")) > 1
+    [problem] = report.problems
+    assert problem["status"] == "fallback" and "service unavailable" in problem["reason"]
+
+
+async def test_a_blank_scan_no_engine_reads_is_skipped(
     fake: FakeCloudflare, tmp_path: Path
 ) -> None:
     folder = drive(tmp_path, scan_pdf=blank_pdf())
     fake.converter.errors["scan.pdf"] = "no text found"
-    async with cloudflare_service(fake, tmp_path, ocr={"engine": "workers-ai"}) as service:
+    async with cloudflare_service(fake, tmp_path, ocr=LOCAL_FALLBACK) as service:
         report = await service.ingest([folder])
-    assert report.failed == 1
-    (problem,) = report.problems
-    assert problem["reason"].startswith("PDF has no text layer")
-    assert problem["reason"].endswith(
-        "its conversion failed: Workers AI could not convert scan.pdf: no text found"
-    )
+        (doc,) = await _documents(service)
+    assert (report.failed, report.skipped, doc.status) == (0, 1, "skipped")
+    assert [p["status"] for p in report.problems] == ["fallback", "skipped"]
+    assert doc.reason == "PDF has no text layer and OCR found no readable text on its page"
+
+
+async def test_without_local_ocr_a_failed_conversion_fails_with_both_reasons(
+    fake: FakeCloudflare, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(ocr_engine, "NEEDED", (*ocr_engine.NEEDED, "rag_no_such_module"))
+    folder = drive(tmp_path, scan_pdf=blank_pdf(), photo_png=scan_bytes("PNG"))
+    fake.converter.errors["scan.pdf"] = "no text found"
+    fake.converter.errors["photo.png"] = "Unsupported image"
+    async with cloudflare_service(fake, tmp_path, ocr=LOCAL_FALLBACK) as service:
+        report = await service.ingest([folder])
+    assert report.failed == 2
+    reasons = {p["path"]: p["reason"] for p in report.problems}
+    missing = "local OCR cannot read it instead: OCR is not installed (pip install 'rag[ocr]')"
+    assert reasons == {
+        "scan.pdf": "PDF has no text layer (scanned or image-only); its conversion failed: "
+        f"Workers AI could not convert scan.pdf: no text found; {missing}",
+        "photo.png": "the image's conversion failed: Workers AI could not convert photo.png: "
+        f"Unsupported image; {missing}",
+    }
 
 
 async def test_the_local_engine_never_calls_the_converter(

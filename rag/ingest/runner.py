@@ -32,6 +32,8 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import msgspec
+
 from rag.config import IngestSettings, JobSettings, OcrSettings
 from rag.db.tables import utcnow
 from rag.domain import ChunkDraft, IngestReport, LoadedDocument, Staged
@@ -74,6 +76,7 @@ class Ingestor:
         self.units = units
         """Computes the extractive answerer's units, stored with the chunks; None: none kept."""
         self.loader = loader
+        self.ocr = ocr or OcrSettings()
         self.converter = converter
         """Reads scans, images and Office files first (``rag.ingest.convert``), when set."""
         self.sessions = sessions
@@ -85,7 +88,7 @@ class Ingestor:
             settings.overlap_tokens,
             embedder.model_id,
             settings.max_chunk_chars,
-        ) + _limits_tag(settings, converter, ocr or OcrSettings())
+        ) + _limits_tag(settings, converter, self.ocr)
         self.outbox: str | None = None
         """The model id index writes are queued under, or None: the index is written directly."""
         if index.durable_outbox:
@@ -244,7 +247,9 @@ class Ingestor:
             log.warning("%s: %s", item.relpath, reason)
             report.problems.append({"path": item.relpath, "status": "fallback", "reason": reason})
 
-        return await convert.load(item.path, self.settings, self.converter, self.loader, fell_back)
+        return await convert.load(
+            item.path, self.settings, self.converter, self.loader, fell_back, self.ocr
+        )
 
     async def _write(self, ready: Ready, report: IngestReport) -> tuple[str, int]:
         """Write a document whose every chunk has a vector, in one transaction."""
@@ -385,7 +390,9 @@ def _limits_tag(
         f"{settings.office_max_unzipped_mb}:{settings.xlsx_max_cells}:"
         f"{converter.name if converter else 'local'}"
     )
-    if ocr_engine.unavailable(ocr) is None:
+    # Under the workers-ai engine, local OCR reads what the converter cannot: whether it
+    # can is part of how files were read too.
+    if ocr_engine.unavailable(msgspec.structs.replace(ocr, engine="local")) is None:
         limits += (
             f":ocr:{ocr.engine}:{ocr.dpi}:{ocr.page_timeout_s}:{ocr.max_pages}:{ocr.min_confidence}"
         )

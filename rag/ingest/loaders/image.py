@@ -19,6 +19,7 @@ from rag.domain import LoadedDocument
 from rag.errors import UnreadableDocument, UnsupportedDocument
 from rag.ingest import ocr as ocr_engine
 from rag.ingest.loaders.ocr_pages import recognise
+from rag.ingest.loaders.pdf import MIN_TEXT_CHARS
 from rag.ingest.ocr.worker import image_page
 
 MEDIA_TYPES = {
@@ -52,7 +53,8 @@ def load_image(path: Path, settings: IngestSettings, ocr: OcrSettings) -> Loaded
     if frames == 1:
         # A single picture has no pages to speak of: "page 1" would only be noise.
         sections = [msgspec.structs.replace(section, page=None) for section in sections]
-    if not sections:
+    if sum(len(" ".join(section.text.split())) for section in sections) < MIN_TEXT_CHARS:
+        # As for a PDF: a stray glyph (an edge read as "1") is not a document.
         raise UnsupportedDocument("no text recognised in the image")
     return LoadedDocument(
         title=path.stem,

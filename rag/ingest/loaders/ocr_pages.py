@@ -27,7 +27,9 @@ from rag.ingest.loaders.pdf_worker import (
 )
 
 # One idle worker: a second would hold another half gigabyte of models for a rare burst.
-_POOL = new_pool(preload=("rag.ingest.ocr.worker:warm",), max_idle=1)
+# A page that raised costs the worker: on the torture set, one onnxruntime failure left
+# the worker failing every later page of the run (the model reloads in 1-2 s).
+_POOL = new_pool(preload=("rag.ingest.ocr.worker:warm",), max_idle=1, retire_on_error=True)
 
 PageCall = Callable[[int], tuple[Callable[..., Any], tuple[Any, ...]]]
 """For a 0-based page index: the worker function and its arguments that read that page."""
@@ -57,8 +59,13 @@ class Recognised:
 
 
 def _clip(message: str, limit: int) -> str:
-    """The first line of a worker's error, at most ``limit`` characters."""
-    line = message.strip().splitlines()[0] if message.strip() else "unknown error"
+    """The line of a worker's error that says what went wrong, at most ``limit`` characters:
+    the first, or the last when the first opens a traceback that a native library (onnxruntime)
+    put into its exception's message."""
+    lines = [line.strip() for line in message.splitlines() if line.strip()] or ["unknown error"]
+    line = lines[-1] if "Traceback (most recent call last)" in lines[0] else lines[0]
+    if line != lines[0] and ":" in lines[0]:
+        line = f"{lines[0].split(':', 1)[0]}: {line}"
     return line if len(line) <= limit else line[: limit - 3] + "..."
 
 

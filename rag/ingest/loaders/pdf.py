@@ -20,7 +20,7 @@ from typing import Any
 
 from rag.config import IngestSettings, OcrSettings
 from rag.domain import LoadedDocument, Section
-from rag.errors import NoTextLayer, UnreadableDocument, UnsupportedDocument
+from rag.errors import DocumentError, NoTextLayer, UnreadableDocument, UnsupportedDocument
 from rag.ingest import ocr as ocr_engine
 from rag.ingest.loaders.ocr_pages import recognise
 from rag.ingest.loaders.page_furniture import strip_furniture
@@ -194,13 +194,16 @@ def load_pdf(path: Path, settings: IngestSettings, ocr: OcrSettings) -> LoadedDo
         raise (UnsupportedDocument if status == "skipped" else UnreadableDocument)(reason)
     raw: list[str] = result["texts"]
     # Running headers, footers and page numbers never reach a section; whether a page
-    # needs OCR is judged on its whole text layer, as the threshold was measured.
+    # needs OCR is judged on its whole text layer, as the threshold was measured. A file
+    # with no text layer to speak of is recognised whole, whatever its pages' size: a
+    # small page (a chart, a label) with a stray caption is a picture all the same.
     texts = strip_furniture(raw)
     sections = [Section(text=text, page=number) for number, text in enumerate(texts, 1) if text]
+    textless = _chars(" ".join(raw)) < MIN_TEXT_CHARS
     scant = [
         index
         for index, (text, area) in enumerate(zip(raw, result["areas"], strict=True))
-        if _chars(text) < area * SCANT_PER_SQUARE_INCH
+        if textless or _chars(text) < area * SCANT_PER_SQUARE_INCH
     ]
     notes: list[str] = []
     recognised = 0
@@ -209,12 +212,7 @@ def load_pdf(path: Path, settings: IngestSettings, ocr: OcrSettings) -> LoadedDo
     if _chars(" ".join(section.text for section in sections)) < MIN_TEXT_CHARS:
         if len(result["page_errors"]) == result["pages"]:
             raise UnreadableDocument(f"PDF text could not be extracted: {result['page_errors'][0]}")
-        found = f"OCR found no text on its {len(scant)} pages" if recognised else ""
-        raise NoTextLayer(
-            "PDF has no text layer (scanned or image-only"
-            + (f"; {found})" if found else ")")
-            + (f": {notes[0]}" if notes and not found else "")
-        )
+        raise _no_text(recognised, notes)
     return LoadedDocument(
         title=result["title"] or path.stem,
         media_type="application/pdf",
@@ -223,6 +221,19 @@ def load_pdf(path: Path, settings: IngestSettings, ocr: OcrSettings) -> LoadedDo
         recognised_pages=recognised,
         notes=tuple(notes),
     )
+
+
+def _no_text(recognised: int, notes: list[str]) -> DocumentError:
+    """Why a PDF yields no text: it holds none that can be read (skipped, like an empty
+    file: nothing is wrong with the service), or OCR stopped short of a page (failed)."""
+    if notes:
+        # A page over its time or memory limit may well hold the text: not an empty file.
+        return UnreadableDocument(f"PDF has no text layer and OCR could not read it: {notes[0]}")
+    if recognised:
+        # Under MIN_TEXT_CHARS in all: a speck read as a letter or two is no text either.
+        pages = "page" if recognised == 1 else f"{recognised} pages"
+        return NoTextLayer(f"PDF has no text layer and OCR found no readable text on its {pages}")
+    return NoTextLayer("PDF has no text layer (scanned or image-only)")
 
 
 def _chars(text: str) -> int:
@@ -247,7 +258,7 @@ def _recognise(
     if (cannot := ocr_engine.unavailable(ocr)) is not None:
         if not has_text and ocr.engine == "workers-ai":
             # A scan for Workers AI's Markdown conversion (rag.ingest.convert).
-            raise NoTextLayer(f"PDF has no text layer (scanned or image-only) and {cannot}")
+            raise NoTextLayer("PDF has no text layer (scanned or image-only)")
         if not has_text:
             raise UnsupportedDocument(f"PDF has no text layer (scanned or image-only) and {cannot}")
         # As before OCR existed: most such pages in a typed PDF are blank, and saying so

@@ -11,7 +11,8 @@ re-import the parent's ``__main__`` in every child, which breaks (each PDF "cras
 when the caller is a script without an ``if __name__ == "__main__"`` guard.
 
 Memory is bounded twice: RLIMIT_AS in the child (Linux: allocations fail with
-``MemoryError``) and, where that is unavailable, the parent polling the child's RSS.
+``MemoryError``), set once the worker is ready to what it then holds plus the limit, and
+the parent polling the child's RSS against the limit itself.
 """
 
 from __future__ import annotations
@@ -62,11 +63,25 @@ class WorkerStartFailed(WorkerCrashed):
     """The child could not import or prepare what it serves: every call would fail too."""
 
 
+def _limit_address_space(memory_mb: int) -> None:
+    """Let the calls to come add at most ``memory_mb`` of address space to what the worker
+    holds now, once ready.
+
+    Counted from zero, the limit went to reservations rather than to the work: a warm OCR
+    worker (onnxruntime's threads, each with its malloc arena) maps 1.3-1.6 GB of address
+    space for 0.2-0.7 GB resident, so under a 1,536 MB limit a large page failed, as a
+    MemoryError or an onnxruntime allocation error, only in a worker that had already read
+    a few pages. Resident memory stays bounded by ``memory_mb`` itself (``Worker._wait``).
+    """
+    if resource is None or not hasattr(resource, "RLIMIT_AS"):
+        return
+    held = psutil.Process().memory_info().vms
+    limit = held + memory_mb * 1024 * 1024
+    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+
 def _serve(inbox: Connection, outbox: Connection, memory_mb: int, preload: Sequence[str]) -> None:
-    """The child's loop: apply the limit, import, then answer calls until told to stop."""
-    if resource is not None and hasattr(resource, "RLIMIT_AS"):
-        limit = memory_mb * 1024 * 1024
-        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    """The child's loop: import, apply the limit, then answer calls until told to stop."""
     # Parsers of damaged files warn on nearly every page; nobody reads a worker's stderr.
     warnings.simplefilter("ignore")
     logging.disable(logging.CRITICAL)
@@ -81,6 +96,7 @@ def _serve(inbox: Connection, outbox: Connection, memory_mb: int, preload: Seque
     except Exception as exc:
         outbox.send(("failed", f"{type(exc).__name__}: {exc}"))
         return
+    _limit_address_space(memory_mb)
     outbox.send(("ready", None))
     while True:
         try:
@@ -216,9 +232,14 @@ class Worker:
 class WorkerPool:
     """Idle workers kept for reuse, keyed by memory limit; safe to use from many threads."""
 
-    def __init__(self, preload: Sequence[str] = (), max_idle: int = 4) -> None:
+    def __init__(
+        self, preload: Sequence[str] = (), max_idle: int = 4, *, retire_on_error: bool = False
+    ) -> None:
         self.preload = tuple(preload)
         self.max_idle = max_idle
+        self.retire_on_error = retire_on_error
+        """Close a worker whose call raised instead of keeping it: a native runtime (the
+        OCR engine's onnxruntime) that failed once may fail every call after it."""
         self._idle: list[Worker] = []
         self._lock = threading.Lock()
 
@@ -230,8 +251,10 @@ class WorkerPool:
         try:
             result = worker.call(fn, args, timeout_s)
         except WorkerError:
-            if worker.alive:
+            if worker.alive and not self.retire_on_error:
                 self._give_back(worker)
+            else:
+                worker.close()
             raise
         except BaseException:
             worker.close()
@@ -271,8 +294,10 @@ def _close_at_exit(pool: WorkerPool) -> None:
     pool.close()
 
 
-def new_pool(preload: Sequence[str] = (), max_idle: int = 4) -> WorkerPool:
+def new_pool(
+    preload: Sequence[str] = (), max_idle: int = 4, *, retire_on_error: bool = False
+) -> WorkerPool:
     """A pool whose workers are stopped when the interpreter exits."""
-    pool = WorkerPool(preload, max_idle)
+    pool = WorkerPool(preload, max_idle, retire_on_error=retire_on_error)
     atexit.register(_close_at_exit, pool)
     return pool
