@@ -358,3 +358,6 @@ async def test_an_uploaded_image_is_sniffed_and_read(
         assert refused.json()["error"]["message"].startswith("the file is not an image")
         doc = await upload(client, "notes.jpg", scans["png"].read_bytes(), timeout_s=300)
         assert (doc["status"], doc["pages"]) == ("ok", 1), doc
+        # The job's progress counts the pages OCR read, as its bar does in the terminal.
+        job = (await client.get("/v1/jobs")).json()[0]
+        assert job["progress"]["pages_recognised"] == 1, job

@@ -194,6 +194,8 @@ class Job(Base):
     files_done: Mapped[int] = mapped_column(Integer, default=0)
     chunks: Mapped[int] = mapped_column(Integer, default=0)
     embedded: Mapped[int] = mapped_column(Integer, default=0)
+    pages_recognised: Mapped[int] = mapped_column(Integer, default=0)
+    """Pages read by OCR so far (migration 0013)."""
     current: Mapped[str | None] = mapped_column(Text, nullable=True)
     result: Mapped[dict[str, object] | None] = mapped_column(JSON, nullable=True)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)

@@ -70,6 +70,7 @@ class JobProgress(Progress):
         self.files_done = 0
         self.chunks = 0
         self.embedded_count = 0
+        self.pages_recognised = 0
         self.current: str | None = None
 
     def start(self, files: int) -> None:
@@ -87,7 +88,7 @@ class JobProgress(Progress):
         self.display.embedded(count)
 
     def recognised(self, pages: int) -> None:
-        # Shown by the CLI's bar; the job row counts files and chunks, not pages.
+        self.pages_recognised += pages
         self.display.recognised(pages)
 
     def columns(self) -> dict[str, Any]:
@@ -96,6 +97,7 @@ class JobProgress(Progress):
             "files_done": self.files_done,
             "chunks": self.chunks,
             "embedded": self.embedded_count,
+            "pages_recognised": self.pages_recognised,
             "current": self.current,
         }
 
@@ -138,6 +140,7 @@ def job_dict(job: Job) -> dict[str, Any]:
             "files_total": job.files_total,
             "chunks": job.chunks,
             "embedded": job.embedded,
+            "pages_recognised": job.pages_recognised,
             "current": job.current,
         },
         "result": job.result,
