@@ -24,8 +24,8 @@ from fakes import Clock
 from rag.backends.cloudflare.client import CloudflareClient
 from rag.backends.cloudflare.shared_budget import SharedBudget, block
 from rag.db.engine import create_engine, session_factory, shares_database, upgrade
-from rag.errors import CapacityError, DailyLimitExceeded
-from rag.retrieval.refusals import Refusal, Refusals
+from rag.errors import CapacityError, CloudflareError, DailyLimitExceeded
+from rag.retrieval.refusals import REFUSING, Refusal, Refusals, refusal_reason
 
 INFO = "/vectorize/v2/indexes/rag/info"
 NAME = "cloudflare:test"
@@ -223,3 +223,12 @@ async def test_a_store_that_fails_leaves_each_process_its_own_memory(
         reason = await refusals.note(DailyLimitExceeded("3036", cf_code=3036, http_status=429))
     assert reason is not None and refusals.reason() == reason
     assert len(caplog.records) == 1 and "remembers alone" in caplog.records[0].getMessage()
+
+
+def test_every_refusing_error_has_a_reason_and_a_distinct_stored_code() -> None:
+    # The shared memory rebuilds a refusal from its code: each must name one class, and
+    # each class must be one refusal_reason explains.
+    assert len({cls.code for cls in REFUSING}) == len(REFUSING)
+    for cls in REFUSING:
+        assert refusal_reason(cls("refused", cf_code=None, http_status=503)) is not None, cls
+    assert refusal_reason(CloudflareError("other", cf_code=None, http_status=400)) is None

@@ -47,6 +47,16 @@ def next_utc_midnight(now: datetime) -> datetime:
     return day + timedelta(days=1)
 
 
+REFUSING: tuple[type[CloudflareError], ...] = (
+    DailyLimitExceeded,
+    AuthError,
+    UpstreamUnavailable,
+    UpstreamTimeout,
+)
+"""The errors that refuse every call: ``refusal_reason`` says why for each, and the shared
+memory (``rag.retrieval.shared_refusals``) stores and rebuilds them by their code."""
+
+
 def refusal_reason(exc: BaseException) -> str | None:
     """Why ``exc`` means every Workers AI call is refused for now, or None when it does not.
 

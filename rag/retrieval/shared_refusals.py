@@ -17,20 +17,12 @@ from sqlalchemy import select
 
 from rag.db.tables import RefusalMemory
 from rag.db.upsert import insert
-from rag.errors import (
-    AuthError,
-    CloudflareError,
-    DailyLimitExceeded,
-    UpstreamTimeout,
-    UpstreamUnavailable,
-)
-from rag.retrieval.refusals import Refusal, RefusalStore
+from rag.errors import CloudflareError, UpstreamUnavailable
+from rag.retrieval.refusals import REFUSING, Refusal, RefusalStore
 
 NAME = "workers-ai"
-ERRORS: dict[str, type[CloudflareError]] = {
-    cls.code: cls for cls in (DailyLimitExceeded, AuthError, UpstreamUnavailable, UpstreamTimeout)
-}
-"""The errors ``refusal_reason`` counts as a refusal of every call, by their code."""
+ERRORS: dict[str, type[CloudflareError]] = {cls.code: cls for cls in REFUSING}
+"""The errors that refuse every call, by their code."""
 
 
 class SharedRefusals(RefusalStore):
