@@ -79,7 +79,7 @@ async def load(
         raise UnreadableDocument(f"could not read file: {exc.strerror or exc}") from exc
     except RagError as exc:
         instead = "by local OCR" if recognise else "locally"
-        if recognise and (cannot := ocr_engine.unavailable(_local(ocr))) is not None:
+        if recognise and (cannot := ocr_engine.unavailable(local_ocr(ocr))) is not None:
             whose = f"{scan.message}; its" if scan is not None else "the image's"
             raise ConversionFailed(
                 f"{whose} conversion failed: {exc.message}; local OCR cannot read it instead:"
@@ -90,7 +90,9 @@ async def load(
     return msgspec.structs.replace(doc, media_type=media_type)
 
 
-def _local(ocr: OcrSettings) -> OcrSettings:
+def local_ocr(ocr: OcrSettings) -> OcrSettings:
+    """``ocr`` with the local engine: what reads a scan or an image here when the
+    converter cannot (and, under the workers-ai engine, whether anything can)."""
     return msgspec.structs.replace(ocr, engine="local")
 
 
@@ -100,7 +102,7 @@ async def _locally(
     """The file read here: a scan or an image by the local OCR engine, anything else by
     ``local`` (which, under the workers-ai engine, leaves scans to the converter)."""
     if recognise:
-        return await asyncio.to_thread(loaders.load, path, settings, _local(ocr))
+        return await asyncio.to_thread(loaders.load, path, settings, local_ocr(ocr))
     return await asyncio.to_thread(local, path, settings)
 
 

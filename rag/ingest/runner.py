@@ -32,8 +32,6 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-import msgspec
-
 from rag.config import IngestSettings, JobSettings, OcrSettings
 from rag.db.tables import utcnow
 from rag.domain import ChunkDraft, IngestReport, LoadedDocument, Staged
@@ -392,7 +390,7 @@ def _limits_tag(
     )
     # Under the workers-ai engine, local OCR reads what the converter cannot: whether it
     # can is part of how files were read too.
-    if ocr_engine.unavailable(msgspec.structs.replace(ocr, engine="local")) is None:
+    if ocr_engine.unavailable(convert.local_ocr(ocr)) is None:
         limits += (
             f":ocr:{ocr.engine}:{ocr.dpi}:{ocr.page_timeout_s}:{ocr.max_pages}:{ocr.min_confidence}"
         )
