@@ -104,3 +104,63 @@ def test_a_row_cut_by_the_chunk_boundary_is_not_a_unit() -> None:
         "| `min_term_coverage` ",
         "| `top_k` | `5` | Sour",
     ]
+
+
+OPTIONS_PAGE = """OPTIONS
+
+-n, --dry-run
+    Don't actually remove anything, just show what would be done.
+-f
+--force
+    Refuse to delete files unless given -f.
+
+    A second -f also removes nested repositories.
+
+        git clean -ff
+author.name
+committer.name
+    The name recorded in commits. Example:
+
+    ```
+    git config user.name "A U Thor"
+    ```
+Prose after the list. It is not a definition.
+"""
+
+
+def test_a_definition_body_is_quoted_after_its_term() -> None:
+    found = answer_units(OPTIONS_PAGE)
+    pairs = [
+        (
+            u.kind,
+            OPTIONS_PAGE[u.start : u.end],
+            OPTIONS_PAGE[u.header[0] : u.header[1]] if u.header else None,
+        )
+        for u in found
+    ]
+    assert pairs == [
+        ("sentence", "OPTIONS", None),  # a heading: the answerer never quotes it
+        (
+            "sentence",
+            "Don't actually remove anything, just show what would be done.",
+            "-n, --dry-run",
+        ),
+        ("sentence", "Refuse to delete files unless given -f.", "-f\n--force"),
+        ("sentence", "A second -f also removes nested repositories.", "-f\n--force"),
+        ("code", "git clean -ff", "-f\n--force"),  # indented deeper: an example
+        ("sentence", "The name recorded in commits.", "author.name\ncommitter.name"),
+        (
+            "lead",
+            'Example:\n\n    ```\n    git config user.name "A U Thor"',
+            "author.name\ncommitter.name",
+        ),
+        ("code", 'git config user.name "A U Thor"', "author.name\ncommitter.name"),
+        ("sentence", "Prose after the list.", None),
+        ("sentence", "It is not a definition.", None),
+    ]
+
+
+def test_prose_that_ends_a_sentence_or_follows_text_is_no_term() -> None:
+    # A line ending a sentence, or one straight after a paragraph, introduces no definition.
+    text = "The options follow.\n    Indented prose.\n\nA sentence ends.\nthen a line\n    indented."
+    assert all(u.header is None for u in answer_units(text))

@@ -238,6 +238,30 @@ async def test_how_do_i_answers_with_the_instruction_and_its_command() -> None:
     )
 
 
+GIT_CLEAN_OPTIONS = """OPTIONS
+
+-d
+    Normally, when no <pathspec> is specified, git clean will not recurse into
+    untracked directories to avoid removing too much.
+-n, --dry-run
+    Don't actually remove anything, just show what would be done.
+-q, --quiet
+    Be quiet, only report errors, but not the files that are successfully removed."""
+
+
+async def test_an_option_is_quoted_with_its_term() -> None:
+    # Alone, "Don't actually remove anything" does not say which option does it.
+    answerer = ExtractiveAnswerer(FakeEmbedder(), max_sentences=1)
+    text = await answer(
+        answerer,
+        "How do I see what would be removed, without removing anything?",
+        hits([GIT_CLEAN_OPTIONS]),
+    )
+    assert text == (
+        "-n, --dry-run [1]\nDon't actually remove anything, just show what would be done. [1]"
+    )
+
+
 async def test_never_a_heading_nor_a_fragment_of_a_chunk_cut_mid_sentence() -> None:
     cut = "at boundary (the overlap.\n\nOverlap keeps 32 tokens of context between chunks."
     answerer = ExtractiveAnswerer(FakeEmbedder(), max_sentences=4)

@@ -24,7 +24,7 @@ from typing import Final, Literal, NamedTuple
 
 from rag.text import split_sentences
 
-SPLITTER: Final = "units-2"
+SPLITTER: Final = "units-3"
 
 UnitKind = Literal["sentence", "item", "row", "code", "lead"]
 
@@ -68,7 +68,10 @@ def answer_units(text: str) -> list[AnswerUnit]:
     i = 0
     while i < len(lines):
         kind, start, _ = lines[i]
-        if kind in ("code", "row", "item"):
+        if (definition := _definition(lines, i, text)) is not None:
+            block, i = definition
+            units.extend(block)
+        elif kind in ("code", "row", "item"):
             block, i = _block(lines, i, text)
             units.extend(block)
         elif kind == "text":
@@ -165,6 +168,101 @@ def _block(
     return units, j
 
 
+TERM_CHARS: Final = 120
+"""A term line is at most this long: longer unindented text is prose, not a term."""
+_TERMS: Final = 6
+"""At most this many term lines share one definition ("author.name" ... "committer.email")."""
+
+
+def _definition(
+    lines: list[tuple[LineKind, int, int]], i: int, text: str
+) -> tuple[list[AnswerUnit], int] | None:
+    """The units of the definition whose term starts at line ``i``, and the next line; or
+    None when no definition starts there.
+
+    A definition is one or more unindented term lines that do not end a sentence
+    (``-n, --dry-run``, ``--timeout <seconds>``, ``user.name``), after a blank line or
+    the body of the definition before, then a body indented below them: the shape the
+    AsciiDoc, rST and HTML loaders give definition lists. Every unit of the body is
+    quoted after its term, as a table row after its header; alone, "Don't actually
+    remove anything, just show what would be done." does not say which option does it.
+    """
+    if i > 0 and not (lines[i - 1][0] == "blank" or _indented(text, lines[i - 1])):
+        return None
+    j = i
+    while (
+        j < len(lines)
+        and j - i < _TERMS
+        and lines[j][0] in ("text", "code")
+        and not _indented(text, lines[j])
+        and lines[j][2] - lines[j][1] <= TERM_CHARS
+        and not _ENDED.search(text, lines[j][1], lines[j][2])
+    ):
+        j += 1
+    if j == i or j >= len(lines) or lines[j][0] == "blank" or not _indented(text, lines[j]):
+        return None
+    term = (lines[i][1], lines[j - 1][2])
+    end = j
+    while end < len(lines) and (lines[end][0] == "blank" or _indented(text, lines[end])):
+        end += 1
+    while end > j and lines[end - 1][0] == "blank":
+        end -= 1  # blank lines after the body belong to what follows
+    base = _indent(text, lines[j])
+    units: list[AnswerUnit] = []
+    k = j
+    while k < end:
+        if lines[k][0] == "blank":
+            k += 1
+            continue
+        first = k
+        if lines[k][0] == "fence":
+            k += 1  # a fenced block runs to its closing fence, blank lines and all
+            while k < end and lines[k][0] != "fence":
+                k += 1
+            k = min(k + 1, end)
+            inner = [line for line in lines[first:k] if line[0] != "fence"]
+            if inner:
+                units.append(_defined(text, inner[0][1], inner[-1][2], "code", term))
+            continue
+        while k < end and lines[k][0] not in ("blank", "fence"):
+            k += 1
+        start, stop = lines[first][1], lines[k - 1][2]
+        if _indent(text, lines[first]) > base:
+            units.append(_defined(text, start, stop, "code", term))
+        elif lines[first][0] == "item":
+            units.extend(_defined_items(lines[first:k], text, term))
+        else:
+            units.extend(u._replace(header=term) for u in _sentences(text, start, stop))
+    return units, end
+
+
+def _defined(text: str, start: int, end: int, kind: UnitKind, term: tuple[int, int]) -> AnswerUnit:
+    return AnswerUnit(*_trim(text, start, end), kind, term)
+
+
+def _defined_items(
+    lines: list[tuple[LineKind, int, int]], text: str, term: tuple[int, int]
+) -> list[AnswerUnit]:
+    """The items of a list inside a definition's body, each with its continuation lines."""
+    units: list[AnswerUnit] = []
+    for kind, start, end in lines:
+        marker = _ITEM.match(text, start)
+        if kind == "item" and marker:
+            units.append(_defined(text, marker.end(), end, "item", term))
+        elif units:
+            units[-1] = _defined(text, units[-1].start, end, "item", term)
+    return units
+
+
+def _indented(text: str, line: tuple[LineKind, int, int]) -> bool:
+    return line[0] != "blank" and text[line[1]] in " \t"
+
+
+def _indent(text: str, line: tuple[LineKind, int, int]) -> int:
+    start, end = line[1], line[2]
+    return len(text[start:end]) - len(text[start:end].lstrip(" \t"))
+
+
 def _cells(text: str, unit: AnswerUnit) -> int:
     return text.count("|", unit.start, unit.end)
 
@@ -201,7 +299,7 @@ def _with_leads(text: str, units: list[AnswerUnit]) -> list[AnswerUnit]:
             if other.kind != block_kind or other.end - unit.start > LEAD_BLOCK_CHARS:
                 break
             end = other.end
-        out.append(AnswerUnit(unit.start, end, "lead"))
+        out.append(AnswerUnit(unit.start, end, "lead", unit.header))
     return out
 
 

@@ -355,7 +355,11 @@ def question_kind(question: str) -> QuestionKind:
 
 
 _NUMBER = re.compile(r"\d")
-_COMMANDISH = re.compile(r"`[^`]*[\w-]+ [^`]*`|`--?[\w-]+`|^\s*(?:run|use|set|pass|add)\b", re.I)
+# A command in a code span, an option in one, an instruction verb, or an option's own
+# definition (its term, ``-n, --dry-run``, starts the unit's context).
+_COMMANDISH = re.compile(
+    r"`[^`]*[\w-]+ [^`]*`|`--?[\w-]+`|^\s*(?:run|use|set|pass|add)\b|^--?[a-z]", re.I
+)
 _REASON = re.compile(
     r"\b(?:because|so that|so|since|otherwise|which is why|to avoid|would|reason)\b", re.I
 )
