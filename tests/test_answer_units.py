@@ -162,5 +162,7 @@ def test_a_definition_body_is_quoted_after_its_term() -> None:
 
 def test_prose_that_ends_a_sentence_or_follows_text_is_no_term() -> None:
     # A line ending a sentence, or one straight after a paragraph, introduces no definition.
-    text = "The options follow.\n    Indented prose.\n\nA sentence ends.\nthen a line\n    indented."
+    text = (
+        "The options follow.\n    Indented prose.\n\nA sentence ends.\nthen a line\n    indented."
+    )
     assert all(u.header is None for u in answer_units(text))

@@ -3,6 +3,10 @@
 Every database read happens here, before an answer starts streaming, so a slow model
 never holds a database session.
 
+A chunk too thin to answer anything (``MIN_CONTENT_WORDS``) never becomes a candidate
+unless it is its whole document: a heading over one word ("SYNOPSIS / git *") wins places
+on the one word it shares with a question.
+
 Degraded mode (``rag.retrieval.refusals``): when Workers AI or Vectorize refuses the query
 (or refused it a moment ago), the candidates are FTS5's alone, in BM25 order, the
 reranker is not called, and ``Retrieval.degraded`` says why.
@@ -16,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from rag.db.tables import Chunk, Document, Vector
 from rag.domain import Hit
@@ -25,6 +29,16 @@ from rag.ports import Embedder, KeywordSearch, Reranker, VectorIndex, Vectors
 from rag.retrieval.fusion import has_identifier
 from rag.retrieval.gate import term_coverage
 from rag.retrieval.refusals import Refusals
+from rag.text import STOP_WORDS, word_pieces
+
+MIN_CONTENT_WORDS = 3
+"""A chunk with fewer distinct content words (``rag.text.STOP_WORDS`` left out, its
+heading counted) is never a candidate unless it is all its document holds. The
+extractive answerer quotes no sentence of fewer than three, and a model has nothing to
+cite in it; but its cosine to a short question that shares its one word runs high: six
+"SYNOPSIS / git *" chunks (gittutorial, gitworkflows, ...) were the top sources for
+"What does git rerere do?". On git's manual this lifts MRR@10 from 0.521 to 0.542 and
+halves false refusals (2 of 41 to 1); the handbook has no such chunk."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,7 +189,14 @@ class Retriever:
                 .join(Document, Document.id == Chunk.document_id)
                 .where(Chunk.id.in_(list(ids)))
             )
-            return {chunk.id: (chunk, doc) for chunk, doc in result}
+            rows = {chunk.id: (chunk, doc) for chunk, doc in result}
+            thin = {chunk.document_id for chunk, _ in rows.values() if not _substantial(chunk.text)}
+            fragments = await _longer(session, thin)
+        return {
+            cid: (chunk, doc)
+            for cid, (chunk, doc) in rows.items()
+            if chunk.document_id not in fragments or _substantial(chunk.text)
+        }
 
     async def _cosines(self, ids: Sequence[str], query: Any) -> dict[str, float]:
         """Cosine of chunks only BM25 found, from their stored vectors."""
@@ -194,3 +215,27 @@ class Retriever:
         matrix = matrix.reshape(len(pairs), -1)
         scores = matrix @ np.asarray(query, dtype=np.float32)
         return {cid: float(s) for (cid, _), s in zip(pairs, scores, strict=True)}
+
+
+async def _longer(session: Any, documents: set[str]) -> set[str]:
+    """Which of these documents have more than one chunk."""
+    if not documents:
+        return set()
+    result = await session.execute(
+        select(Chunk.document_id)
+        .where(Chunk.document_id.in_(list(documents)))
+        .group_by(Chunk.document_id)
+        .having(func.count() > 1)
+    )
+    return set(result.scalars())
+
+
+def _substantial(text: str) -> bool:
+    """Whether ``text`` holds enough content words to answer anything (``MIN_CONTENT_WORDS``)."""
+    found: set[str] = set()
+    for word in word_pieces(text):
+        if word not in STOP_WORDS:
+            found.add(word)
+            if len(found) >= MIN_CONTENT_WORDS:
+                return True
+    return False
