@@ -1,12 +1,14 @@
-"""Measure the extractive answerer's feature weights on a labelled set with facts.
+"""Measure the extractive answerer's feature weights on labelled sets with facts.
 
-Ingests the dataset's corpus into the evaluation database (as ``rag eval`` does), retrieves
-every answerable question once through the real service, then replays the extractive
-answerer over those hits for each setting in a small grid, scoring fact recall (the share
-of questions whose answer holds every fact) and token F1 against the reference answer.
-No figure depends on timing, so the grid is repeatable on any machine.
+Ingests each dataset's corpus into the evaluation database (as ``rag eval`` does),
+retrieves every answerable question once through the real service, then replays the
+extractive answerer over those hits for each setting in a small grid, scoring fact recall
+(the share of questions whose answer holds every fact) and token F1 against the reference
+answer, on every set. No figure depends on timing, so the grid is repeatable on any
+machine. A dataset whose corpus is elsewhere is given as ``DATASET=CORPUS``.
 
-    .venv/bin/python benchmarks/answer_weights.py corpus/qa.jsonl
+    .venv/bin/python benchmarks/answer_weights.py corpus/qa.jsonl \
+        eval/git-doc.jsonl=/usr/share/doc/git-doc
     .venv/bin/python benchmarks/answer_weights.py corpus/qa.jsonl --show   # answers, defaults
 """
 
@@ -14,10 +16,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import dataclasses
 import itertools
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from rag.backends.local.extractive import ExtractiveAnswerer, Weights
 from rag.config import load_settings
@@ -30,45 +34,65 @@ from rag.service import RagService, open_service
 GRID = {
     "overlap": (0.15, 0.3, 0.5),
     "identifier": (0.0, 0.25, 0.5),
-    "fits": (0.1, 0.2, 0.3),
-    "follows": (0.0, 0.3, 0.5),
-    "min_relative": (0.6, 0.7, 0.8),
+    "fits": (0.2, 0.3, 0.5),
+    "source_rank": (0.0, 0.03, 0.06),
+    "min_relative": (0.5, 0.6, 0.7),
 }
+
+
+Replay = tuple[str, ExtractiveAnswerer, list[Question], list[list[Hit] | None]]
 
 
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("dataset", type=Path)
+    parser.add_argument("datasets", nargs="+", help="DATASET or DATASET=CORPUS")
     parser.add_argument("--show", action="store_true", help="print each answer (defaults)")
     args = parser.parse_args()
-    base = load_settings()
-    with tempfile.TemporaryDirectory() as scratch:
-        dataset = load_dataset(args.dataset, workdir=Path(scratch))
-    workdir = Path(base.eval.data_dir) / "corpora" / corpus_key(dataset.corpus, base, None)
-    settings = eval_settings(base, workdir, None)
-    questions = [q for q in dataset.questions if q.answerable and q.facts]
-    async with open_service(settings) as service:
-        await service.ingest([dataset.corpus])
-        retrieved = [await _hits(service, q) for q in questions]
-        answerer = service.chat.providers[-1]
-        assert isinstance(answerer, ExtractiveAnswerer)
+    async with contextlib.AsyncExitStack() as stack:
+        sets = [await _prepare(stack, spec) for spec in args.datasets]
         if args.show:
-            await _show(answerer, questions, retrieved)
+            for _, answerer, questions, retrieved in sets:
+                await _show(answerer, questions, retrieved)
             return
         rows = []
         names = list(GRID)
         for values in itertools.product(*(GRID[n] for n in names)):
-            weights = dataclasses.replace(Weights(), **dict(zip(names, values, strict=True)))
-            answerer.weights = weights
-            recall, f1 = await _score(answerer, questions, retrieved)
-            rows.append((recall, f1, values))
-        rows.sort(key=lambda row: (-row[0], -row[1]))
-        print("fact_recall  f1      " + "  ".join(names))
-        for recall, f1, values in rows[:15]:
-            print(f"{recall:.4f}       {f1:.4f}  " + "  ".join(f"{v:g}" for v in values))
-        answerer.weights = Weights()
-        recall, f1 = await _score(answerer, questions, retrieved)
-        print(f"defaults: fact recall {recall:.4f}, F1 {f1:.4f} over {len(questions)} questions")
+            chosen: dict[str, Any] = dict(zip(names, values, strict=True))
+            weights = dataclasses.replace(Weights(), **chosen)
+            scores = [await _score(answerer, q, r, weights) for _, answerer, q, r in sets]
+            rows.append((scores, values))
+        # Best first: the most facts over all sets, then the most F1.
+        rows.sort(key=lambda row: (-sum(r for r, _ in row[0]), -sum(f for _, f in row[0])))
+        head = "  ".join(f"{Path(name).stem} recall / F1" for name, *_ in sets)
+        print(f"{head}   " + "  ".join(names))
+        for scores, values in rows[:15]:
+            figures = "  ".join(f"{recall:.4f} / {f1:.4f}" for recall, f1 in scores)
+            print(f"{figures}   " + "  ".join(f"{v:g}" for v in values))
+        for name, answerer, questions, retrieved in sets:
+            recall, f1 = await _score(answerer, questions, retrieved, Weights())
+            print(
+                f"defaults on {name}: fact recall {recall:.4f}, F1 {f1:.4f} "
+                f"over {len(questions)} questions"
+            )
+
+
+async def _prepare(stack: contextlib.AsyncExitStack, spec: str) -> Replay:
+    """One dataset's answerable questions, retrieved once, and its service's answerer."""
+    path, _, corpus = spec.partition("=")
+    base = load_settings()
+    with tempfile.TemporaryDirectory() as scratch:
+        dataset = load_dataset(
+            Path(path), corpus=Path(corpus) if corpus else None, workdir=Path(scratch)
+        )
+    workdir = Path(base.eval.data_dir) / "corpora" / corpus_key(dataset.corpus, base, None)
+    settings = eval_settings(base, workdir, None)
+    questions = [q for q in dataset.questions if q.answerable and q.facts]
+    service = await stack.enter_async_context(open_service(settings))
+    await service.ingest([dataset.corpus])
+    retrieved = [await _hits(service, q) for q in questions]
+    answerer = service.chat.providers[-1]
+    assert isinstance(answerer, ExtractiveAnswerer)
+    return path, answerer, questions, retrieved
 
 
 async def _hits(service: RagService, question: Question) -> list[Hit] | None:
@@ -83,8 +107,12 @@ async def _answer(answerer: ExtractiveAnswerer, question: str, hits: list[Hit] |
 
 
 async def _score(
-    answerer: ExtractiveAnswerer, questions: list[Question], retrieved: list[list[Hit] | None]
+    answerer: ExtractiveAnswerer,
+    questions: list[Question],
+    retrieved: list[list[Hit] | None],
+    weights: Weights,
 ) -> tuple[float, float]:
+    answerer.weights = weights
     held, f1 = 0, 0.0
     for question, hits in zip(questions, retrieved, strict=True):
         said = await _answer(answerer, question.text, hits)

@@ -238,8 +238,9 @@ def test_sources_snippet_is_one_short_line() -> None:
         ("Made up. [9] Alpha is the first letter. [1]", [(1, "Alpha is the first letter.")]),
         ("Zero. [0] Negative. [-1]", []),
         ("Four digits [1000] are not a marker.", []),
-        # A paraphrase or a changed spacing is not a quote.
-        ("Alpha is  the first letter. [1]", [(1, "")]),
+        # A changed spacing is still the quote, as the source writes it; a paraphrase,
+        # even in the case of one letter, is not.
+        ("Alpha is  the first letter. [1]", [(1, "Alpha is the first letter.")]),
         ("alpha is the first letter. [1]", [(1, "")]),
     ],
 )
@@ -272,6 +273,18 @@ def test_a_bracketed_number_inside_a_quote_is_text_not_a_marker() -> None:
         (1, ""),
         (2, ""),
     ]
+
+
+def test_a_quote_that_joins_wrapped_lines_cites_the_source_s_own_text() -> None:
+    # The answer collapses white space; the citation's quote is the text as the source
+    # has it, so the passage view finds and highlights it there.
+    wrapped = "Overrides the `user.email` and\n    `committer.email` configuration settings."
+    sources = [hit(1, f"GIT_COMMITTER_EMAIL\n    {wrapped}\n")]
+    answer = "Overrides the `user.email` and `committer.email` configuration settings. [1]"
+    assert [(c.n, c.quote) for c in extract_citations(answer, sources)] == [(1, wrapped)]
+    # Words, not white space, decide: another word anywhere and the quote is unverified.
+    changed = "Overrides the `user.email` or `committer.email` configuration settings. [1]"
+    assert [(c.n, c.quote) for c in extract_citations(changed, sources)] == [(1, "")]
 
 
 def test_extract_citations_with_no_sources_invents_nothing() -> None:

@@ -14,8 +14,10 @@ def extract_citations(answer: str, sources: Sequence[Hit]) -> tuple[Citation, ..
     """One citation per valid marker, quoting the text between it and the marker before.
 
     Markers naming no source are dropped: a citation is never invented. The quote is
-    kept only when it occurs verbatim in the cited source (always, for extractive
-    answers); otherwise the citation stands with an empty quote.
+    kept only when it occurs in the cited source (always, for extractive answers), up to
+    white space: the answer may join a sentence's wrapped lines, and the quote is then
+    the source's own text, line breaks and all, so it can be found and shown there.
+    Otherwise the citation stands with an empty quote.
 
     A ``[1]`` may be part of the quoted text itself (a man page reference such as
     ``git-show[1]``, a footnote mark): when the text before a marker is not in the
@@ -57,12 +59,24 @@ def extract_citations(answer: str, sources: Sequence[Hit]) -> tuple[Citation, ..
                 chunk_id=source.chunk_id,
                 document=source.source,
                 page=source.page_start,
-                quote=segment if _quotes(segment, n, sources) else "",
+                quote=_verbatim(segment, source.text) or "",
             )
         )
     return tuple(citations)
 
 
 def _quotes(segment: str, n: int, sources: Sequence[Hit]) -> bool:
-    """Whether ``segment`` is a verbatim quote of source ``n`` (1-based)."""
-    return bool(segment) and 1 <= n <= len(sources) and segment in sources[n - 1].text
+    """Whether ``segment`` quotes source ``n`` (1-based), up to white space."""
+    return 1 <= n <= len(sources) and _verbatim(segment, sources[n - 1].text) is not None
+
+
+def _verbatim(segment: str, text: str) -> str | None:
+    """``segment`` as ``text`` has it: the span of ``text`` that differs from ``segment``
+    in white space only, or None."""
+    if not segment:
+        return None
+    if segment in text:
+        return segment
+    words = segment.split()
+    found = re.search(r"\s+".join(map(re.escape, words)), text)
+    return found.group(0) if found else None

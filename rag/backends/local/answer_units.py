@@ -1,10 +1,12 @@
 """Answer units: the pieces of a chunk the extractive answerer may quote whole.
 
 A unit is what answers a question on its own, never less: a sentence; a list item with
-its continuation lines; a table row, quoted after its header row; a code block; and a
-lead-in sentence ending in ":" together with the list, table or code it introduces (the
-lead-in alone promises an answer and gives none). Headings are not units. Every unit is
-a span of the chunk text, so a quote stays verbatim.
+its continuation lines; a table row, quoted after its header row; a sentence, item or
+code block of a definition's body, quoted after its term (``-n, --dry-run``); a code
+block; and a lead-in sentence ending in ":" together with the list, table or code it
+introduces (the lead-in alone promises an answer and gives none). Headings are not
+units. Every unit is a span of the chunk text, so a quote stays verbatim (up to white
+space, which the answerer collapses in prose).
 
 Lines are read as Markdown-like shapes, whatever the loader: ``- ``, ``* ``, ``1. ``
 items, ``|`` rows, fenced or indented code. A line of today's loaders that lost its
@@ -24,7 +26,7 @@ from typing import Final, Literal, NamedTuple
 
 from rag.text import split_sentences
 
-SPLITTER: Final = "units-3"
+SPLITTER: Final = "units-4"
 
 UnitKind = Literal["sentence", "item", "row", "code", "lead"]
 
@@ -201,6 +203,8 @@ def _definition(
         j += 1
     if j == i or j >= len(lines) or lines[j][0] == "blank" or not _indented(text, lines[j]):
         return None
+    if text[lines[j][1] : lines[j][2]].lstrip()[:1].islower():
+        return None  # a sentence wrapped with a hanging indent: "stores in a" / "  file in"
     term = (lines[i][1], lines[j - 1][2])
     end = j
     while end < len(lines) and (lines[end][0] == "blank" or _indented(text, lines[end])):

@@ -46,28 +46,30 @@ class UnitSource(Protocol):
 class Weights:
     """How much each feature adds to a unit's cosine to the question.
 
-    Measured on corpus/qa.jsonl (54 answerable questions with facts, 49 past the evidence
-    gate) with ``benchmarks/answer_weights.py``: each question retrieved once, the
-    answerer replayed over its units for 243 settings, fact recall first, F1 second.
-    Cosine alone (the old answerer's rule, on the new units) holds every fact in 0.759
-    of the answers; these weights in 0.852 (F1 0.276 -> 0.252: answers grew longer to
-    hold the fact, which token overlap charges for). The figures after each weight are
-    the fact recall / F1 with that weight alone set to 0. One labelled set decides them,
-    so a difference of one question (0.0185) is as likely noise as signal.
+    Measured with ``benchmarks/answer_weights.py`` on two labelled sets with facts:
+    corpus/qa.jsonl (our handbook, 54 answerable questions) and eval/git-doc.jsonl (git's
+    manual, 41): each question retrieved once, the answerer replayed over its units for
+    every setting of a grid, fact recall first, F1 second. These weights hold every fact
+    in 0.889 / 0.634 of the answers (F1 0.276 / 0.165); cosine alone, every weight 0, in
+    0.852 / 0.561. The figures after each weight are the two fact recalls with that weight
+    alone set to 0. A question is 0.019 on the first set and 0.024 on the second: a
+    difference of one is as likely noise as signal, and a weight stays only where it
+    helps one set and costs the other nothing.
     """
 
     overlap: float = 0.3
-    """Times the share of the question's content words in the unit. 0.852 / 0.254 at 0:
-    no effect on this set's facts; kept for questions phrased in the documents' own words,
-    where the cosine of a short unit runs below that of a long one on the same topic."""
-    identifier: float = 0.5
+    """Times the share of the question's content words in the unit; 0.852 / 0.634 at 0.
+    For questions phrased in the documents' own words, where the cosine of a short unit
+    runs below that of a long one on the same topic."""
+    identifier: float = 0.25
     """Times the share of the question's identifiers (``3036``, ``pdf_timeout_s``) the
-    unit holds verbatim; 0.833 / 0.244 at 0. Embeddings blur them (the 3042 row was as
-    close as the 3036 row); the unit that names the identifier is the answer."""
+    unit holds verbatim; 0.870 / 0.634 at 0, and 0.870 / 0.634 at 0.5 too. Embeddings blur
+    them (the 3042 row was as close as the 3036 row); the unit that names the identifier
+    is the answer, but at 0.5 it outweighs the question's other words."""
     fits: float = 0.3
     """When the unit's shape fits the question's kind (a number for a value question, a
-    command or code for "how do I", "because"/"so" for "why", a no/not/only for yes/no);
-    0.833 / 0.246 at 0."""
+    command, code or an option's definition for "how do I", "because"/"so" for "why", a
+    no/not/only for yes/no); 0.852 / 0.561 at 0, the weight that counts most."""
     kinds: tuple[tuple[UnitKind, float], ...] = (
         ("sentence", 0.0),
         ("item", 0.0),
@@ -77,18 +79,13 @@ class Weights:
     )
     """Added by the unit's kind: a table row is usually the exact fact asked for, and code
     on its own, without what it does, rarely is unless it was asked for (``fits``).
-    Small: 0.852 / 0.251 without them; they order near-ties."""
-    follows: float = 0.5
-    """Times the score of the unit just before, in the same source; 0.833 / 0.248 at 0.
-    An answer often follows the sentence that names the question's subject ("`[budget]
-    daily_neurons` caps what the service may spend per UTC day." then "Once the cap is
-    reached, generation moves on to the next provider")."""
+    Small: 0.870 / 0.634 without them; they order near-ties."""
     source_rank: float = 0.03
     """Taken off per rank of the unit's source below the first: retrieval's order is
-    evidence too (F1 0.242 at 0, facts unchanged)."""
+    evidence too; 0.889 / 0.610 at 0."""
     min_relative: float = 0.6
     """A unit must score at least this fraction of the best one to be quoted beside it.
-    0.7 and 0.8 quote fewer units: F1 up to 0.277, fact recall down to 0.833."""
+    At 0.7 answers are shorter (F1 0.284 / 0.172) and hold fewer facts (0.852 / 0.585)."""
     duplicate_cosine: float = 0.92
     """Above this cosine to a chosen unit, a unit repeats it (chunks overlap)."""
 
@@ -128,11 +125,12 @@ class ExtractiveAnswerer:
     @property
     def prompt_version(self) -> str:
         """No prompt: the selection rules are versioned instead (3: answer units and
-        measured features; 4: no unit cut inside brackets or quotes), with a
-        digest of the weights and the unit splitter, so a cached answer chosen under
-        other rules is never replayed."""
+        measured features; 4: no unit cut inside brackets or quotes; 5: a definition
+        quoted after its term, prose with its white space collapsed), with a digest of
+        the weights and the unit splitter, so a cached answer chosen under other rules
+        is never replayed."""
         rules = repr((self.weights, SPLITTER)).encode()
-        return f"extractive-4-{hashlib.sha256(rules).hexdigest()[:8]}"
+        return f"extractive-5-{hashlib.sha256(rules).hexdigest()[:8]}"
 
     async def stream(self, question: str, sources: Sequence[Hit]) -> AsyncGenerator[str, None]:
         """Units in (source rank, position) order, each followed by `` [n]``."""
@@ -152,11 +150,13 @@ class ExtractiveAnswerer:
             separator = "" if previous is None else _separator(previous, candidate)
             header = candidate.unit.header
             if header is not None and (candidate.source, header) not in headers:
-                # A row means little without its header; both are quoted, each cited.
+                # A row means little without its header, a definition without its term;
+                # both are quoted, each cited.
                 headers.add((candidate.source, header))
-                yield f"{separator}{text[header[0] : header[1]]}{marker}"
+                yield f"{separator}{_flat(text[header[0] : header[1]])}{marker}"
                 separator = "\n"
-            yield f"{separator}{candidate.text}{marker}"
+            quote = candidate.text if candidate.unit.kind in _AS_WRITTEN else _flat(candidate.text)
+            yield f"{separator}{quote}{marker}"
             previous = candidate
 
     async def _units(self, hits: list[Hit]) -> list[Units]:
@@ -186,11 +186,6 @@ class ExtractiveAnswerer:
             if fits(kind, candidate.unit.kind, text):
                 score += w.fits
             scores.append(score)
-        if w.follows:
-            before = scores.copy()
-            for i in range(1, len(candidates)):
-                if candidates[i - 1].source == candidates[i].source:
-                    scores[i] += w.follows * max(0.0, before[i - 1])
         return scores
 
     def _choose(
@@ -382,8 +377,22 @@ def fits(kind: QuestionKind, unit: UnitKind, text: str) -> bool:
     return False
 
 
+_AS_WRITTEN: frozenset[UnitKind] = frozenset({"code", "lead", "row"})
+"""Units quoted with their line breaks and indentation: code, and what holds code or a
+table. Prose is quoted with its white space collapsed: a sentence wrapped in the source
+("stores in a file\n    in your home directory") reads as one line. Its citation still
+finds it in the source (``rag.answer.citations`` compares text up to white space)."""
+
+
+def _flat(text: str) -> str:
+    return " ".join(text.split())
+
+
 def _separator(previous: _Candidate, current: _Candidate) -> str:
-    # Items, rows and code read as lines; prose reads as a paragraph.
+    # Items, rows and code read as lines; prose reads as a paragraph, unless it is
+    # another definition's (its term starts a line).
     if previous.unit.kind != "sentence" or current.unit.kind != "sentence":
         return "\n"
-    return "\n" if previous.source != current.source else " "
+    if previous.source != current.source or previous.unit.header != current.unit.header:
+        return "\n"
+    return " "
