@@ -205,6 +205,11 @@ Read <<intro>> again.
         ("Notes\n=====\n\nA plain file with a title underline.\n", False),
         ("# Notes\n\nSee [the guide](guide.md) and <https://example.org>.\n", False),
         ("Title\n=====\n\nSee :ref:`intro` and ``code``::\n\n    x = 1\n", False),
+        # Labelled lists: a term with its body on the same line or the next is AsciiDoc's
+        # (git's option includes carry nothing else); rST's "::" is followed by a blank.
+        ("--continue::\n\tGo on.\n--abort::\n\tStop.\n--quit::\n--skip::\n\tSkip.\n", True),
+        ("`araxis`;; Use Araxis.\n`bc`;; Use Beyond Compare.\n`kdiff3`;; Use KDiff3.\n", True),
+        ("For example::\n\n    x = 1\n\nAnd then::\n\n    y = 2\n\nOr::\n\n    z\n", False),
     ],
 )
 def test_asciidoc_is_recognised_by_its_markup(text: str, asciidoc: bool) -> None:

@@ -54,7 +54,7 @@ from bisect import bisect_right
 from rag.domain import ChunkDraft, LoadedDocument, Section
 from rag.ports import Tokenizer
 
-CHUNKER_VERSION = "chunker-3"
+CHUNKER_VERSION = "chunker-4"
 """Bumped whenever the loaders' output or the chunk boundaries change for the same file
 and settings: a stored document chunked under another version is read and chunked again."""
 JOINER = "\n\n"

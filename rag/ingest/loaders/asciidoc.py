@@ -25,7 +25,8 @@ reduced to its text, in the chunker's convention (``rag.ingest.chunker``):
 A .txt file is read as AsciiDoc when its markup says so: a title and at least one
 AsciiDoc-only sign (a ``linkgit:`` or ``link:`` macro, a ``<<cross reference>>``, an
 ``include::``/``ifdef::`` line, a ``[[anchor]]``, a block attribute line such as
-``[verse]``, a ``+`` continuation, a ``|===`` table), or three such signs without one.
+``[verse]``, a ``+`` continuation, a ``|===`` table, a labelled list's ``term::`` or
+``term;;`` with its body on the same or the next line), or three such signs without one.
 """
 
 from __future__ import annotations
@@ -100,10 +101,25 @@ _SIGNS = (
 )  # fmt: skip
 
 
+# A labelled list's term ("--continue::", "`badDate`::", "`araxis`;;") with its body on
+# the same line or the next: rST's "::" ends a paragraph and its literal block comes
+# after a blank line, so only AsciiDoc writes a line so. Git's option includes
+# (rerere-options.txt, fsck-msgids.txt) carry no other sign.
+_LABELLED = re.compile(r"^(?!\.\. )[^\s:][^:]*?(?:::|;;)(?:[ \t]+\S.*)?$")
+
+
+def _labelled(line: str, following: str) -> bool:
+    if not _LABELLED.match(line):
+        return False
+    inline = not line.rstrip().endswith((":", ";"))
+    return inline or bool(following.strip())
+
+
 def looks_like_asciidoc(text: str) -> bool:
     """True for text whose markup is AsciiDoc's (see the module's docstring)."""
     lines = text.splitlines()[:3000]
     signs = sum(1 for line in lines if any(sign.search(line) for sign in _SIGNS))
+    signs += sum(1 for line, following in pairwise([*lines, ""]) if _labelled(line, following))
     head = lines[:40]
     titled = any(_ONE_LINE_TITLE.match(line) for line in head) or any(
         _underline_level(text, under) is not None for text, under in pairwise(head)
