@@ -361,6 +361,50 @@ async def test_a_worker_stopped_while_its_claim_is_in_flight_hands_that_job_back
     assert (back.state, back.attempts) == ("queued", 1), back.worker
 
 
+class StuckQueue(ClaimsInFlight):
+    """A database that stops answering: a claim whose reply never comes, and hand-backs
+    that wait until the test lets them go."""
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.unblock = asyncio.Event()
+
+    async def release(self, job_id: str, worker: str) -> bool:
+        await self.unblock.wait()
+        return await super().release(job_id, worker)
+
+
+async def test_a_worker_stops_in_bounded_time_when_the_database_hangs(tmp_path: Path) -> None:
+    # Compose kills a container 30 s after asking it to stop: close() must not wait for a
+    # hung database longer than its shutdown allows (here 0.2 s, by default 10 s).
+    settings = make_settings(tmp_path)
+    async with open_service(settings, Overrides(embedder=GatedEmbedder())) as service:
+        assert service.sessions is not None
+        for stuck_in in ("claim", "hand-back"):
+            queue = StuckQueue(service.sessions, SETTINGS)
+            (tmp_path / stuck_in).mkdir()
+            (tmp_path / stuck_in / "guide.md").write_bytes(GUIDE)  # embedding it waits
+            job = await queue.enqueue("folder", [tmp_path / stuck_in])
+            worker = Worker(queue, service, slots=1, shutdown_s=0.2)
+            worker.start()
+            await queue.committed.wait()
+            if stuck_in == "hand-back":
+                queue.reply.set()  # the job runs; its hand-back will hang
+                for _ in range(500):
+                    if worker.running:
+                        break
+                    await asyncio.sleep(0.01)
+            began = asyncio.get_running_loop().time()
+            await asyncio.wait_for(worker.close(), 10)
+            assert asyncio.get_running_loop().time() - began < 5, stuck_in
+            queue.reply.set()
+            queue.unblock.set()  # let what was left behind end before the loop does
+            for _ in range(100):
+                await asyncio.sleep(0.01)
+            left = await queue.get(job.id)
+            assert left is not None and left.state in ("running", "queued"), stuck_in
+
+
 async def test_until_idle_waits_for_a_job_whose_worker_may_be_dead(tmp_path: Path) -> None:
     folder = tmp_path / "docs"
     folder.mkdir()

@@ -35,6 +35,11 @@ log = logging.getLogger(__name__)
 
 PRUNE_EVERY_S = 600.0
 """How often a worker deletes jobs older than ``[jobs] keep_days``."""
+SHUTDOWN_S = 10.0
+"""The longest ``Worker.close`` waits on the database (a claim in flight, the hand-backs).
+A container is killed 30 s after it is asked to stop (compose's grace); what close could
+not hand back in time stays running under a stopped worker until its heartbeat is stale
+(``[jobs] stale_after_s``), and another worker then takes it up."""
 
 
 @dataclass
@@ -149,8 +154,10 @@ class Worker:
         role: str = "worker",
         on_report: Callable[[IngestReport, str], None] | None = None,
         blobs: BlobStore | None = None,
+        shutdown_s: float = SHUTDOWN_S,
     ) -> None:
         self.queue = queue
+        self.shutdown_s = shutdown_s
         self.service = service
         self.slots = max(1, slots)
         self.name = worker_name(role)
@@ -270,25 +277,38 @@ class Worker:
         if self.nudge in self.queue.listeners:
             self.queue.listeners.remove(self.nudge)
         self._closing = True
+        deadline = asyncio.get_running_loop().time() + self.shutdown_s
         if self._loop is not None:
             # The loop is let finish a claim it is in: cancelled there, a claim the
             # database has committed would never reach a task, and its job would stay
             # running until its heartbeat went stale. A database that hangs is not
-            # waited for longer than a heartbeat's grace.
+            # waited for longer than the shutdown allows (SHUTDOWN_S).
             self.nudge()
-            done, _ = await asyncio.wait({self._loop}, timeout=self.queue.settings.stale_after_s)
+            wait = min(self.queue.settings.stale_after_s, self.shutdown_s)
+            done, _ = await asyncio.wait({self._loop}, timeout=wait)
             if not done:
                 self._loop.cancel()
                 await asyncio.wait({self._loop})
         entries = list(self._jobs.items())
         for _, (task, _) in entries:
             task.cancel()
-        if entries:
-            await asyncio.wait([task for _, (task, _) in entries])
-        # A task cancelled before its first step never ran run_job, which hands its job
-        # back; the release only touches a row still running under this worker's name.
-        for job_id, _ in entries:
-            await _recorded(self.queue.release(job_id, self.name))
+        clock = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout_at(max(deadline, clock.time())):
+                if entries:
+                    # A cancelled job hands itself back (run_job), which may wait on
+                    # the database too.
+                    await asyncio.wait([task for _, (task, _) in entries])
+                # A task cancelled before its first step never ran run_job; the release
+                # only touches a row still running under this worker's name.
+                for job_id, _ in entries:
+                    await _recorded(self.queue.release(job_id, self.name))
+        except TimeoutError:
+            log.warning(
+                "running jobs not all handed back within %.0f s: another worker takes "
+                "them up once their heartbeat is stale",
+                self.shutdown_s,
+            )
 
 
 async def ingest_here(
