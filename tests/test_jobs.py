@@ -369,9 +369,9 @@ class StuckQueue(ClaimsInFlight):
         super().__init__(*args)
         self.unblock = asyncio.Event()
 
-    async def release(self, job_id: str, worker: str) -> bool:
+    async def release(self, job_id: str, worker: str) -> None:
         await self.unblock.wait()
-        return await super().release(job_id, worker)
+        await super().release(job_id, worker)
 
 
 async def test_a_worker_stops_in_bounded_time_when_the_database_hangs(tmp_path: Path) -> None:
