@@ -31,22 +31,13 @@ def extract_citations(answer: str, sources: Sequence[Hit]) -> tuple[Citation, ..
     while i < len(markers):
         match = markers[i]
         segment = answer[previous_end : match.start()].strip()
-        if not _quotes(segment, int(match.group(1)), sources):
-            later = next(
-                (
-                    j
-                    for j in range(i + 1, len(markers))
-                    if _quotes(
-                        answer[previous_end : markers[j].start()].strip(),
-                        int(markers[j].group(1)),
-                        sources,
-                    )
-                ),
-                None,
-            )
-            if later is not None:
-                i, match = later, markers[later]
-                segment = answer[previous_end : match.start()].strip()
+        quote = _quote(segment, int(match.group(1)), sources)
+        if quote is None:
+            for j in range(i + 1, len(markers)):
+                longer = answer[previous_end : markers[j].start()].strip()
+                if (found := _quote(longer, int(markers[j].group(1)), sources)) is not None:
+                    i, match, quote = j, markers[j], found
+                    break
         i += 1
         n = int(match.group(1))
         previous_end = match.end()
@@ -59,15 +50,15 @@ def extract_citations(answer: str, sources: Sequence[Hit]) -> tuple[Citation, ..
                 chunk_id=source.chunk_id,
                 document=source.source,
                 page=source.page_start,
-                quote=_verbatim(segment, source.text) or "",
+                quote=quote or "",
             )
         )
     return tuple(citations)
 
 
-def _quotes(segment: str, n: int, sources: Sequence[Hit]) -> bool:
-    """Whether ``segment`` quotes source ``n`` (1-based), up to white space."""
-    return 1 <= n <= len(sources) and _verbatim(segment, sources[n - 1].text) is not None
+def _quote(segment: str, n: int, sources: Sequence[Hit]) -> str | None:
+    """``segment`` as source ``n`` (1-based) has it, up to white space, or None."""
+    return _verbatim(segment, sources[n - 1].text) if 1 <= n <= len(sources) else None
 
 
 def _verbatim(segment: str, text: str) -> str | None:
