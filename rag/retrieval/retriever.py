@@ -190,12 +190,12 @@ class Retriever:
                 .where(Chunk.id.in_(list(ids)))
             )
             rows = {chunk.id: (chunk, doc) for chunk, doc in result}
-            thin = {chunk.document_id for chunk, _ in rows.values() if not _substantial(chunk.text)}
-            fragments = await _longer(session, thin)
+            thin = {cid for cid, (chunk, _) in rows.items() if not _substantial(chunk.text)}
+            fragments = await _longer(session, {rows[cid][0].document_id for cid in thin})
         return {
-            cid: (chunk, doc)
-            for cid, (chunk, doc) in rows.items()
-            if chunk.document_id not in fragments or _substantial(chunk.text)
+            cid: row
+            for cid, row in rows.items()
+            if cid not in thin or row[0].document_id not in fragments
         }
 
     async def _cosines(self, ids: Sequence[str], query: Any) -> dict[str, float]:
