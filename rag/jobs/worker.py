@@ -292,9 +292,8 @@ class Worker:
         entries = list(self._jobs.items())
         for _, (task, _) in entries:
             task.cancel()
-        clock = asyncio.get_running_loop()
         try:
-            async with asyncio.timeout_at(max(deadline, clock.time())):
+            async with asyncio.timeout_at(deadline):
                 if entries:
                     # A cancelled job hands itself back (run_job), which may wait on
                     # the database too.
