@@ -206,7 +206,7 @@ class ExtractiveAnswerer:
             # instruction and its command, never the command alone.
             inner = candidates[index]
             candidate = next((c for c in leads if _within(inner, c)), inner)
-            key = " ".join(candidate.text.split()).lower()
+            key = _flat(candidate.text).lower()
             if key in seen or any(_overlaps(candidate, c) for c in chosen):
                 continue
             if any(
@@ -223,9 +223,9 @@ def _candidates(
 ) -> tuple[list[_Candidate], np.ndarray]:
     candidates: list[_Candidate] = []
     rows: list[np.ndarray] = []
-    asked = " ".join(question.lower().split()).rstrip("?")
+    asked = _flat(question.lower()).rstrip("?")
     for source, (hit, found) in enumerate(zip(hits, units, strict=True)):
-        headings = {" ".join(h.split()).lower() for h in hit.heading_path}
+        headings = {_flat(h).lower() for h in hit.heading_path}
         for position, (unit, vector) in enumerate(zip(found.units, found.vectors, strict=True)):
             text = hit.text[unit.start : unit.end]
             if not _quotable(text, unit, position, headings, asked):
@@ -247,7 +247,7 @@ def _quotable(text: str, unit: AnswerUnit, position: int, headings: set[str], as
     fragment, and a unit with an unclosed bracket or code
     span was cut too.
     """
-    flat = " ".join(text.split()).lower()
+    flat = _flat(text).lower()
     if flat in headings:
         return False
     bare = text.strip().rstrip("*_`")
@@ -335,7 +335,7 @@ _DEFINITION_Q = re.compile(r"^(?:what(?:'s| is| are| does)|define)\b|\bmean(?:s|
 
 def question_kind(question: str) -> QuestionKind:
     """What kind of answer the question asks for, from its wording."""
-    q = " ".join(question.lower().split())
+    q = _flat(question.lower())
     if re.match(r"^why\b", q) or re.search(r"\bwhy\b", q):
         return "why"
     if _HOWTO_Q.search(q):
