@@ -111,6 +111,10 @@ class Hit(msgspec.Struct, frozen=True):
     """The text was recognised from a scan or image (OCR), not read from a text layer."""
     confidence: float | None = None
     """The recogniser's confidence (0-1) in that text, when recognised."""
+    opening: bool = False
+    """Not ranked: the first hit's document's opening line (a manual page's NAME line),
+    added after the ranked hits so an answer can say what that document is
+    (``rag.retrieval.retriever.OPENING_WORDS``)."""
 
 
 class SearchResult(msgspec.Struct, frozen=True):

@@ -205,7 +205,7 @@ class RagService(QAService):
                     async with self.best_effort.attempt("hits"):
                         await self.cache.count_hit(key)
                     return
-                retrieval = await self.retriever.retrieve(question, k)
+                retrieval = await self.retriever.retrieve(question, k, opening=True)
                 if self._metered and self.settings.budget.daily_neurons > 0:
                     await self._refresh_spend()  # the gate reads it before generation
                 async for event in answer_events(

@@ -90,6 +90,17 @@ def word_pieces(text: str) -> list[str]:
     return _PIECE.findall(text.lower())
 
 
+def has_content_words(text: str, at_least: int) -> bool:
+    """Whether ``text`` holds ``at_least`` distinct word pieces that are not stop words."""
+    found: set[str] = set()
+    for word in word_pieces(text):
+        if word not in STOP_WORDS:
+            found.add(word)
+            if len(found) >= at_least:
+                return True
+    return False
+
+
 def search_terms(text: str) -> list[str]:
     """Lower-cased keyword-search terms, identifiers whole, function words included."""
     return [m.group() for m in _TERM.finditer(text.lower())]

@@ -1,9 +1,11 @@
-"""What never becomes a retrieval candidate: a chunk too thin to answer, in a longer document."""
+"""What never becomes a retrieval candidate (a chunk too thin to answer, in a longer
+document), and what an answer gets beside the candidates: the first one's opening line."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from rag.domain import DoneEvent
 from rag.service import RagService
 
 ANIMALS = [
@@ -47,3 +49,64 @@ async def test_a_document_that_is_one_short_chunk_is_still_found(
     await service.ingest([tmp_path / "mine"])
     hits, _ = await service.retriever.candidates_for("meeting notes")
     assert [h.source for h in hits] == ["notes.md"]
+
+
+MANUAL = """# git-frob(1)
+
+## NAME
+
+git-frob - Frobnicate the widgets of a repository
+
+## OPTIONS
+
+-q, --quiet
+    Report nothing while the widgets are frobnicated, not even errors.
+
+-n, --dry-run
+    Show which widgets would be frobnicated without touching them.
+"""
+GUIDE = """# Widget guide
+
+Widgets are the small parts a repository keeps beside its files. This guide says how
+to look after them, and which commands change them.
+
+## Quiet work
+
+Frobnicating widgets quietly keeps the terminal clear of reports.
+"""
+
+
+async def test_an_answer_gets_the_first_sources_opening_line_a_search_does_not(
+    service: RagService, tmp_path: Path
+) -> None:
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "git-frob.md").write_text(MANUAL)
+    (tmp_path / "docs" / "guide.md").write_text(GUIDE)
+    await service.ingest([tmp_path / "docs"])
+    question = "How do I report nothing while the widgets are frobnicated?"
+    ranked = await service.retriever.retrieve(question, 1)
+    opened = await service.retriever.retrieve(question, 1, opening=True)
+    assert ranked.hits[0].source == "git-frob.md" and "--quiet" in ranked.hits[0].text
+    assert opened.hits[:1] == ranked.hits and not ranked.hits[0].opening
+    [opening] = opened.hits[1:]
+    assert opening.opening and opening.document_id == ranked.hits[0].document_id
+    assert "git-frob - Frobnicate the widgets of a repository" in opening.text
+    assert not any(h.opening for h in await service.search(question, 5))
+    # The guide opens with a paragraph: no opening when it is the first source.
+    guide = await service.retriever.retrieve("look after widgets beside files", 1, opening=True)
+    assert [h.source for h in guide.hits] == ["guide.md"]
+
+    # Ranked below the first, it is marked in its place.
+    deeper = (await service.retriever.retrieve(question, 5, opening=True)).hits
+    assert [h.opening for h in deeper] == [h.chunk_id == opening.chunk_id for h in deeper]
+    assert [h.chunk_id for h in deeper] == [
+        h.chunk_id for h in (await service.retriever.retrieve(question, 5)).hits
+    ]
+
+    events = [event async for event in service.ask(question)]
+    done = events[-1]
+    assert isinstance(done, DoneEvent)
+    n = next(n for n, h in enumerate(deeper, start=1) if h.opening)
+    assert done.answer.startswith(f"git-frob - Frobnicate the widgets of a repository [{n}]\n")
+    first = done.citations[0]
+    assert (first.n, first.chunk_id) == (n, opening.chunk_id)  # verified against its source

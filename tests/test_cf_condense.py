@@ -49,9 +49,9 @@ class Spy:
         self.queries: list[str] = []
         retrieve = service.retriever.retrieve
 
-        async def spy(query: str, k: int) -> Any:
+        async def spy(query: str, k: int, **options: bool) -> Any:
             self.queries.append(query)
-            return await retrieve(query, k)
+            return await retrieve(query, k, **options)
 
         monkeypatch.setattr(service.retriever, "retrieve", spy)
 

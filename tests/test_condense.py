@@ -107,9 +107,9 @@ async def test_the_service_retrieves_and_caches_the_condensed_question(
     seen: list[str] = []
     retrieve = service.retriever.retrieve
 
-    async def spy(query: str, k: int) -> Any:
+    async def spy(query: str, k: int, **options: bool) -> Any:
         seen.append(query)
-        return await retrieve(query, k)
+        return await retrieve(query, k, **options)
 
     monkeypatch.setattr(service.retriever, "retrieve", spy)
     history = [T("Which port does the server listen on?", "Port 7070 [1].")]

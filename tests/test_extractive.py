@@ -267,6 +267,52 @@ async def test_an_option_is_quoted_with_its_term() -> None:
     )
 
 
+GIT_CLEAN_NAME = "NAME\n\ngit-clean - Remove untracked files from the working tree"
+
+
+def manual_page(*, opening_first: bool = False) -> list[Hit]:
+    """git-clean's OPTIONS ranked first, another page, and git-clean's NAME line as the
+    first source's opening (``Hit.opening``), last as the retriever adds it or first."""
+    options = hit(1, GIT_CLEAN_OPTIONS, document_id="clean", heading_path=("git-clean(1)",))
+    other = hit(2, SOURCES[2])
+    name = hit(
+        3, GIT_CLEAN_NAME, document_id="clean", heading_path=("git-clean(1)", "NAME"), opening=True
+    )
+    return [name, options, other] if opening_first else [options, other, name]
+
+
+async def test_a_how_to_answer_names_the_first_sources_document_by_its_opening() -> None:
+    answerer = ExtractiveAnswerer(FakeEmbedder(), max_sentences=1)
+    question = "How do I see what would be removed, without removing anything?"
+    text = await answer(answerer, question, manual_page())
+    assert text == (
+        "git-clean - Remove untracked files from the working tree [3]\n"
+        "-n, --dry-run [1]\nDon't actually remove anything, just show what would be done. [1]"
+    )
+    # Wherever the opening is listed, each quote keeps its own source's number.
+    assert await answer(answerer, question, manual_page(opening_first=True)) == (
+        "git-clean - Remove untracked files from the working tree [1]\n"
+        "-n, --dry-run [2]\nDon't actually remove anything, just show what would be done. [2]"
+    )
+    for quote, n in quoted(text):
+        assert flat(quote) in flat(manual_page()[n - 1].text)
+
+
+async def test_the_opening_is_not_quoted_where_it_answers_nothing() -> None:
+    answerer = ExtractiveAnswerer(FakeEmbedder(), max_sentences=1)
+    # A yes/no question: the line does not answer it.
+    text = await answer(answerer, "Does clean remove anything with --dry-run?", manual_page())
+    assert "git-clean - Remove" not in text
+    # Nor does it take the place of a ranked source among the three read.
+    ranked = [hit(n, SOURCES[n], document_id="clean") for n in range(3)]
+    text = await answer(answerer, "Does ingestion read Markdown?", [manual_page()[2], *ranked])
+    assert text == "Ingestion reads PDF, Markdown, text and HTML. [4]"
+    # Another document's opening is not the first source's.
+    stranger = [hit(1, GIT_CLEAN_OPTIONS), *manual_page()[1:]]
+    text = await answer(answerer, "How do I see what would be removed?", stranger)
+    assert "git-clean - Remove" not in text
+
+
 async def test_prose_is_quoted_on_one_line_and_code_as_written() -> None:
     page = (
         "Credentials\n\nYou can use the `store` credential manager which stores them in a\n"

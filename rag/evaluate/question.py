@@ -67,7 +67,9 @@ async def evaluate_question(
     except RagError as exc:
         result.error = f"{exc.code}: {exc.message}"
     if done is not None:
-        _record_answer(result, question, done, sources, recorder.last_candidates)
+        # The sources are the ranked hits and the first one's opening (not a candidate).
+        given = recorder.last_retrieval.hits if recorder.last_retrieval else []
+        _record_answer(result, question, done, sources, [*recorder.last_candidates, *given])
     elif not answer and recorder.last_retrieval is not None:
         result.grounded = recorder.last_retrieval.grounded
         result.retrieve_ms = round(recorder.last_retrieval.seconds * 1000, 1)

@@ -7,6 +7,10 @@ A chunk too thin to answer anything (``MIN_CONTENT_WORDS``) never becomes a cand
 unless it is its whole document: a heading over one word ("SYNOPSIS / git *") wins places
 on the one word it shares with a question.
 
+An answer may ask for the first source's *opening* as well (``retrieve(opening=True)``):
+the one line a document starts with to say what it is, a manual page's NAME line. It is
+added after the ranked hits, not ranked itself (``rag.retrieval.opening``).
+
 Degraded mode (``rag.retrieval.refusals``): when Workers AI or Vectorize refuses the query
 (or refused it a moment ago), the candidates are FTS5's alone, in BM25 order, the
 reranker is not called, and ``Retrieval.degraded`` says why.
@@ -19,6 +23,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import msgspec
 import numpy as np
 from sqlalchemy import func, select
 
@@ -28,8 +33,9 @@ from rag.errors import CloudflareError
 from rag.ports import Embedder, KeywordSearch, Reranker, VectorIndex, Vectors
 from rag.retrieval.fusion import has_identifier
 from rag.retrieval.gate import term_coverage
+from rag.retrieval.opening import opening_line
 from rag.retrieval.refusals import Refusals
-from rag.text import STOP_WORDS, word_pieces
+from rag.text import has_content_words
 
 MIN_CONTENT_WORDS = 3
 """A chunk with fewer distinct content words (``rag.text.STOP_WORDS`` left out, its
@@ -44,6 +50,8 @@ halves false refusals (2 of 41 to 1); the handbook has no such chunk."""
 @dataclass(frozen=True, slots=True)
 class Retrieval:
     hits: list[Hit]
+    """Ranked, best first; then the first one's document's opening when it was asked for
+    and there is one (``Hit.opening``)."""
     grounded: bool
     """False when no hit clears the evidence gate: the documents do not cover the question."""
     best_relevance: float | None
@@ -110,6 +118,10 @@ class Retriever:
         Without a query vector a hit's score and relevance are its BM25 score: the order
         is BM25's, and the gate does not read them then.
         """
+        hits, degraded, _ = await self._candidates(query)
+        return hits, degraded
+
+    async def _candidates(self, query: str) -> tuple[list[Hit], str | None, Vectors | None]:
         vector, dense, degraded = await self._dense(query)
         keyword = await self.keyword.search(query, self.candidates)
         dense_rank = {cid: (rank, score) for rank, (cid, score) in enumerate(dense, start=1)}
@@ -149,11 +161,13 @@ class Retriever:
                     confidence=chunk.confidence,
                 )
             )
-        return hits, degraded
+        return hits, degraded, vector
 
-    async def retrieve(self, query: str, k: int) -> Retrieval:
+    async def retrieve(self, query: str, k: int, *, opening: bool = False) -> Retrieval:
+        """The ``k`` best hits and the gate's verdict; with ``opening``, a grounded
+        retrieval's first source's document opening follows them (``rag.retrieval.opening``)."""
         began = time.perf_counter()
-        candidates, degraded = await self.candidates_for(query)
+        candidates, degraded, vector = await self._candidates(query)
         if degraded is None:
             hits = await self.reranker.rerank(query, candidates, k)
         else:
@@ -174,11 +188,51 @@ class Retriever:
             # A bare identifier ("3036", "pdf_timeout_s") embeds to a meaningless vector;
             # the top sources containing every word of the question is the evidence then.
             grounded = coverage == 1.0 and has_identifier(query)
+        if opening and grounded and vector is not None:
+            hits = await self._with_opening(hits, vector)  # after the gate: it read the ranked
         seconds = time.perf_counter() - began
         retrieval = Retrieval(hits, grounded, best, coverage, seconds, degraded)
         for observe in self.observers:
             observe(candidates, retrieval)
         return retrieval
+
+    async def _with_opening(self, hits: list[Hit], vector: Vectors) -> list[Hit]:
+        """The hits with the first one's document's opening marked (``Hit.opening``): in
+        its place when it is ranked below the first, else added after them. The first hit
+        is never one: it is a source like any other then."""
+        top = hits[0]
+        async with self.sessions() as session:
+            chunk = await session.scalar(
+                select(Chunk).where(Chunk.document_id == top.document_id, Chunk.ordinal == 0)
+            )
+        if chunk is None or chunk.id == top.chunk_id:
+            return hits
+        if opening_line(chunk.text, chunk.heading_path) is None:
+            return hits
+        if any(h.chunk_id == chunk.id for h in hits):
+            return [
+                msgspec.structs.replace(h, opening=True) if h.chunk_id == chunk.id else h
+                for h in hits
+            ]
+        cosine = (await self._cosines([chunk.id], vector)).get(chunk.id, 0.0)
+        added = msgspec.structs.replace(
+            top,
+            chunk_id=chunk.id,
+            text=chunk.text,
+            score=cosine,
+            relevance=cosine,
+            page_start=chunk.page_start,
+            page_end=chunk.page_end,
+            heading_path=tuple(chunk.heading_path),
+            dense_score=cosine,
+            dense_rank=None,
+            keyword_score=None,
+            keyword_rank=None,
+            recognised=chunk.recognised,
+            confidence=chunk.confidence,
+            opening=True,
+        )
+        return [*hits, added]
 
     async def _rows(self, ids: Sequence[str]) -> dict[str, tuple[Chunk, Document]]:
         if not ids:
@@ -232,10 +286,4 @@ async def _longer(session: Any, documents: set[str]) -> set[str]:
 
 def _substantial(text: str) -> bool:
     """Whether ``text`` holds enough content words to answer anything (``MIN_CONTENT_WORDS``)."""
-    found: set[str] = set()
-    for word in word_pieces(text):
-        if word not in STOP_WORDS:
-            found.add(word)
-            if len(found) >= MIN_CONTENT_WORDS:
-                return True
-    return False
+    return has_content_words(text, MIN_CONTENT_WORDS)
