@@ -283,7 +283,9 @@ def manual_page(*, opening_first: bool = False) -> list[Hit]:
 
 async def test_a_how_to_answer_names_the_first_sources_document_by_its_opening() -> None:
     answerer = ExtractiveAnswerer(FakeEmbedder(), max_sentences=1)
-    question = "How do I see what would be removed, without removing anything?"
+    question = (
+        "How do I remove untracked files from the working tree, or just show what would be removed?"
+    )
     text = await answer(answerer, question, manual_page())
     assert text == (
         "git-clean - Remove untracked files from the working tree [3]\n"
@@ -296,6 +298,9 @@ async def test_a_how_to_answer_names_the_first_sources_document_by_its_opening()
     )
     for quote, n in quoted(text):
         assert flat(quote) in flat(manual_page()[n - 1].text)
+    # An opening far less like the question than the answer (Weights.opening) is left out.
+    unlike = "How do I see what would be removed, without removing anything?"
+    assert "git-clean - Remove" not in await answer(answerer, unlike, manual_page())
 
 
 async def test_the_opening_is_not_quoted_where_it_answers_nothing() -> None:
@@ -309,8 +314,28 @@ async def test_the_opening_is_not_quoted_where_it_answers_nothing() -> None:
     assert text == "Ingestion reads PDF, Markdown, text and HTML. [4]"
     # Another document's opening is not the first source's.
     stranger = [hit(1, GIT_CLEAN_OPTIONS), *manual_page()[1:]]
-    text = await answer(answerer, "How do I see what would be removed?", stranger)
+    text = await answer(
+        answerer, "How do I remove untracked files from the working tree?", stranger
+    )
     assert "git-clean - Remove" not in text
+
+
+async def test_a_pointer_rides_with_the_sentence_it_follows() -> None:
+    page = (
+        "SECURITY\n\nGit reads its configuration before running a command. By default, Git "
+        "will refuse to run when the repository is owned by someone other than the user "
+        "running the command. See the entry for safe.directory in git-config(1). While this "
+        "can help protect you in a multi-user environment, note the limits below.\n"
+    )
+    answerer = ExtractiveAnswerer(FakeEmbedder(), max_sentences=1)
+    question = "Git will refuse to run when the repository is owned by another user; why?"
+    assert await answer(answerer, question, hits([page])) == (
+        "By default, Git will refuse to run when the repository is owned by someone other than "
+        "the user running the command. [1] See the entry for safe.directory in git-config(1). [1]"
+    )
+    # Only what directly follows: a pointer two sentences on stays out.
+    later = page.replace(" See the entry", " Nobody else is trusted. See the entry")
+    assert "See the entry" not in await answer(answerer, question, hits([later]))
 
 
 async def test_prose_is_quoted_on_one_line_and_code_as_written() -> None:
