@@ -114,7 +114,7 @@ class Hit(msgspec.Struct, frozen=True):
     opening: bool = False
     """Not ranked: the first hit's document's opening line (a manual page's NAME line),
     added after the ranked hits so an answer can say what that document is
-    (``rag.retrieval.retriever.OPENING_WORDS``)."""
+    (``rag.retrieval.opening``)."""
 
 
 class SearchResult(msgspec.Struct, frozen=True):

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from rag.domain import SourcesEvent
+from rag.retrieval.opening import opening_line
 from rag.service import RagService
 
 ANIMALS = [
@@ -108,3 +111,26 @@ async def test_an_answer_gets_the_first_sources_opening_line_a_search_does_not(
     events = [event async for event in service.ask(question)]
     assert isinstance(events[0], SourcesEvent)
     assert [s.chunk_id for s in events[0].sources] == [h.chunk_id for h in deeper]
+
+
+@pytest.mark.parametrize(
+    ("text", "line"),
+    [
+        (
+            "NAME\n\ngit-shortlog - Summarize 'git log' output",
+            "git-shortlog - Summarize 'git log' output",
+        ),
+        (
+            "NAME\n\ngit-receive-pack, git-upload-pack - Serve a push",
+            "git-receive-pack, git-upload-pack - Serve a push",
+        ),
+        ("NAME\n\nls — list directory contents", "ls — list directory contents"),
+        ("Logging HOWTO\n\nAuthor: Vinay Sajip <vinay_sajip at red-dove dot com>", None),
+        ("Release notes\n\nVersion 2 - released in May", None),
+        ("NAME\n\ngit-frob - Frobnicate\n\nSYNOPSIS\n\ngit frob", None),  # more than one line
+        ("Guide\n\nWidgets are small - and useful to keep.", None),  # a sentence, not a name
+    ],
+)
+def test_only_a_name_line_is_an_opening(text: str, line: str | None) -> None:
+    headings = tuple(text.split("\n\n")[:1])
+    assert opening_line(text, headings) == line
