@@ -112,9 +112,9 @@ class Hit(msgspec.Struct, frozen=True):
     confidence: float | None = None
     """The recogniser's confidence (0-1) in that text, when recognised."""
     opening: bool = False
-    """Not ranked: the first hit's document's opening line (a manual page's NAME line),
-    added after the ranked hits so an answer can say what that document is
-    (``rag.retrieval.opening``)."""
+    """The first hit's document's opening (a manual page's NAME line), marked in its
+    ranked place or added after the ranked hits, so an answer can say what that document
+    is; answerers read it apart from the ranked sources (``rag.retrieval.opening``)."""
 
 
 class SearchResult(msgspec.Struct, frozen=True):

@@ -304,7 +304,8 @@ async def test_a_how_to_answer_names_the_first_sources_document_by_its_opening()
 
 
 async def test_the_opening_is_not_quoted_where_it_answers_nothing() -> None:
-    answerer = ExtractiveAnswerer(FakeEmbedder(), max_sentences=1)
+    # However near the question it is (Weights.opening 0): these are the kind's rules.
+    answerer = ExtractiveAnswerer(FakeEmbedder(), max_sentences=1, weights=Weights(opening=0.0))
     # A yes/no question: the line does not answer it.
     text = await answer(answerer, "Does clean remove anything with --dry-run?", manual_page())
     assert "git-clean - Remove" not in text

@@ -8,8 +8,8 @@ unless it is its whole document: a heading over one word ("SYNOPSIS / git *") wi
 on the one word it shares with a question.
 
 An answer may ask for the first source's *opening* as well (``retrieve(opening=True)``):
-the one line a document starts with to say what it is, a manual page's NAME line. It is
-added after the ranked hits, not ranked itself (``rag.retrieval.opening``).
+the line a manual page starts with to say what it is, its NAME line. It is marked in its
+place when ranked, else added after the ranked hits (``rag.retrieval.opening``).
 
 Degraded mode (``rag.retrieval.refusals``): when Workers AI or Vectorize refuses the query
 (or refused it a moment ago), the candidates are FTS5's alone, in BM25 order, the
@@ -189,7 +189,7 @@ class Retriever:
             # the top sources containing every word of the question is the evidence then.
             grounded = coverage == 1.0 and has_identifier(query)
         if opening and grounded and vector is not None:
-            hits = await self._with_opening(hits, vector)  # after the gate: it read the ranked
+            hits = await self._with_opening(hits, vector)  # the gate read the ranked alone
         seconds = time.perf_counter() - began
         retrieval = Retrieval(hits, grounded, best, coverage, seconds, degraded)
         for observe in self.observers:
