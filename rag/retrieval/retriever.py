@@ -141,26 +141,7 @@ class Retriever:
             score = cosine if cosine is not None else 0.0
             if vector is None and k is not None:
                 score = k[1]
-            hits.append(
-                Hit(
-                    chunk_id=cid,
-                    document_id=doc.id,
-                    source=doc.path,
-                    title=doc.title,
-                    text=chunk.text,
-                    score=score,
-                    relevance=score,
-                    page_start=chunk.page_start,
-                    page_end=chunk.page_end,
-                    heading_path=tuple(chunk.heading_path),
-                    dense_score=cosine,
-                    dense_rank=d[0] if d else None,
-                    keyword_score=k[1] if k else None,
-                    keyword_rank=k[0] if k else None,
-                    recognised=chunk.recognised,
-                    confidence=chunk.confidence,
-                )
-            )
+            hits.append(_hit(chunk, doc, score, cosine, d, k))
         return hits, degraded, vector
 
     async def retrieve(self, query: str, k: int, *, opening: bool = False) -> Retrieval:
@@ -202,11 +183,16 @@ class Retriever:
         is never one: it is a source like any other then."""
         top = hits[0]
         async with self.sessions() as session:
-            chunk = await session.scalar(
-                select(Chunk).where(Chunk.document_id == top.document_id, Chunk.ordinal == 0)
-            )
-        if chunk is None or chunk.id == top.chunk_id:
+            row = (
+                await session.execute(
+                    select(Chunk, Document)
+                    .join(Document, Document.id == Chunk.document_id)
+                    .where(Chunk.document_id == top.document_id, Chunk.ordinal == 0)
+                )
+            ).first()
+        if row is None or row[0].id == top.chunk_id:
             return hits
+        chunk, doc = row
         if opening_line(chunk.text, chunk.heading_path) is None:
             return hits
         if any(h.chunk_id == chunk.id for h in hits):
@@ -215,24 +201,7 @@ class Retriever:
                 for h in hits
             ]
         cosine = (await self._cosines([chunk.id], vector)).get(chunk.id, 0.0)
-        added = msgspec.structs.replace(
-            top,
-            chunk_id=chunk.id,
-            text=chunk.text,
-            score=cosine,
-            relevance=cosine,
-            page_start=chunk.page_start,
-            page_end=chunk.page_end,
-            heading_path=tuple(chunk.heading_path),
-            dense_score=cosine,
-            dense_rank=None,
-            keyword_score=None,
-            keyword_rank=None,
-            recognised=chunk.recognised,
-            confidence=chunk.confidence,
-            opening=True,
-        )
-        return [*hits, added]
+        return [*hits, msgspec.structs.replace(_hit(chunk, doc, cosine, cosine), opening=True)]
 
     async def _rows(self, ids: Sequence[str]) -> dict[str, tuple[Chunk, Document]]:
         if not ids:
@@ -269,6 +238,35 @@ class Retriever:
         matrix = matrix.reshape(len(pairs), -1)
         scores = matrix @ np.asarray(query, dtype=np.float32)
         return {cid: float(s) for (cid, _), s in zip(pairs, scores, strict=True)}
+
+
+def _hit(
+    chunk: Chunk,
+    doc: Document,
+    score: float,
+    cosine: float | None,
+    dense: tuple[int, float] | None = None,
+    keyword: tuple[int, float] | None = None,
+) -> Hit:
+    """A stored chunk as a hit: ``dense`` and ``keyword`` are its (rank, score) there."""
+    return Hit(
+        chunk_id=chunk.id,
+        document_id=doc.id,
+        source=doc.path,
+        title=doc.title,
+        text=chunk.text,
+        score=score,
+        relevance=score,
+        page_start=chunk.page_start,
+        page_end=chunk.page_end,
+        heading_path=tuple(chunk.heading_path),
+        dense_score=cosine,
+        dense_rank=dense[0] if dense else None,
+        keyword_score=keyword[1] if keyword else None,
+        keyword_rank=keyword[0] if keyword else None,
+        recognised=chunk.recognised,
+        confidence=chunk.confidence,
+    )
 
 
 async def _longer(session: Any, documents: set[str]) -> set[str]:
