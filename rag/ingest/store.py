@@ -321,7 +321,8 @@ async def _upsert_document(
     )
     # No new title or media type keeps the stored ones (a failed re-read knows neither).
     kept_title = func.coalesce(func.nullif(Document.title, ""), facts.path)
-    await session.execute(
+    await upsert.execute_racing(
+        session,
         statement.on_conflict_do_update(
             index_elements=[Document.id],
             set_={
@@ -329,7 +330,7 @@ async def _upsert_document(
                 "title": title if title is not None else kept_title,
                 "media_type": media_type or func.coalesce(Document.media_type, ""),
             },
-        )
+        ),
     )
 
 
