@@ -19,6 +19,7 @@ from rag.evaluate.metrics import (
     recall_at,
     reciprocal_rank,
     rouge_l,
+    states_fact,
     token_f1,
     tokens,
 )
@@ -174,6 +175,19 @@ def test_holds_facts_ignores_case_and_spacing_and_takes_any_alternative() -> Non
     assert holds_facts(answer, [["thirty-two", "= 32"]])
     assert not holds_facts(answer, [["200"], ["48"]])
     assert holds_facts(answer, [])  # no facts: nothing missing
+
+
+def test_a_fact_is_found_as_a_whole_word_only() -> None:
+    answer = "Unspecified: Git uses the core.autocrlf variable; see support for 320 files. [1]"
+    assert not holds_facts(answer, [["crlf"]])  # inside "autocrlf": named, not stated
+    assert not holds_facts(answer, [["ort"]])
+    assert not holds_facts(answer, [["32"]])
+    assert holds_facts(answer, [["core.autocrlf"], ["320"], ["Unspecified"]])
+    assert holds_facts("run `git merge --abort`. [1]", [["--abort"], ["merge --abort"]])
+    assert holds_facts("git-stash(1) [2]", [["git stash", "git-stash"]])
+    assert holds_facts("(default: 900).", [["900"]])
+    assert not holds_facts("the timeout_s key", [["timeout"]])  # "_" is part of a word
+    assert states_fact("any", "")
 
 
 def test_fact_recall_counts_answerable_questions_with_facts_and_refusals_hold_none() -> None:

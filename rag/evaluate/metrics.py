@@ -92,10 +92,30 @@ def holds_facts(answer: str, facts: Sequence[Sequence[str]]) -> bool:
 
     Case and spacing are ignored, nothing else: a fact is a short verbatim string ("32",
     "--port"), so a number or a flag is either in the answer or not, which token overlap
-    (F1, ROUGE-L) cannot tell from a long answer that merely shares words.
+    (F1, ROUGE-L) cannot tell from a long answer that merely shares words. A fact is
+    looked for as a whole word (``states_fact``).
     """
     said = normalised(answer)
-    return all(any(normalised(alt) in said for alt in fact) for fact in facts)
+    return all(any(states_fact(said, normalised(alt)) for alt in fact) for fact in facts)
+
+
+def states_fact(said: str, fact: str) -> bool:
+    """Whether ``said`` holds ``fact`` not inside a longer word: where the fact starts or
+    ends with a letter, digit or underscore, the text beside it must not be one.
+
+    Plain substring search let "crlf" be found in "core.autocrlf", which an answer names
+    without saying what the setting does (git-doc's g25), "ort" in "support", and "32" in
+    "320"; a flag's own edge ("--abort") is punctuation, so it is found after a space or
+    a backquote alike. Both strings are already ``normalised``.
+    """
+    if not fact:
+        return True
+    before = r"(?<!\w)" if _WORDLIKE.match(fact[0]) else ""
+    after = r"(?!\w)" if _WORDLIKE.match(fact[-1]) else ""
+    return re.search(before + re.escape(fact) + after, said) is not None
+
+
+_WORDLIKE = re.compile(r"\w")
 
 
 def _f_measure(matched: int, predicted: int, expected: int) -> float:
