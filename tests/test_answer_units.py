@@ -161,8 +161,35 @@ def test_a_definition_body_is_quoted_after_its_term() -> None:
 
 
 def test_prose_that_ends_a_sentence_or_follows_text_is_no_term() -> None:
-    # A line ending a sentence, or one straight after a paragraph, introduces no definition.
+    # A line ending a sentence, or one over a lower-case continuation (a hanging indent),
+    # introduces no definition.
     text = (
         "The options follow.\n    Indented prose.\n\nA sentence ends.\nthen a line\n    indented."
     )
     assert all(u.header is None for u in answer_units(text))
+
+
+def test_definitions_without_blank_lines_are_not_run_together() -> None:
+    # git-config.html as the HTML loader writes it, in a chunk that starts inside the body
+    # of one definition (its indentation gone with the chunk's leading white space):
+    # each term heads its own body; "See gitattributes(5).\ngitcvs.allBinary\n    This is
+    # used ..." was one sentence, and quoted a term inside another definition's text.
+    text = (
+        "If the type cannot be determined, then gitcvs.allBinary is used. See gitattributes(5).\n"
+        "gitcvs.allBinary\n"
+        "    This is used if gitcvs.usecrlfattr does not resolve the mode. If true, all files"
+        " are sent in mode -kb.\n"
+        "gitcvs.dbName\n"
+        "    Database used by git-cvsserver to cache revision information.\n"
+    )
+    found = answer_units(text)
+    assert [
+        (text[u.start : u.end], text[u.header[0] : u.header[1]] if u.header else None)
+        for u in found
+    ] == [
+        ("If the type cannot be determined, then gitcvs.allBinary is used.", None),
+        ("See gitattributes(5).", None),
+        ("This is used if gitcvs.usecrlfattr does not resolve the mode.", "gitcvs.allBinary"),
+        ("If true, all files are sent in mode -kb.", "gitcvs.allBinary"),
+        ("Database used by git-cvsserver to cache revision information.", "gitcvs.dbName"),
+    ]

@@ -26,7 +26,7 @@ from typing import Final, Literal, NamedTuple
 
 from rag.text import split_sentences
 
-SPLITTER: Final = "units-4"
+SPLITTER: Final = "units-5"
 
 UnitKind = Literal["sentence", "item", "row", "code", "lead"]
 
@@ -78,7 +78,13 @@ def answer_units(text: str) -> list[AnswerUnit]:
             units.extend(block)
         elif kind == "text":
             j = i
-            while j + 1 < len(lines) and lines[j + 1][0] == "text":
+            # A run of text ends where a definition starts: the HTML loader writes a
+            # definition list with no blank line between one body and the next term.
+            while (
+                j + 1 < len(lines)
+                and lines[j + 1][0] == "text"
+                and _definition(lines, j + 1, text) is None
+            ):
                 j += 1
             units.extend(_sentences(text, start, lines[j][2]))
             i = j + 1
@@ -183,13 +189,18 @@ def _definition(
     None when no definition starts there.
 
     A definition is one or more unindented term lines that do not end a sentence
-    (``-n, --dry-run``, ``--timeout <seconds>``, ``user.name``), after a blank line or
-    the body of the definition before, then a body indented below them: the shape the
-    AsciiDoc, rST and HTML loaders give definition lists. Every unit of the body is
-    quoted after its term, as a table row after its header; alone, "Don't actually
+    (``-n, --dry-run``, ``--timeout <seconds>``, ``user.name``), after a blank line, the
+    body of the definition before or a line that ends a sentence (a chunk that starts
+    inside a body has lost that line's indentation), then a body indented below them: the
+    shape the AsciiDoc, rST and HTML loaders give definition lists. Every unit of the body
+    is quoted after its term, as a table row after its header; alone, "Don't actually
     remove anything, just show what would be done." does not say which option does it.
     """
-    if i > 0 and not (lines[i - 1][0] == "blank" or _indented(text, lines[i - 1])):
+    if i > 0 and not (
+        lines[i - 1][0] == "blank"
+        or _indented(text, lines[i - 1])
+        or _ENDED.search(text, lines[i - 1][1], lines[i - 1][2])
+    ):
         return None
     j = i
     while (
