@@ -122,6 +122,10 @@ class RetrievalSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True,
     identifier_keyword_weight: float = 0.3
     """BM25's weight instead when the question names an identifier (an error code, a
     setting such as pdf_timeout_s, a file name): exact terms are what BM25 is good at."""
+    definition_weight: float = 1.0
+    """Local backend: weight of the ranking of candidates that define the identifier a
+    question is about ("What does core.autocrlf true do?": its reference entry, table row
+    or heading; ``rag.retrieval.fusion.defines``); 0 turns it off. README "Evaluation"."""
     min_relevance: float = 0.25
     """Evidence gate for the local backend: best cosine below this means "not covered"."""
     min_term_coverage: float = 0.5
@@ -564,6 +568,10 @@ def check_ranges(s: Settings) -> None:
         problems.append("retrieval.top_k must be >= 1 and retrieval.candidates >= top_k")
     if s.retrieval.keyword_weight < 0:
         problems.append("retrieval.keyword_weight must be >= 0")
+    if s.retrieval.identifier_keyword_weight < 0:
+        problems.append("retrieval.identifier_keyword_weight must be >= 0")
+    if s.retrieval.definition_weight < 0:
+        problems.append("retrieval.definition_weight must be >= 0")
     if not 1 <= s.server.port <= 65535:
         problems.append("server.port must be between 1 and 65535")
     problems.extend(_bad_proxies(s.server.trusted_proxies))

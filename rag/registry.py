@@ -180,6 +180,7 @@ async def build(
         reranker = HybridReranker(
             keyword_weight=settings.retrieval.keyword_weight,
             identifier_weight=settings.retrieval.identifier_keyword_weight,
+            definition_weight=settings.retrieval.definition_weight,
         )
         min_relevance = settings.retrieval.min_relevance
         # One model in memory: the extractive answerer shares the retrieval embedder.

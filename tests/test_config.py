@@ -69,6 +69,12 @@ def test_trusted_proxies_take_addresses_and_networks(tmp_path: Path) -> None:
         ("[ingest]\nchunk_tokens = 400\n", {}, "ingest.chunk_tokens must leave room"),
         ("[ingest]\nmax_chunk_chars = 50\n", {}, "ingest.max_chunk_chars must be at least 100"),
         ("[server]\nport = 0\n", {}, "server.port must be between"),
+        ("[retrieval]\ndefinition_weight = -1\n", {}, "retrieval.definition_weight must be >= 0"),
+        (
+            "",
+            {"RAG_RETRIEVAL__IDENTIFIER_KEYWORD_WEIGHT": "-0.1"},
+            "retrieval.identifier_keyword_weight must be >= 0",
+        ),
         ("[cloudflare]\nfirst_token_deadline_s = 0\n", {}, "first_token_deadline_s must be > 0"),
         ("[retrieval\n", {}, "not valid TOML"),
         ("[ocr]\ndpi = 1200\n", {}, "ocr.dpi must be between 50 and 600"),

@@ -6,7 +6,14 @@ import fakes
 import pytest
 
 from rag.domain import Hit
-from rag.retrieval.fusion import HybridReranker, fuse, has_identifier, rrf_score
+from rag.retrieval.fusion import (
+    HybridReranker,
+    defines,
+    fuse,
+    has_identifier,
+    rrf_score,
+    subjects,
+)
 
 
 def test_fuse_hand_computed() -> None:
@@ -135,3 +142,67 @@ async def test_identifier_queries_use_the_identifier_weight() -> None:
     named = await reranker.rerank("what does 3036 mean", pool, 3)
     assert [h.chunk_id for h in plain] == ["a", "c", "b"]
     assert named[0].chunk_id == "b"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        # AsciiDoc / HTML definition list: the term over its indented body
+        ("core.eol\n    Sets ...\ncore.autocrlf\n    Setting this variable to true ...", True),
+        ("author.name\ncommitter.name\n    The name recorded in commits.", True),  # two terms
+        ("| `core.autocrlf` | `false` | Converts line endings. |", True),  # a table row
+        ("## core.autocrlf\n\nConverts line endings.", True),  # a heading
+        ("**core.autocrlf**\n    Converts line endings.", True),  # markup around the term
+        ("If this is not the case for core.autocrlf, Git will reject the file.", False),
+        ("core.autocrlf is read by git add.\nAnd by git checkout.", False),  # no body
+        ("core.autocrlfx\n    Another setting.", False),  # a longer name
+        ("core.autocrlf.extra\n    Another setting.", False),
+        ("    core.autocrlf\n        Indented: inside another body.", False),
+    ],
+)
+def test_defines_reads_terms_rows_and_headings_not_mentions(text: str, expected: bool) -> None:
+    assert defines(text, ["core.autocrlf", "author.name"]) is expected
+
+
+def test_subjects_are_identifiers_the_question_asks_about_as_such() -> None:
+    assert subjects("What does core.autocrlf true do?") == ["core.autocrlf"]
+    assert subjects("pdf_timeout_s") == ["pdf_timeout_s"]
+    assert subjects("What does setting keyword_weight to 0 do?") == ["keyword_weight"]
+    assert subjects("which tokenizer does the FTS5 keyword index use") == []  # asks of it
+    assert subjects("how do I change the port") == []  # no identifier at all
+
+
+async def test_a_definition_of_the_subject_rises_and_nothing_else_moves() -> None:
+    def hit(cid: str, dense: int, text: str) -> Hit:
+        return Hit(
+            chunk_id=cid,
+            document_id=cid,
+            source=cid,
+            title=cid,
+            text=text,
+            score=0.0,
+            relevance=0.0,
+            dense_score=0.5,
+            dense_rank=dense,
+        )
+
+    entry = "core.autocrlf\n    Setting this variable to true converts CRLF on checkout."
+    pool = [
+        hit("mention", 1, "If this is not the case for core.autocrlf, Git rejects the file."),
+        hit("other", 2, "core.eol\n    Sets the line ending type."),
+        hit("entry", 18, entry),
+    ]
+    reranker = HybridReranker(keyword_weight=0.1, definition_weight=1.0)
+    about = await reranker.rerank("What does core.autocrlf true do?", pool, 3)
+    assert [h.chunk_id for h in about] == ["entry", "mention", "other"]
+    assert about[0].score == pytest.approx(1 / 78 + 1 / 61)
+    assert about[0].relevance == 0.5  # the gate still reads the cosine
+    of_it = await reranker.rerank(
+        "which tokenizer does the core.autocrlf keyword check use", pool, 3
+    )
+    assert [h.chunk_id for h in of_it] == ["mention", "other", "entry"]
+    off = HybridReranker(keyword_weight=0.1)  # weight 0: the ranking is not fused at all
+    plain = await off.rerank("What does core.autocrlf true do?", pool, 3)
+    assert [h.chunk_id for h in plain] == ["mention", "other", "entry"]
+    with pytest.raises(ValueError):
+        HybridReranker(keyword_weight=0.1, definition_weight=-1)
