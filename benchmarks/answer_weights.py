@@ -10,6 +10,14 @@ machine. A dataset whose corpus is elsewhere is given as ``DATASET=CORPUS``.
     .venv/bin/python benchmarks/answer_weights.py corpus/qa.jsonl \
         eval/git-doc.jsonl=/usr/share/doc/git-doc
     .venv/bin/python benchmarks/answer_weights.py corpus/qa.jsonl --show   # answers, defaults
+    .venv/bin/python benchmarks/answer_weights.py eval/git-doc.jsonl=/usr/share/doc/git-doc \
+        --ceiling
+
+``--ceiling`` asks how much of what the answerer misses is retrieval's: for each question
+it moves the best-ranked candidate whose text holds every fact (of the first
+``retrieval.candidates``) to the first source, keeps the other top sources in order, and
+answers again, gate or no gate. A miss that stays a miss there is the answerer's; one
+with no such candidate at all is the embedder's and the keyword search's.
 """
 
 from __future__ import annotations
@@ -40,26 +48,33 @@ GRID = {
 }
 
 
-Replay = tuple[str, ExtractiveAnswerer, list[Question], list[list[Hit] | None]]
+Replay = tuple[str, ExtractiveAnswerer, list[Question], list[list[Hit] | None], RagService]
 
 
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("datasets", nargs="+", help="DATASET or DATASET=CORPUS")
     parser.add_argument("--show", action="store_true", help="print each answer (defaults)")
+    parser.add_argument(
+        "--ceiling", action="store_true", help="fact recall with a fact-holding source first"
+    )
     args = parser.parse_args()
     async with contextlib.AsyncExitStack() as stack:
         sets = [await _prepare(stack, spec) for spec in args.datasets]
         if args.show:
-            for _, answerer, questions, retrieved in sets:
+            for _, answerer, questions, retrieved, _ in sets:
                 await _show(answerer, questions, retrieved)
+            return
+        if args.ceiling:
+            for name, answerer, questions, retrieved, service in sets:
+                await _ceiling(name, service, answerer, questions, retrieved)
             return
         rows = []
         names = list(GRID)
         for values in itertools.product(*(GRID[n] for n in names)):
             chosen: dict[str, Any] = dict(zip(names, values, strict=True))
             weights = dataclasses.replace(Weights(), **chosen)
-            scores = [await _score(answerer, q, r, weights) for _, answerer, q, r in sets]
+            scores = [await _score(answerer, q, r, weights) for _, answerer, q, r, _ in sets]
             rows.append((scores, values))
         # Best first: the most facts over all sets, then the most F1.
         rows.sort(key=lambda row: (-sum(r for r, _ in row[0]), -sum(f for _, f in row[0])))
@@ -68,7 +83,7 @@ async def main() -> None:
         for scores, values in rows[:15]:
             figures = "  ".join(f"{recall:.4f} / {f1:.4f}" for recall, f1 in scores)
             print(f"{figures}   " + "  ".join(f"{v:g}" for v in values))
-        for name, answerer, questions, retrieved in sets:
+        for name, answerer, questions, retrieved, _ in sets:
             recall, f1 = await _score(answerer, questions, retrieved, Weights())
             print(
                 f"defaults on {name}: fact recall {recall:.4f}, F1 {f1:.4f} "
@@ -92,12 +107,53 @@ async def _prepare(stack: contextlib.AsyncExitStack, spec: str) -> Replay:
     retrieved = [await _hits(service, q) for q in questions]
     answerer = service.chat.providers[-1]
     assert isinstance(answerer, ExtractiveAnswerer)
-    return path, answerer, questions, retrieved
+    return path, answerer, questions, retrieved, service
 
 
 async def _hits(service: RagService, question: Question) -> list[Hit] | None:
-    retrieval = await service.retriever.retrieve(question.text, service.settings.retrieval.top_k)
+    """The sources an answer reads, as the service asks for them (the opening too)."""
+    k = service.settings.retrieval.top_k
+    retrieval = await service.retriever.retrieve(question.text, k, opening=True)
     return retrieval.hits if retrieval.grounded else None
+
+
+async def _ceiling(
+    name: str,
+    service: RagService,
+    answerer: ExtractiveAnswerer,
+    questions: list[Question],
+    retrieved: list[list[Hit] | None],
+) -> None:
+    """Fact recall now, and with the best-ranked fact-holding candidate first (``--ceiling``)."""
+    k, pool = service.settings.retrieval.top_k, service.settings.retrieval.candidates
+    held = first = none = 0
+    lines = []
+    for question, hits in zip(questions, retrieved, strict=True):
+        now = metrics.holds_facts(await _answer(answerer, question.text, hits), question.facts)
+        ranked = (await service.retriever.retrieve(question.text, pool)).hits
+        rank = next(
+            (i for i, h in enumerate(ranked) if metrics.holds_facts(h.text, question.facts)), None
+        )
+        if rank is None:
+            none += 1
+            moved = False
+        else:
+            top = [ranked[rank], *[h for i, h in enumerate(ranked[:k]) if i != rank]][:k]
+            said = await _answer(answerer, question.text, top)
+            moved = metrics.holds_facts(said, question.facts)
+        held, first = held + now, first + moved
+        if not now and rank is None:
+            lines.append(f"  MISS {question.id}: no candidate holds the facts")
+        elif not now:
+            verdict = "held when first" if moved else "missed even when first"
+            lines.append(f"  MISS {question.id}: fact chunk ranked {rank + 1}; {verdict}")
+    n = len(questions)
+    print(
+        f"{name}: {n} questions; fact recall {held / n:.4f} as answered, "
+        f"{first / n:.4f} with a fact-holding candidate as the first source; "
+        f"{none} with no such candidate among the first {pool}"
+    )
+    print("\n".join(lines))
 
 
 async def _answer(answerer: ExtractiveAnswerer, question: str, hits: list[Hit] | None) -> str:
