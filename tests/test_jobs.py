@@ -5,7 +5,7 @@ are interrupted only when their heartbeat stops."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Collection
 from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -113,6 +113,22 @@ async def test_a_job_whose_worker_died_is_taken_up_again(tmp_path: Path) -> None
         None,
         {"new": 3},
     )
+
+
+async def test_a_worker_never_claims_again_a_job_it_runs_however_late_its_beat(
+    tmp_path: Path,
+) -> None:
+    # Seen under load with a 1 s stale_after_s: the worker's own beat came late, it took
+    # its running job for a dead worker's and ran it a second time (attempt 3).
+    clock = Clock()
+    async with queues(tmp_path, 1, clock) as (a,):
+        job = await a.enqueue("folder", [tmp_path / "docs"])
+        assert (await a.claim("A", running=[])) is not None
+        clock.now += 61  # no beat written for longer than stale_after_s
+        assert await a.claim("A", running=[job.id]) is None
+        assert await a.claim("A", job.id, running=[job.id]) is None
+        taken = await a.claim("B")  # another worker does: A may be dead
+        assert taken is not None and (taken.id, taken.worker, taken.attempts) == (job.id, "B", 2)
 
 
 async def test_cancel_ends_a_queued_job_now_and_asks_a_running_one(tmp_path: Path) -> None:
@@ -331,8 +347,10 @@ class ClaimsInFlight(JobQueue):
         self.committed = asyncio.Event()
         self.reply = asyncio.Event()
 
-    async def claim(self, worker: str, job_id: str | None = None) -> Any:
-        job = await super().claim(worker, job_id)
+    async def claim(
+        self, worker: str, job_id: str | None = None, *, running: Collection[str] = ()
+    ) -> Any:
+        job = await super().claim(worker, job_id, running=running)
         if job is not None:
             self.committed.set()
             await self.reply.wait()

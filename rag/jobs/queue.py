@@ -18,7 +18,7 @@ import asyncio
 import os
 import socket
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -235,13 +235,23 @@ class JobQueue:
             )
         return found
 
-    async def claim(self, worker: str, job_id: str | None = None) -> Job | None:
-        """The oldest claimable job (or ``job_id`` if it is claimable), now ``worker``'s."""
+    async def claim(
+        self, worker: str, job_id: str | None = None, *, running: Collection[str] = ()
+    ) -> Job | None:
+        """The oldest claimable job (or ``job_id`` if it is claimable), now ``worker``'s.
+
+        ``running``: the jobs the caller runs now, never claimed again however late their
+        heartbeat. A worker whose own beat was held up past ``stale_after_s`` (a busy
+        machine) would otherwise take its own job for a dead worker's and run it twice
+        at once, under one name, so neither run would learn it had lost it.
+        """
         # A read first, which takes no lock: idle workers polling an empty queue never
         # queue up for SQLite's write lock. The write below decides; this only skips it.
         waiting = select(Job.id).where(self._claimable())
         if job_id is not None:
             waiting = waiting.where(Job.id == job_id)
+        if running:
+            waiting = waiting.where(Job.id.not_in(list(running)))
         async with self.sessions() as session:
             if await session.scalar(waiting.limit(1)) is None:
                 return None
@@ -249,6 +259,8 @@ class JobQueue:
         choice = select(pick.id).where(self._claimable(pick))
         if job_id is not None:
             choice = choice.where(pick.id == job_id)
+        if running:
+            choice = choice.where(pick.id.not_in(list(running)))
         chosen = (
             choice.order_by(pick.created_at, pick.id)
             .limit(1)

@@ -222,7 +222,7 @@ class Worker:
     async def _fill(self) -> None:
         while len(self._jobs) < self.slots and not self._closing:
             try:
-                job = await self.queue.claim(self.name)
+                job = await self.queue.claim(self.name, running=list(self._jobs))
             except Exception as exc:
                 # The database is busy or away: try again at the next poll.
                 log.warning("could not claim an ingestion job: %s", exc)
