@@ -193,3 +193,30 @@ def test_definitions_without_blank_lines_are_not_run_together() -> None:
         ("If true, all files are sent in mode -kb.", "gitcvs.allBinary"),
         ("Database used by git-cvsserver to cache revision information.", "gitcvs.dbName"),
     ]
+
+
+def test_a_chunk_that_starts_inside_a_code_block_quotes_no_part_of_it() -> None:
+    # Python's venv tutorial, a chunk whose overlap reached back into the block before:
+    # read from the top, the fences paired up wrongly and the lead-in alone was quoted
+    # as code ("To deactivate a virtual environment, type:"), without its command.
+    text = (
+        "'~/envs/tutorial-env/lib/python3.5/site-packages']\n>>>\n```\n\n"
+        "To deactivate a virtual environment, type:\n\n```\ndeactivate\n```\n\n"
+        "into the terminal."
+    )
+    assert units(text) == [
+        ("lead", "To deactivate a virtual environment, type:\n\n```\ndeactivate"),
+        ("code", "deactivate"),
+        ("sentence", "into the terminal."),
+    ]
+
+
+def test_a_chunk_that_ends_inside_a_code_block_keeps_its_lead_in() -> None:
+    # Odd fences too, but the open one is last: a blank line before the first fence.
+    text = "Install it:\n\n```\npip install rag\n```\n\nThen run:\n\n```sh\nrag serve"
+    assert units(text) == [
+        ("lead", "Install it:\n\n```\npip install rag"),
+        ("code", "pip install rag"),
+        ("lead", "Then run:\n\n```sh\nrag serve"),
+        ("code", "rag serve"),
+    ]

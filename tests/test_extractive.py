@@ -363,6 +363,20 @@ async def test_never_a_heading_nor_a_fragment_of_a_chunk_cut_mid_sentence() -> N
     assert text == "Overlap keeps 32 tokens of context between chunks. [1]"
 
 
+async def test_a_paragraph_after_the_tail_of_a_code_block_is_no_fragment() -> None:
+    # http-api.html: the chunk's overlap reached into a JSON example; the prose after it
+    # starts with a lower-case field name, and that sentence is the answer.
+    chunk = (
+        '58, "total": 73}, "trace_id": "...",\n  "degraded": null}\n```\n\n'
+        "grounded is false when the evidence gate found nothing relevant enough."
+    )
+    answerer = ExtractiveAnswerer(FakeEmbedder(), max_sentences=4)
+    text = await answer(answerer, "what does grounded false mean", hits([chunk]))
+    assert quoted(text) == [
+        ("grounded is false when the evidence gate found nothing relevant enough.", 1)
+    ]
+
+
 async def test_never_a_unit_cut_inside_brackets_or_quotes() -> None:
     # The counts of "(" and ")" agree and the sentence is still open inside the last one.
     opened = "The editor is chosen from GIT_EDITOR, then b) core.editor and EDITOR (in that"

@@ -26,7 +26,7 @@ from typing import Final, Literal, NamedTuple
 
 from rag.text import split_sentences
 
-SPLITTER: Final = "units-5"
+SPLITTER: Final = "units-6"
 
 UnitKind = Literal["sentence", "item", "row", "code", "lead"]
 
@@ -60,7 +60,10 @@ _COMMAND = re.compile(
 
 _ENDED = re.compile(r"[.!?:;…][\"'”’)\]*_`]*[ \t]*$")
 
-LineKind = Literal["blank", "fence", "code", "row", "separator", "item", "heading", "text"]
+LineKind = Literal[
+    "blank", "fence", "code", "row", "separator", "item", "heading", "text", "partial"
+]
+"""``partial``: the tail of a code block that began in the chunk before (``_starts_in_code``)."""
 
 
 def answer_units(text: str) -> list[AnswerUnit]:
@@ -95,7 +98,7 @@ def answer_units(text: str) -> list[AnswerUnit]:
 
 def _classified(text: str) -> list[tuple[LineKind, int, int]]:
     lines: list[tuple[LineKind, int, int]] = []
-    in_fence = False
+    in_fence = partial = _starts_in_code(text)
     position = 0
     for raw in text.splitlines(keepends=True):
         start, end = position, position + len(raw.rstrip("\r\n"))
@@ -103,7 +106,9 @@ def _classified(text: str) -> list[tuple[LineKind, int, int]]:
         line = text[start:end]
         kind: LineKind
         if _FENCE.match(line):
-            in_fence, kind = not in_fence, "fence"
+            in_fence, partial, kind = not in_fence, False, "fence"
+        elif partial:
+            kind = "partial"  # quoted neither as code (it is cut) nor as prose
         elif in_fence:
             kind = "code" if line.strip() else "blank"
         elif not line.strip():
@@ -123,6 +128,22 @@ def _classified(text: str) -> list[tuple[LineKind, int, int]]:
             kind = "text"
         lines.append((kind, start, end))
     return lines
+
+
+def _starts_in_code(text: str) -> bool:
+    """Whether ``text`` starts inside a fenced code block: a chunk's overlap reached back
+    into one ("'~/envs/tutorial-env/lib/python3.5/site-packages']" / ">>>" / "```" /
+    "To deactivate a virtual environment, type:" / "```" / "deactivate" / "```"). Read
+    from the top, the fences pair up wrongly: the lead-in became code, quoted alone, and
+    the command prose. Its fence lines are odd in number and the first is a bare one
+    right below text, as a closing fence is (an opening fence may name a language, and
+    the loaders put a blank line before it)."""
+    lines = text.splitlines()
+    fences = [i for i, line in enumerate(lines) if _FENCE.match(line)]
+    if len(fences) % 2 == 0:
+        return False
+    first = fences[0]
+    return first > 0 and lines[first].strip() in ("```", "~~~") and bool(lines[first - 1].strip())
 
 
 def _block(

@@ -138,11 +138,12 @@ class ExtractiveAnswerer:
         """No prompt: the selection rules are versioned instead (3: answer units and
         measured features; 4: no unit cut inside brackets or quotes; 5: a definition
         quoted after its term, prose with its white space collapsed; 6: the first
-        source's opening line first, a pointer with the sentence it follows), with a
+        source's opening line first, a pointer with the sentence it follows; 7: a
+        lower-case sentence is a fragment only when it opens the chunk), with a
         digest of the weights and the unit splitter, so a cached answer chosen under
         other rules is never replayed."""
         rules = repr((self.weights, SPLITTER)).encode()
-        return f"extractive-6-{hashlib.sha256(rules).hexdigest()[:8]}"
+        return f"extractive-7-{hashlib.sha256(rules).hexdigest()[:8]}"
 
     async def stream(self, question: str, sources: Sequence[Hit]) -> AsyncGenerator[str, None]:
         """Units in (source rank, position) order, each followed by `` [n]``; for a
@@ -331,9 +332,10 @@ def _candidates(
     asked = _flat(question.lower()).rstrip("?")
     for source, (hit, found) in enumerate(zip(hits, units, strict=True)):
         headings = {_flat(h).lower() for h in hit.heading_path}
-        for position, (unit, vector) in enumerate(zip(found.units, found.vectors, strict=True)):
+        for unit, vector in zip(found.units, found.vectors, strict=True):
             text = hit.text[unit.start : unit.end]
-            if not _quotable(text, unit, position, headings, asked):
+            opens = not hit.text[: unit.start].strip()
+            if not _quotable(text, unit, opens, headings, asked):
                 continue
             header = hit.text[unit.header[0] : unit.header[1]] + "\n" if unit.header else ""
             candidates.append(_Candidate(source, unit, text, len(rows), header + text))
@@ -342,15 +344,17 @@ def _candidates(
     return candidates, matrix
 
 
-def _quotable(text: str, unit: AnswerUnit, position: int, headings: set[str], asked: str) -> bool:
+def _quotable(text: str, unit: AnswerUnit, opens: bool, headings: set[str], asked: str) -> bool:
     """Whether a unit can carry an answer: not a heading, a fragment, a question or an echo.
 
     FAQ entries and example requests repeat questions verbatim; quoting them back scores
     high and answers nothing, and so does a unit that quotes a question. A short unit
     without closing punctuation is a title, and so is one of fewer than three content
     words, unless it is code or a table row. A chunk cut mid-sentence starts with a
-    fragment, and a unit with an unclosed bracket or code
-    span was cut too.
+    fragment: a sentence that ``opens`` the chunk (nothing before it) in lower case; after
+    the tail of a code block the chunk's overlap reached into, a paragraph may start with
+    a lower-case identifier ("grounded is false when ..."). A unit with an unclosed
+    bracket or code span was cut too.
     """
     flat = _flat(text).lower()
     if flat in headings:
@@ -361,7 +365,7 @@ def _quotable(text: str, unit: AnswerUnit, position: int, headings: set[str], as
     # Only a whole question repeated is an echo; a keyword query ("3036") is in its answer.
     if len(asked.split()) >= 3 and asked in flat:
         return False
-    if position == 0 and text[:1].islower() and unit.kind == "sentence":
+    if opens and text[:1].islower() and unit.kind == "sentence":
         return False
     if unit.kind != "code" and (not _closed(text) or text.count("`") % 2):
         return False
