@@ -220,3 +220,25 @@ def test_a_chunk_that_ends_inside_a_code_block_keeps_its_lead_in() -> None:
         ("lead", "Then run:\n\n```sh\nrag serve"),
         ("code", "rag serve"),
     ]
+
+
+def test_a_sentence_that_starts_with_a_command_word_is_prose() -> None:
+    # Python's venv tutorial through the HTML loader: the code markup around
+    # "python -m pip show" is gone, and the line is the lead-in of the command below it.
+    text = (
+        "python -m pip show will display information about a particular package:\n\n"
+        "```bash\n(tutorial-env) $ python -m pip show requests\n```\n"
+    )
+    assert units(text) == [
+        (
+            "lead",
+            "python -m pip show will display information about a particular package:\n\n"
+            "```bash\n(tutorial-env) $ python -m pip show requests",
+        ),
+        ("code", "(tutorial-env) $ python -m pip show requests"),
+    ]
+    command = "Build it.\n\ndocker build -t rag -f Dockerfile .\n"  # a lone "." is a path
+    assert units(command) == [
+        ("sentence", "Build it."),
+        ("code", "docker build -t rag -f Dockerfile ."),
+    ]

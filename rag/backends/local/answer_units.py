@@ -26,7 +26,7 @@ from typing import Final, Literal, NamedTuple
 
 from rag.text import split_sentences
 
-SPLITTER: Final = "units-6"
+SPLITTER: Final = "units-7"
 
 UnitKind = Literal["sentence", "item", "row", "code", "lead"]
 
@@ -57,6 +57,12 @@ _COMMAND = re.compile(
     r"[\w.\-]+[ \t]*=[ \t]*\S|\[[\w.\- ]+\][ \t]*$|(?:const|let|var|def|class)[ \t]+\w|"
     r"(?:from[ \t]+[\w.]+[ \t]+)?import[ \t]+\w|[\w.]+\(.*\);?[ \t]*$|[{}\])][,;]?[ \t]*$)"
 )
+
+# A line that starts like a command but reads as a sentence: six words or more, the last
+# ending one (a period or colon on a word, not a lone "." path). Python's venv tutorial,
+# its code markup gone: "python -m pip show will display information about a particular
+# package:" is the lead-in of the command below it, not code.
+_SENTENCE = re.compile(r"^\s*(?:\S+\s+){5,}\S*\w[`'\")]*[.:!?]\s*$")
 
 _ENDED = re.compile(r"[.!?:;…][\"'”’)\]*_`]*[ \t]*$")
 
@@ -119,7 +125,7 @@ def _classified(text: str) -> list[tuple[LineKind, int, int]]:
             kind = "heading"
         elif _ITEM.match(line):
             kind = "item"
-        elif _COMMAND.match(line) or (
+        elif (_COMMAND.match(line) and not _SENTENCE.search(line)) or (
             # Indented after a blank line or more code: an indented code block.
             line.startswith(("    ", "\t")) and lines and lines[-1][0] in ("blank", "code")
         ):
