@@ -151,7 +151,7 @@ def test_a_definition_body_is_quoted_after_its_term() -> None:
         ("sentence", "The name recorded in commits.", "author.name\ncommitter.name"),
         (
             "lead",
-            'Example:\n\n    ```\n    git config user.name "A U Thor"',
+            'Example:\n\n    ```\n    git config user.name "A U Thor"\n    ```',
             "author.name\ncommitter.name",
         ),
         ("code", 'git config user.name "A U Thor"', "author.name\ncommitter.name"),
@@ -205,7 +205,7 @@ def test_a_chunk_that_starts_inside_a_code_block_quotes_no_part_of_it() -> None:
         "into the terminal."
     )
     assert units(text) == [
-        ("lead", "To deactivate a virtual environment, type:\n\n```\ndeactivate"),
+        ("lead", "To deactivate a virtual environment, type:\n\n```\ndeactivate\n```"),
         ("code", "deactivate"),
         ("sentence", "into the terminal."),
     ]
@@ -215,7 +215,7 @@ def test_a_chunk_that_ends_inside_a_code_block_keeps_its_lead_in() -> None:
     # Odd fences too, but the open one is last: a blank line before the first fence.
     text = "Install it:\n\n```\npip install rag\n```\n\nThen run:\n\n```sh\nrag serve"
     assert units(text) == [
-        ("lead", "Install it:\n\n```\npip install rag"),
+        ("lead", "Install it:\n\n```\npip install rag\n```"),  # with its closing fence
         ("code", "pip install rag"),
         ("lead", "Then run:\n\n```sh\nrag serve"),
         ("code", "rag serve"),
@@ -233,7 +233,7 @@ def test_a_sentence_that_starts_with_a_command_word_is_prose() -> None:
         (
             "lead",
             "python -m pip show will display information about a particular package:\n\n"
-            "```bash\n(tutorial-env) $ python -m pip show requests",
+            "```bash\n(tutorial-env) $ python -m pip show requests\n```",
         ),
         ("code", "(tutorial-env) $ python -m pip show requests"),
     ]

@@ -377,6 +377,17 @@ async def test_a_paragraph_after_the_tail_of_a_code_block_is_no_fragment() -> No
     ]
 
 
+async def test_a_lead_in_over_a_fenced_block_is_quoted_with_it_once_across_twins() -> None:
+    # Python's venv tutorial as its reST source and as HTML: the instruction, its command
+    # and the closing fence (so what follows is not read as code), quoted once.
+    rst = "To deactivate a virtual environment, type:\n\n```\ndeactivate\n```\n\ninto the terminal."
+    html = rst.replace("```\ndeactivate", "```python3\ndeactivate")
+    answerer = ExtractiveAnswerer(FakeEmbedder(), max_sentences=2)
+    text = await answer(answerer, "How do I deactivate a virtual environment?", hits([rst, html]))
+    assert text.startswith("To deactivate a virtual environment, type:\n\n```\ndeactivate\n``` [1]")
+    assert "deactivate\n``` [2]" not in text and "```python3" not in text
+
+
 async def test_never_a_unit_cut_inside_brackets_or_quotes() -> None:
     # The counts of "(" and ")" agree and the sentence is still open inside the last one.
     opened = "The editor is chosen from GIT_EDITOR, then b) core.editor and EDITOR (in that"

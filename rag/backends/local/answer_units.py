@@ -26,7 +26,7 @@ from typing import Final, Literal, NamedTuple
 
 from rag.text import split_sentences
 
-SPLITTER: Final = "units-7"
+SPLITTER: Final = "units-8"
 
 UnitKind = Literal["sentence", "item", "row", "code", "lead"]
 
@@ -341,8 +341,25 @@ def _with_leads(text: str, units: list[AnswerUnit]) -> list[AnswerUnit]:
             if other.kind != block_kind or other.end - unit.start > LEAD_BLOCK_CHARS:
                 break
             end = other.end
-        out.append(AnswerUnit(unit.start, end, "lead", unit.header))
+        out.append(
+            AnswerUnit(unit.start, _past_closing_fence(text, unit.start, end), "lead", unit.header)
+        )
     return out
+
+
+def _past_closing_fence(text: str, start: int, end: int) -> int:
+    """``end``, or the end of the fence line that closes a block opened in
+    ``text[start:end]`` when it directly follows: a lead-in is quoted with its fenced
+    block closed ("type:" / "```" / "deactivate" / "```"), so the answer after it is not
+    read as code, and the quote is still the source's own text."""
+    if len(FENCE_LINES.findall(text, start, end)) % 2 == 0:
+        return end
+    closing = FENCE_LINES.match(text, end + 1) if text[end : end + 1] == "\n" else None
+    return closing.end() if closing else end
+
+
+FENCE_LINES: Final = re.compile(r"^[ \t]*(?:```|~~~)[^\n]*", re.MULTILINE)
+"""Every fence line of a text (``findall``, ``sub``), the language it names included."""
 
 
 def _trim(text: str, start: int, end: int) -> tuple[int, int]:

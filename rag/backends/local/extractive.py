@@ -27,7 +27,7 @@ from typing import Literal, NamedTuple, Protocol
 
 import numpy as np
 
-from rag.backends.local.answer_units import SPLITTER, AnswerUnit, UnitKind
+from rag.backends.local.answer_units import FENCE_LINES, SPLITTER, AnswerUnit, UnitKind
 from rag.backends.local.units import Units, embed_units
 from rag.domain import Hit
 from rag.ports import Embedder
@@ -139,11 +139,11 @@ class ExtractiveAnswerer:
         measured features; 4: no unit cut inside brackets or quotes; 5: a definition
         quoted after its term, prose with its white space collapsed; 6: the first
         source's opening line first, a pointer with the sentence it follows; 7: a
-        lower-case sentence is a fragment only when it opens the chunk), with a
-        digest of the weights and the unit splitter, so a cached answer chosen under
-        other rules is never replayed."""
+        lower-case sentence is a fragment only when it opens the chunk; 8: a lead-in over
+        a fenced block is quotable), with a digest of the weights and the unit splitter,
+        so a cached answer chosen under other rules is never replayed."""
         rules = repr((self.weights, SPLITTER)).encode()
-        return f"extractive-7-{hashlib.sha256(rules).hexdigest()[:8]}"
+        return f"extractive-8-{hashlib.sha256(rules).hexdigest()[:8]}"
 
     async def stream(self, question: str, sources: Sequence[Hit]) -> AsyncGenerator[str, None]:
         """Units in (source rank, position) order, each followed by `` [n]``; for a
@@ -238,7 +238,8 @@ class ExtractiveAnswerer:
             # instruction and its command, never the command alone.
             inner = candidates[index]
             candidate = next((c for c in leads if _within(inner, c)), inner)
-            key = _flat(candidate.text).lower()
+            # Twins (an HTML page and its source) differ in a fence's language name.
+            key = _flat(FENCE_LINES.sub("", candidate.text)).lower()
             if key in seen or any(_overlaps(candidate, c) for c in chosen):
                 continue
             if any(
@@ -367,13 +368,22 @@ def _quotable(text: str, unit: AnswerUnit, opens: bool, headings: set[str], aske
         return False
     if opens and text[:1].islower() and unit.kind == "sentence":
         return False
-    if unit.kind != "code" and (not _closed(text) or text.count("`") % 2):
+    if unit.kind != "code" and (not _closed(text) or _open_code_span(text)):
         return False
     count = len(word_pieces(text))
     if unit.kind in ("code", "row", "lead"):
         return count >= 2
     # Fewer than three content words is a run-in heading ("Taking a backup."), not an answer.
     return len(_content(text)) >= 3 and not (count <= 8 and bare[-1:].isalnum())
+
+
+def _open_code_span(text: str) -> bool:
+    """Whether a code span (`` `...` ``) opens in ``text`` and does not close: the unit was
+    cut inside one. A fence line is no span: a lead-in's unit ends inside the fenced block
+    it introduces, before the closing fence ("To deactivate a virtual environment, type:"
+    over "```" and "deactivate"), and counting its three backticks refused every such
+    lead-in, so a how-to answer quoted the command without the instruction, or nothing."""
+    return FENCE_LINES.sub("", text).count("`") % 2 == 1
 
 
 def _closed(text: str) -> bool:
