@@ -106,7 +106,7 @@ def test_json_has_exactly_the_documented_shape(settings: Settings, dataset: Path
     assert data["metrics"]["answers"]["f1"] is not None
     config = data["config"]
     assert config["embedder"] == "fake-bow-256" and config["prompt_version"].startswith(
-        "extractive-8-"
+        "extractive-9-"
     )
     assert config["gate"] == {"retrieval.min_relevance": settings.retrieval.min_relevance}
     assert len(config["dataset_sha256"]) == 64 and "git_commit" in config

@@ -384,8 +384,10 @@ async def test_a_lead_in_over_a_fenced_block_is_quoted_with_it_once_across_twins
     html = rst.replace("```\ndeactivate", "```python3\ndeactivate")
     answerer = ExtractiveAnswerer(FakeEmbedder(), max_sentences=2)
     text = await answer(answerer, "How do I deactivate a virtual environment?", hits([rst, html]))
-    assert text.startswith("To deactivate a virtual environment, type:\n\n```\ndeactivate\n``` [1]")
-    assert "deactivate\n``` [2]" not in text and "```python3" not in text
+    # The marker below the closing fence, which must stand alone on its line.
+    lead = "To deactivate a virtual environment, type:"
+    assert text.startswith(f"{lead}\n\n```\ndeactivate\n```\n[1]")
+    assert "[2]" not in text and "```python3" not in text
 
 
 async def test_never_a_unit_cut_inside_brackets_or_quotes() -> None:

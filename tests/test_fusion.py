@@ -174,17 +174,7 @@ def test_subjects_are_identifiers_the_question_asks_about_as_such() -> None:
 
 async def test_a_definition_of_the_subject_rises_and_nothing_else_moves() -> None:
     def hit(cid: str, dense: int, text: str) -> Hit:
-        return Hit(
-            chunk_id=cid,
-            document_id=cid,
-            source=cid,
-            title=cid,
-            text=text,
-            score=0.0,
-            relevance=0.0,
-            dense_score=0.5,
-            dense_rank=dense,
-        )
+        return fakes.hit(dense, text, chunk_id=cid, dense_score=0.5, dense_rank=dense)
 
     entry = "core.autocrlf\n    Setting this variable to true converts CRLF on checkout."
     pool = [

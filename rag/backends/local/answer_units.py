@@ -62,7 +62,7 @@ _COMMAND = re.compile(
 # ending one (a period or colon on a word, not a lone "." path). Python's venv tutorial,
 # its code markup gone: "python -m pip show will display information about a particular
 # package:" is the lead-in of the command below it, not code.
-_SENTENCE = re.compile(r"^\s*(?:\S+\s+){5,}\S*\w[`'\")]*[.:!?]\s*$")
+_READS_AS_SENTENCE = re.compile(r"^\s*(?:\S+\s+){5,}\S*\w[`'\")]*[.:!?]\s*$")
 
 _ENDED = re.compile(r"[.!?:;…][\"'”’)\]*_`]*[ \t]*$")
 
@@ -125,7 +125,7 @@ def _classified(text: str) -> list[tuple[LineKind, int, int]]:
             kind = "heading"
         elif _ITEM.match(line):
             kind = "item"
-        elif (_COMMAND.match(line) and not _SENTENCE.search(line)) or (
+        elif (_COMMAND.match(line) and not _READS_AS_SENTENCE.search(line)) or (
             # Indented after a blank line or more code: an indented code block.
             line.startswith(("    ", "\t")) and lines and lines[-1][0] in ("blank", "code")
         ):

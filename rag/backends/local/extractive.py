@@ -140,10 +140,11 @@ class ExtractiveAnswerer:
         quoted after its term, prose with its white space collapsed; 6: the first
         source's opening line first, a pointer with the sentence it follows; 7: a
         lower-case sentence is a fragment only when it opens the chunk; 8: a lead-in over
-        a fenced block is quotable), with a digest of the weights and the unit splitter,
-        so a cached answer chosen under other rules is never replayed."""
+        a fenced block is quotable; 9: a marker after a closing fence goes below it), with
+        a digest of the weights and the unit splitter, so a cached answer chosen under
+        other rules is never replayed."""
         rules = repr((self.weights, SPLITTER)).encode()
-        return f"extractive-8-{hashlib.sha256(rules).hexdigest()[:8]}"
+        return f"extractive-9-{hashlib.sha256(rules).hexdigest()[:8]}"
 
     async def stream(self, question: str, sources: Sequence[Hit]) -> AsyncGenerator[str, None]:
         """Units in (source rank, position) order, each followed by `` [n]``; for a
@@ -188,7 +189,12 @@ class ExtractiveAnswerer:
                 yield f"{separator}{_flat(text[header[0] : header[1]])}{marker}"
                 separator = "\n"
             quote = candidate.text if candidate.unit.kind in _AS_WRITTEN else _flat(candidate.text)
-            yield f"{separator}{quote}{marker}"
+            if FENCE_LINES.fullmatch(quote.rsplit("\n", 1)[-1]):
+                # A closing fence stands alone on its line (CommonMark): "``` [1]" would
+                # leave the block open and the rest of the answer in it.
+                yield f"{separator}{quote}\n{marker.lstrip()}"
+            else:
+                yield f"{separator}{quote}{marker}"
             previous = candidate
 
     async def _units(self, hits: list[Hit]) -> list[Units]:
