@@ -106,6 +106,15 @@ def search_terms(text: str) -> list[str]:
     return [m.group() for m in _TERM.finditer(text.lower())]
 
 
+# Definition lists, as the AsciiDoc, rST and HTML loaders write them: term lines, then
+# an indented body. The answerer's unit splitter and the local reranker read them alike.
+
+TERM_CHARS: Final = 120
+"""A term line is at most this long: longer unindented text is prose, not a term."""
+TERM_LINES: Final = 6
+"""At most this many term lines share one definition ("author.name" ... "committer.email")."""
+
+
 # Sentences.
 
 UnitKind = Literal["sentence", "item", "heading", "code"]

@@ -22,7 +22,7 @@ from typing import Final, TypeVar
 import msgspec
 
 from rag.domain import Hit
-from rag.text import content_words
+from rag.text import TERM_CHARS, TERM_LINES, content_words
 
 RRF_K = 60
 """The constant from Cormack et al. (2009); it flattens the advantage of the very top ranks."""
@@ -68,8 +68,6 @@ def subjects(query: str) -> list[str]:
 
 _TERM_MARKUP = re.compile(r"(?:#{1,6}[ \t]+|\|[ \t]*)?[*_`'\"]*")
 _LONGER_NAME = re.compile(r"\w|[.\-]\w")
-_TERM_CHARS = 120
-_TERM_LINES = 6
 
 
 def defines(text: str, names: Sequence[str]) -> bool:
@@ -83,7 +81,7 @@ def defines(text: str, names: Sequence[str]) -> bool:
     wanted = [name.lower() for name in names]
     lines = text.splitlines()
     for i, line in enumerate(lines):
-        if not line[:1].strip() or len(line) > _TERM_CHARS:
+        if not line[:1].strip() or len(line) > TERM_CHARS:
             continue  # blank, indented (a body) or prose
         markup = _TERM_MARKUP.match(line)
         rest = line[markup.end() if markup else 0 :].lower()
@@ -96,12 +94,12 @@ def defines(text: str, names: Sequence[str]) -> bool:
 
 
 def _over_body(lines: Sequence[str], i: int) -> bool:
-    """Whether term line ``i`` (with up to ``_TERM_LINES`` term lines in all) is followed
+    """Whether term line ``i`` (with up to ``TERM_LINES`` term lines in all) is followed
     by an indented body."""
-    for line in lines[i + 1 : i + _TERM_LINES + 1]:
+    for line in lines[i + 1 : i + TERM_LINES + 1]:
         if line[:1] in (" ", "\t") and line.strip():
             return True
-        if not line.strip() or len(line) > _TERM_CHARS:
+        if not line.strip() or len(line) > TERM_CHARS:
             return False
     return False
 
@@ -183,26 +181,21 @@ class HybridReranker:
         """The best ``k`` candidates by fused score; ``relevance`` is the dense cosine."""
         weight = self.identifier_weight if has_identifier(query) else self.keyword_weight
         fused = [rrf_score(h.dense_rank, h.keyword_rank, weight, self.k) for h in candidates]
+
+        def order(i: int) -> tuple[float, tuple[float, float, int]]:
+            return (-fused[i], _tie(candidates[i], i))
+
         names = subjects(query) if self.definition_weight else []
         if names:
-            defining = sorted(
-                (i for i, hit in enumerate(candidates) if defines(hit.text, names)),
-                key=lambda i: (-fused[i], _tie(candidates[i], i)),
-            )
-            for rank, i in enumerate(defining, start=1):
+            defining = (i for i, hit in enumerate(candidates) if defines(hit.text, names))
+            for rank, i in enumerate(sorted(defining, key=order), start=1):
                 fused[i] += self.definition_weight / (self.k + rank)
-        scored = sorted(
-            ((-fused[i], _tie(hit, i), hit, fused[i]) for i, hit in enumerate(candidates)),
-            key=lambda row: (row[0], row[1]),
-        )
-        return [
-            msgspec.structs.replace(
-                hit,
-                score=score,
-                relevance=hit.dense_score if hit.dense_score is not None else 0.0,
-            )
-            for _, _, hit, score in scored[: max(k, 0)]
-        ]
+        ranked = []
+        for i in sorted(range(len(candidates)), key=order)[: max(k, 0)]:
+            hit = candidates[i]
+            relevance = hit.dense_score if hit.dense_score is not None else 0.0
+            ranked.append(msgspec.structs.replace(hit, score=fused[i], relevance=relevance))
+        return ranked
 
 
 def _tie(hit: Hit, position: int) -> tuple[float, float, int]:

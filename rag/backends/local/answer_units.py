@@ -24,7 +24,7 @@ from __future__ import annotations
 import re
 from typing import Final, Literal, NamedTuple
 
-from rag.text import split_sentences
+from rag.text import TERM_CHARS, TERM_LINES, split_sentences
 
 SPLITTER: Final = "units-8"
 
@@ -203,12 +203,6 @@ def _block(
     return units, j
 
 
-TERM_CHARS: Final = 120
-"""A term line is at most this long: longer unindented text is prose, not a term."""
-_TERMS: Final = 6
-"""At most this many term lines share one definition ("author.name" ... "committer.email")."""
-
-
 def _definition(
     lines: list[tuple[LineKind, int, int]], i: int, text: str
 ) -> tuple[list[AnswerUnit], int] | None:
@@ -232,7 +226,7 @@ def _definition(
     j = i
     while (
         j < len(lines)
-        and j - i < _TERMS
+        and j - i < TERM_LINES
         and lines[j][0] in ("text", "code")
         and not _indented(text, lines[j])
         and lines[j][2] - lines[j][1] <= TERM_CHARS

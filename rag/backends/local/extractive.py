@@ -339,10 +339,10 @@ def _candidates(
     asked = _flat(question.lower()).rstrip("?")
     for source, (hit, found) in enumerate(zip(hits, units, strict=True)):
         headings = {_flat(h).lower() for h in hit.heading_path}
+        first = len(hit.text) - len(hit.text.lstrip())  # where the chunk's text begins
         for unit, vector in zip(found.units, found.vectors, strict=True):
             text = hit.text[unit.start : unit.end]
-            opens = not hit.text[: unit.start].strip()
-            if not _quotable(text, unit, opens, headings, asked):
+            if not _quotable(text, unit, unit.start <= first, headings, asked):
                 continue
             header = hit.text[unit.header[0] : unit.header[1]] + "\n" if unit.header else ""
             candidates.append(_Candidate(source, unit, text, len(rows), header + text))
